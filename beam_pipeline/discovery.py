@@ -1,0 +1,98 @@
+"""Finding the input files of a run and pairing them with their labels (driver side, no decoding).
+
+Listing goes through Beam's `FileSystems`, so the same code lists a local folder or a `gs://`
+bucket. Every `.mat` file found becomes exactly one `RecordSource`; problems that are known before
+decoding (a duplicate record id, a training record with no usable label) ride along on the source
+as a `Rejection`, so the pipeline reports them through the same `errors/` output as decoding failures.
+"""
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+
+from apache_beam.io.filesystems import FileSystems
+
+from beam_pipeline.labels import LabelProblem, Labels
+from beam_pipeline.rejections import ConfigurationError, Reason, Rejection
+from beam_pipeline.schema import TRAIN_SPLIT, UNKNOWN_LABEL
+
+MAT_SUFFIX = ".mat"
+HEADER_SUFFIX = ".hea"
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordSource:
+    """One `.mat` file to process: where it is, its id, split and label, and its WFDB header if any."""
+
+    path: str
+    record_id: str
+    split: str
+    label: int = UNKNOWN_LABEL
+    size_bytes: int = 0
+    header_path: str | None = None
+    rejection: Rejection | None = None
+
+
+def _stem(path: str) -> str:
+    return posixpath.splitext(posixpath.basename(path))[0]
+
+
+def list_files(directory: str) -> list[tuple[str, int]]:
+    """All files under `directory`, recursively, as (path, size) sorted by path.
+
+    Raises ConfigurationError when the directory does not exist or holds nothing: that is broken
+    configuration, not a bad record.
+    """
+    if not FileSystems.exists(directory):
+        raise ConfigurationError(f"input directory not found: {directory}")
+    pattern = FileSystems.join(directory.rstrip("/"), "**")
+    metadata = FileSystems.match([pattern])[0].metadata_list
+    return sorted((m.path, m.size_in_bytes) for m in metadata)
+
+
+def find_records(directory: str, split: str, labels: Labels) -> list[RecordSource]:
+    """The `.mat` files under `directory` as RecordSources of `split`, with labels and headers attached.
+
+    The record id is the file stem. When two files share an id, the first by path is processed and the
+    others are rejected as duplicates. A training record needs a valid label; a test record keeps its
+    label when the labels file has one.
+    """
+    files = list_files(directory)
+    headers = {p[: -len(HEADER_SUFFIX)]: p for p, _ in files if p.lower().endswith(HEADER_SUFFIX)}
+    sources: list[RecordSource] = []
+    first_path_of: dict[str, str] = {}
+    for path, size in files:
+        if not path.lower().endswith(MAT_SUFFIX):
+            continue
+        record_id = _stem(path)
+        base = dict(path=path, record_id=record_id, split=split, size_bytes=size,
+                    header_path=headers.get(path[: -len(MAT_SUFFIX)]))
+        if record_id in first_path_of:
+            detail = f"record id {record_id!r} also at {first_path_of[record_id]}"
+            sources.append(RecordSource(**base, rejection=Rejection(record_id, path, Reason.DUPLICATE_ID, detail)))
+            continue
+        first_path_of[record_id] = path
+        label = labels.by_id.get(record_id, UNKNOWN_LABEL)
+        problem = labels.problem_for(record_id)
+        if split == TRAIN_SPLIT and label == UNKNOWN_LABEL:
+            problem = problem or LabelProblem(record_id, Reason.MISSING_LABEL, "no label for this record in the labels file")
+            sources.append(RecordSource(**base, rejection=Rejection(record_id, path, problem.reason, problem.detail)))
+            continue
+        sources.append(RecordSource(**base, label=label))
+    return sources
+
+
+def label_file_findings(labels: Labels, sources: list[RecordSource], labels_path: str) -> list[Rejection]:
+    """Labels-file findings not already reported as a rejected record: ids without a file, and
+    unusable lines (also those naming a test record, which is then kept without a label).
+
+    They go to `errors/labels.jsonl`; they are not input files, so they are not part of the
+    found = written + rejected reconciliation.
+    """
+    with_file = {s.record_id for s in sources}
+    reported = {s.record_id for s in sources if s.rejection is not None}
+    findings = [Rejection(record_id, labels_path, Reason.LABEL_WITHOUT_FILE, "labelled record has no .mat file")
+                for record_id in sorted(set(labels.by_id) - with_file)]
+    findings += [Rejection(p.record_id, labels_path, p.reason, p.detail)
+                 for p in labels.problems if p.record_id not in reported]
+    return findings
