@@ -66,5 +66,5 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_FAILED
     print(f"wrote {args.output_dir}: examples {summary['examples_written']}, rejected {summary['rejected_total']}, "
-          f"{summary['wall_time_s']} s")
+          f"{summary['wall_time_s']} s, peak RSS {summary['peak_rss_mb']['driver']} MB")
     return EXIT_OK

@@ -9,6 +9,7 @@ import collections
 import dataclasses
 import json
 import logging
+import resource
 import shutil
 import tempfile
 import time
@@ -103,6 +104,13 @@ def _rejection_counts(out_dir: str, split: str) -> dict[str, int]:
     return dict(sorted(collections.Counter(reasons).items()))
 
 
+def _peak_rss_mb() -> dict[str, float]:
+    """Peak resident memory of this process and of its (finished) worker subprocesses, in MB."""
+    to_mb = 1 / 1024  # ru_maxrss is in KB on Linux
+    return {"driver": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * to_mb, 1),
+            "largest_child": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * to_mb, 1)}
+
+
 def _summary(splits, out_dir: str, written: dict[str, int], runner: str, started: float) -> dict:
     means, stds = lead_statistics(out_dir)
     rejected = {split: _rejection_counts(out_dir, split) for split in splits}
@@ -118,6 +126,7 @@ def _summary(splits, out_dir: str, written: dict[str, int], runner: str, started
         "signal": {"sampling_rate_hz": SAMPLING_RATE_HZ, "num_samples": NUM_SAMPLES, "crop": "first 10 s"},
         "runner": runner,
         "wall_time_s": round(time.time() - started, 2),
+        "peak_rss_mb": _peak_rss_mb(),
     }
 
 
