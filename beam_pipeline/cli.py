@@ -13,6 +13,7 @@ import sys
 from beam_pipeline.job import DEFAULT_RUNNER, JobConfig, run_job
 from beam_pipeline.rejections import ConfigurationError
 from beam_pipeline.schema import DURATION_S, SAMPLING_RATE_HZ
+from beam_pipeline.tfrecord_sink import DEFAULT_GZIP_LEVEL
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="TFRecord shards per split; 0 (default) lets the runner decide, which keeps memory "
                              "flat; a fixed count makes Beam group all examples first")
     parser.add_argument("--batch_size", type=int, default=32, help="records per Arrow batch fed to tf.Transform")
+    parser.add_argument("--gzip_level", type=int, choices=range(4), default=DEFAULT_GZIP_LEVEL,
+                        help=f"ISA-L GZIP level of the TFRecord shards, 0 fastest .. 3 smallest (default "
+                             f"{DEFAULT_GZIP_LEVEL})")
     return parser
 
 
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging()
     config = JobConfig(train_dir=args.train_dir, labels_path=args.labels, output_dir=args.output_dir,
                        test_dir=args.test_dir, sampling_rate=args.sampling_rate, pad_short=args.pad_short,
-                       num_shards=args.num_shards, batch_size=args.batch_size)
+                       num_shards=args.num_shards, batch_size=args.batch_size, gzip_level=args.gzip_level)
     try:
         summary = run_job(config, beam_args)
     except ConfigurationError as error:

@@ -21,6 +21,7 @@ from beam_pipeline.encode import EncodeExamplesFn
 from beam_pipeline.preprocessing import preprocessing_fn
 from beam_pipeline.read import REJECTED_TAG, DecodeRecordFn
 from beam_pipeline.rejections import Rejection
+from beam_pipeline.tfrecord_sink import WriteGzipTFRecords
 
 DECODED_TAG = "decoded"
 ERRORS_DIR = "errors"
@@ -71,7 +72,8 @@ def build_analyze(pipeline: beam.Pipeline, train: list[RecordSource], options: D
 
 
 def build_transform(pipeline: beam.Pipeline, splits: dict[str, list[RecordSource]], extra_rejections: list[Rejection],
-                    options: DecodeOptions, transformed_schema, out_dir: str, num_shards: int) -> None:
+                    options: DecodeOptions, transformed_schema, out_dir: str, num_shards: int,
+                    gzip_level: int) -> None:
     """Applies the saved transform to every split; writes `<split>/part-*.tfrecord.gz` and `errors/`."""
     transform_fn = pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(out_dir)
     for split, sources in splits.items():
@@ -81,8 +83,8 @@ def build_transform(pipeline: beam.Pipeline, splits: dict[str, list[RecordSource
                           | f"Transform[{split}]" >> tft_beam.TransformDataset(output_record_batches=True))
         _ = (transformed
              | f"Encode[{split}]" >> beam.ParDo(EncodeExamplesFn(transformed_schema, split))
-             | f"Write[{split}]" >> beam.io.WriteToTFRecord(os.path.join(out_dir, split, SHARD_PREFIX),
-                                                           file_name_suffix=TFRECORD_SUFFIX, num_shards=num_shards))
+             | f"Write[{split}]" >> WriteGzipTFRecords(os.path.join(out_dir, split, SHARD_PREFIX), TFRECORD_SUFFIX,
+                                                      num_shards, gzip_level))
         _ = rejections | f"Errors[{split}]" >> WriteRejections(os.path.join(out_dir, ERRORS_DIR, split))
     _ = (pipeline | "CreateLabelFindings" >> beam.Create(extra_rejections)
          | "Errors[labels]" >> WriteRejections(os.path.join(out_dir, ERRORS_DIR, "labels")))
