@@ -17,7 +17,6 @@ import time
 import uuid
 
 import apache_beam as beam
-import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
@@ -178,9 +177,8 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
                 raise ConfigurationError(f"none of the training files in {config.train_dir} could be decoded")
             metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema()),
                                        FileSystems.join(staging, RAW_METADATA_DIR))
-            transformed_schema = tft.TFTransformOutput(staging).transformed_metadata.schema
             transform = beam.Pipeline(options=options)
-            graphs.build_transform(transform, splits, findings, decode_options, transformed_schema, staging,
+            graphs.build_transform(transform, splits, findings, decode_options, staging, staging,
                                    config.num_shards, config.gzip_level)
             result = transform.run()
             result.wait_until_finish()

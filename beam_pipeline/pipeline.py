@@ -13,6 +13,7 @@ import dataclasses
 import os
 
 import apache_beam as beam
+import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 
 from beam_pipeline.arrow_batches import tensor_adapter_config, to_record_batch
@@ -72,10 +73,11 @@ def build_analyze(pipeline: beam.Pipeline, train: list[RecordSource], options: D
 
 
 def build_transform(pipeline: beam.Pipeline, splits: dict[str, list[RecordSource]], extra_rejections: list[Rejection],
-                    options: DecodeOptions, transformed_schema, out_dir: str, num_shards: int,
-                    gzip_level: int) -> None:
-    """Applies the saved transform to every split; writes `<split>/part-*.tfrecord.gz` and `errors/`."""
-    transform_fn = pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(out_dir)
+                    options: DecodeOptions, transform_dir: str, out_dir: str, num_shards: int, gzip_level: int) -> None:
+    """Applies the transform saved in `transform_dir` to every split; writes `out_dir/<split>/part-*.tfrecord.gz`
+    and `out_dir/errors/`. The statistics are frozen: nothing is re-analyzed here."""
+    transformed_schema = tft.TFTransformOutput(transform_dir).transformed_metadata.schema
+    transform_fn = pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(transform_dir)
     for split, sources in splits.items():
         batches, rejections = (pipeline | f"Create[{split}]" >> beam.Create(sources)
                                | f"Decode[{split}]" >> DecodeAndBatch(options))
