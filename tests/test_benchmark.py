@@ -1,0 +1,22 @@
+"""The benchmark script still works end to end (at a tiny size; speed itself is never asserted)."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_benchmark_prints_both_runs_and_their_ratio(tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(REPO, "bench", "benchmark.py"), "--sizes", "24",
+                             "--data_root", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = [line for line in result.stdout.splitlines() if line.strip().startswith("24 |")]
+    assert row, result.stdout
+    numbers = [float(x) for x in re.findall(r"\d+\.\d+|\d+", row[0].replace("|", " "))]
+    size, loop_s, loop_mb, _, beam_s, beam_mb, _, time_ratio, mb_ratio = numbers
+    assert size == 24 and loop_s > 0 and beam_s > 0 and loop_mb > 50 and beam_mb > 50
+    assert time_ratio == pytest.approx(beam_s / loop_s, rel=0.03)
+    assert mb_ratio == pytest.approx(beam_mb / loop_mb, rel=0.03)
