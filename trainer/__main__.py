@@ -1,0 +1,77 @@
+"""`python -m trainer --data_dir OUT --model_dir MODEL [--epochs N] [--batch_size B] [--learning_rate R] [--seed S]`.
+
+Exit codes (as the pipeline's CLI): 0 success, 1 the run failed, 2 usage or configuration error
+(a missing data dir, an output that is not the pipeline's, a training set without both classes).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from trainer.cli_support import EXIT_OK, add_verbose_flag, run_cli
+from trainer.evaluation import THRESHOLD_CRITERIA
+from trainer.train import TrainConfig, run
+
+_DEFAULTS = TrainConfig()
+
+
+def _filters(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive filter counts, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer",
+        description="Train the ECG classifier on the pipeline's output and export a SavedModel that takes raw ECGs.",
+        epilog="Writes MODEL/serving/ (SavedModel), MODEL/model.keras, MODEL/metrics.json and MODEL/logs/ "
+               "(TensorBoard). Exit codes: 0 success, 1 run failed, 2 usage or configuration error.")
+    parser.add_argument("--data_dir", required=True, help="the pipeline's --output_dir")
+    parser.add_argument("--model_dir", required=True, help="where the model, metrics and logs are written")
+    parser.add_argument("--epochs", type=int, default=_DEFAULTS.epochs, help="maximum epochs (early stopping on "
+                        f"validation AUC usually ends sooner; default {_DEFAULTS.epochs})")
+    parser.add_argument("--batch_size", type=int, default=_DEFAULTS.batch_size)
+    parser.add_argument("--learning_rate", type=float, default=_DEFAULTS.learning_rate, help="Adam learning rate")
+    parser.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seeds weights, shuffling and dropout")
+    parser.add_argument("--val_fraction", type=float, default=_DEFAULTS.val_fraction,
+                        help="share of each class of TRAIN held out for validation (chosen by record id hash)")
+    parser.add_argument("--patience", type=int, default=_DEFAULTS.patience,
+                        help="epochs without a better validation AUC before stopping")
+    parser.add_argument("--filters", type=_filters, default=_DEFAULTS.filters,
+                        help="filters of the stride-2 conv blocks, comma-separated "
+                             f"(default {','.join(map(str, _DEFAULTS.filters))})")
+    parser.add_argument("--kernel_size", type=int, default=_DEFAULTS.kernel_size)
+    parser.add_argument("--dropout", type=float, default=_DEFAULTS.dropout)
+    parser.add_argument("--threshold_criterion", choices=THRESHOLD_CRITERIA, default=_DEFAULTS.threshold_criterion,
+                        help="what the validation-chosen decision threshold maximizes")
+    parser.add_argument("--no_determinism", dest="deterministic", action="store_false",
+                        help="skip tf.config.experimental.enable_op_determinism (slightly faster, not repeatable)")
+    add_verbose_flag(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def work() -> int:
+        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                             seed=args.seed, val_fraction=args.val_fraction, patience=args.patience,
+                             filters=args.filters, kernel_size=args.kernel_size, dropout=args.dropout,
+                             threshold_criterion=args.threshold_criterion, deterministic=args.deterministic)
+        metrics = run(args.data_dir, args.model_dir, config)
+        val = metrics["validation"]
+        print(f"wrote {args.model_dir}: validation AUC {val['auc']:.4f}, F1 {val['f1']:.4f}, accuracy "
+              f"{val['accuracy']:.4f} at threshold {metrics['threshold']:.4f}; {metrics['epochs_run']} epochs, "
+              f"{metrics['training_seconds']} s")
+        return EXIT_OK
+
+    return run_cli(work, args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""The classifier: a compact 1-D CNN from a normalized 12-lead ECG to P(abnormal).
+
+Small on purpose: it must train on a 2-core CPU in minutes. Strided convolutions shrink the 5000
+samples quickly (each block halves the length), batch norm keeps the deep-ish stack trainable at a
+high learning rate, and global average + max pooling make the decision independent of where in
+the 10 s a finding occurs.
+"""
+from __future__ import annotations
+
+import keras
+
+from beam_pipeline.schema import ECG_KEY, ECG_SHAPE
+
+DEFAULT_FILTERS = (16, 32, 48, 64, 96, 128)
+
+
+def _conv_block(x, filters: int, kernel_size: int, strides: int, name: str):
+    """Conv (no bias: batch norm has one) -> batch norm -> ReLU."""
+    x = keras.layers.Conv1D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
+                            name=f"{name}_conv")(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def build_model(filters: tuple[int, ...] = DEFAULT_FILTERS, kernel_size: int = 7, dropout: float = 0.3,
+                learning_rate: float = 1e-3) -> keras.Model:
+    """A compiled Keras 3 model: input `ecg` [batch, 5000, 12] (normalized), output [batch, 1] sigmoid.
+
+    Every block is a stride-2 convolution, so len(filters) blocks divide the length by 2**len(filters)
+    (6 blocks: 5000 -> 79 steps, a receptive field of about a second, enough for one beat).
+    Metrics are named so that callbacks can monitor `val_auc`.
+    """
+    inputs = keras.Input(shape=ECG_SHAPE, name=ECG_KEY)
+    x = inputs
+    for index, width in enumerate(filters):
+        x = _conv_block(x, width, kernel_size, strides=2, name=f"block{index + 1}")
+    x = keras.layers.Concatenate(name="pool")([
+        keras.layers.GlobalAveragePooling1D(name="avg_pool")(x),
+        keras.layers.GlobalMaxPooling1D(name="max_pool")(x),
+    ])
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", name="abnormal")(x)
+    model = keras.Model(inputs, outputs, name="ecg_cnn")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
+    )
+    return model

@@ -1,0 +1,219 @@
+"""One training run: the only place that wires data, model, callbacks, threshold and export together.
+
+`run(data_dir, model_dir, config)` reads `data_dir/train` (the pipeline's output), holds out a
+stratified validation share, trains with class weights and early stopping on validation AUC, picks
+the decision threshold on validation, and writes into `model_dir`:
+    serving/       the SavedModel (raw ECG -> P(abnormal)), see `trainer.export`
+    model.keras    the Keras model (best weights), for inspection or fine-tuning
+    metrics.json   validation metrics at the threshold, the threshold, class counts, epochs run
+    logs/          TensorBoard event files (train/ and validation/)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+from beam_pipeline.rejections import ConfigurationError
+from beam_pipeline.schema import ABNORMAL, NORMAL, TRAIN_SPLIT, UNKNOWN_LABEL
+from trainer import evaluation, export, inputs
+from trainer.model import DEFAULT_FILTERS, build_model
+
+METRICS_FILE = "metrics.json"
+MODEL_FILE = "model.keras"
+LOGS_DIR = "logs"
+CLASS_NAMES = {NORMAL: "normal", ABNORMAL: "abnormal"}
+_log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters and run options; the defaults train the demo set in a few minutes on 2 cores."""
+
+    epochs: int = 40
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    seed: int = 42
+    val_fraction: float = 0.2
+    patience: int = 8
+    filters: tuple[int, ...] = DEFAULT_FILTERS
+    kernel_size: int = 7
+    dropout: float = 0.3
+    threshold_criterion: str = "youden"
+    deterministic: bool = True
+
+
+class ScalarSummaries(keras.callbacks.Callback):
+    """Epoch metrics as TensorBoard scalars, in the layout of `keras.callbacks.TensorBoard`.
+
+    Keras' own callback needs the `tensorboard` package for `tf.summary.scalar`, and the project's
+    pinned environment does not have it. `tf.summary.write` with the scalars plugin's metadata is
+    part of TensorFlow and produces the same event files, which TensorBoard reads as usual.
+    """
+
+    _METADATA = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+        data_class=summary_pb2.DATA_CLASS_SCALAR)
+
+    def __init__(self, log_dir: str):
+        super().__init__()
+        self._writers = {split: tf.summary.create_file_writer(os.path.join(log_dir, split))
+                         for split in ("train", "validation")}
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        for name, value in (logs or {}).items():
+            split, tag = ("validation", name[len("val_"):]) if name.startswith("val_") else ("train", name)
+            with self._writers[split].as_default():
+                tf.summary.write(f"epoch_{tag}", tf.constant(float(value), tf.float32), step=epoch,
+                                 metadata=self._METADATA)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        for writer in self._writers.values():
+            writer.close()
+
+
+class TrainingThroughput(keras.callbacks.Callback):
+    """Training-only time per epoch (validation excluded), to compare with the input pipeline alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch_seconds: list[float] = []
+        self.epoch_steps: list[int] = []
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start, self._steps, self._end = time.perf_counter(), 0, None
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._steps += 1
+        self._end = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch_seconds.append(self._end - self._start)
+        self.epoch_steps.append(self._steps)
+
+    def steps_per_second(self) -> float:
+        """Median over epochs after the first (the first includes tracing and filling the cache)."""
+        pairs = list(zip(self.epoch_steps, self.epoch_seconds))[1:] or list(zip(self.epoch_steps, self.epoch_seconds))
+        return float(np.median([steps / seconds for steps, seconds in pairs]))
+
+
+def set_seed(seed: int, deterministic: bool) -> None:
+    """Seeds Python, numpy and TF; optionally makes TF ops deterministic (process-wide, cannot be undone)."""
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def _check_train_records(records: list[inputs.Record]) -> None:
+    unknown = sum(record.label == UNKNOWN_LABEL for record in records)
+    if unknown:
+        raise ConfigurationError(f"{unknown} of {len(records)} training examples have no label")
+    counts = inputs.class_counts(records)
+    if min(counts.values()) < 2:
+        raise ConfigurationError(f"training needs at least 2 examples of each class, got {_named(counts)}")
+
+
+def _named(counts: dict[int, int]) -> dict[str, int]:
+    return {CLASS_NAMES[label]: count for label, count in counts.items()}
+
+
+def class_weights(counts: dict[int, int]) -> dict[int, float]:
+    """Balanced weights n / (classes * n_class): each class contributes equally to the loss."""
+    total = sum(counts.values())
+    return {label: total / (len(counts) * count) for label, count in counts.items()}
+
+
+def _predict(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) over a finite (ecg, label) dataset, in its order."""
+    labels, scores = [], []
+    for ecg, label in dataset:
+        scores.append(model(ecg, training=False).numpy().reshape(-1))
+        labels.append(label.numpy().reshape(-1))
+    return np.concatenate(labels).astype(np.int64), np.concatenate(scores)
+
+
+def _clear_previous_run(model_dir: str) -> None:
+    """A model dir holds one run: stale event files or SavedModel assets would mix with the new ones."""
+    for name in (LOGS_DIR, export.SERVING_DIR):
+        shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)
+    os.makedirs(model_dir, exist_ok=True)
+
+
+def run(data_dir: str, model_dir: str, config: TrainConfig = TrainConfig()) -> dict:
+    """Trains, picks the threshold, exports; returns what is written to metrics.json."""
+    started = time.perf_counter()
+    set_seed(config.seed, config.deterministic)
+    tft_output = inputs.load_transform_output(data_dir)
+    files = inputs.split_files(data_dir, TRAIN_SPLIT)
+    spec = inputs.parsing_spec(tft_output)
+
+    records = inputs.scan_records(files)
+    _check_train_records(records)
+    held_out = inputs.validation_ids(records, config.val_fraction)
+    train_records = [r for r in records if r.record_id not in held_out]
+    val_records = [r for r in records if r.record_id in held_out]
+    train_counts, val_counts = inputs.class_counts(train_records), inputs.class_counts(val_records)
+    weights = class_weights(train_counts)
+    cache = inputs.fits_in_memory(len(records), spec)
+    _log.info("train %s, validation %s, class weights %s, cache %s",
+              _named(train_counts), _named(val_counts), weights, cache)
+
+    examples = inputs.read_examples(files, shuffle=True, seed=config.seed, cache=cache)
+    if cache:
+        inputs.fill_cache(examples)
+    train_ds = inputs.to_keras(inputs.input_fn(
+        examples, spec, config.batch_size, record_ids={r.record_id for r in train_records}, shuffle=True,
+        seed=config.seed, shuffle_buffer=min(len(train_records), 1024)))
+    val_ds = inputs.to_keras(inputs.input_fn(examples, spec, config.batch_size, record_ids=held_out))
+
+    _clear_previous_run(model_dir)
+    model = build_model(config.filters, config.kernel_size, config.dropout, config.learning_rate)
+    throughput = TrainingThroughput()
+    early_stopping = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience,
+                                                   restore_best_weights=True)
+    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, class_weight=weights, verbose=2,
+                        shuffle=False,  # the input pipeline shuffles (seeded); Keras cannot shuffle a tf.data set
+                        callbacks=[early_stopping, throughput, ScalarSummaries(os.path.join(model_dir, LOGS_DIR))])
+    training_seconds = time.perf_counter() - started
+
+    labels, scores = _predict(model, val_ds)
+    threshold = evaluation.choose_threshold(labels, scores, config.threshold_criterion)
+    val_auc_history = history.history["val_auc"]
+    metrics = {
+        "threshold": threshold,
+        "threshold_criterion": config.threshold_criterion,
+        "validation": evaluation.binary_metrics(labels, scores, threshold),
+        "class_counts": {"train": _named(train_counts), "validation": _named(val_counts)},
+        "class_weight": {CLASS_NAMES[label]: weight for label, weight in weights.items()},
+        "epochs_run": len(val_auc_history),
+        "best_epoch": int(np.argmax(val_auc_history)) + 1,
+        "training_seconds": round(training_seconds, 1),
+        "train_steps_per_second": round(throughput.steps_per_second(), 3),
+        "train_examples_per_second": round(throughput.steps_per_second() * config.batch_size, 1),
+        "cached_in_memory": cache,
+        "config": dataclasses.asdict(config),
+        "history": {name: [float(v) for v in values] for name, values in history.history.items()},
+    }
+    model.save(os.path.join(model_dir, MODEL_FILE))
+    export.export_serving_model(model, tft_output, os.path.join(model_dir, export.SERVING_DIR))
+    with open(os.path.join(model_dir, METRICS_FILE), "w", encoding="utf-8") as handle:
+        json.dump(metrics, handle, indent=2)
+    return metrics
+
+
+def read_threshold(model_dir: str) -> float:
+    """The decision threshold chosen at training time."""
+    path = os.path.join(model_dir, METRICS_FILE)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return float(json.load(handle)["threshold"])
+    except (OSError, KeyError, ValueError) as error:
+        raise ConfigurationError(f"cannot read the threshold from {path}: {error}") from None
