@@ -36,6 +36,10 @@ such examples, so a transformed example has a `label` only when it is known.
 NORMAL, ABNORMAL = 0, 1
 VALID_LABELS = (NORMAL, ABNORMAL)
 
+SHARD_PREFIX = "part"
+TFRECORD_SUFFIX = ".tfrecord.gz"
+"""Output shards are `<split>/part-SSSSS-of-NNNNN.tfrecord.gz` (GZIP)."""
+
 TRAIN_SPLIT = "train"
 TEST_SPLIT = "test"
 

@@ -23,7 +23,7 @@ import tensorflow as tf
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
-from beam_pipeline.pipeline import SHARD_PREFIX, TFRECORD_SUFFIX
+from beam_pipeline.schema import SHARD_PREFIX, TFRECORD_SUFFIX
 from beam_pipeline.preprocessing import preprocessing_fn
 from beam_pipeline.schema import (ABNORMAL, ECG_KEY, ECG_SHAPE, LABEL_KEY, NORMAL, NUM_SAMPLES, RECORD_ID_KEY,
                                   SAMPLING_RATE_HZ, TEST_SPLIT, TRAIN_SPLIT, UNKNOWN_LABEL, raw_feature_spec)

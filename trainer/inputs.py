@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from beam_pipeline.pipeline import SHARD_PREFIX, TFRECORD_SUFFIX
+from beam_pipeline.schema import SHARD_PREFIX, TFRECORD_SUFFIX
 from beam_pipeline.rejections import ConfigurationError
 from beam_pipeline.schema import ECG_KEY, LABEL_KEY, RECORD_ID_KEY, UNKNOWN_LABEL, VALID_LABELS
 
