@@ -20,10 +20,9 @@ if [[ -f "$repo/trainer/__main__.py" ]]; then
   python -m trainer.predict --model_dir "$out/model" --data_dir "$out/tfrecords" --split test \
     --output "$out/predictions.csv"
 fi
-cat <<EOT
-
-Demo finished. Results:
-  TFRecords, transform graph, errors, run summary:  $out/tfrecords/  (run_summary.json)
-$( [[ -d "$out/model" ]] && echo "  model (serving/, metrics.json, logs/):             $out/model/" )
-$( [[ -f "$out/predictions.csv" ]] && echo "  TEST predictions:                                 $out/predictions.csv" )
-EOT
+echo
+echo "Demo finished. Results:"
+echo "  TFRecords, transform graph, errors, run summary: $out/tfrecords/ (run_summary.json)"
+[[ -d "$out/model" ]] && echo "  model (serving/, metrics.json, logs/):            $out/model/"
+[[ -f "$out/predictions.csv" ]] && echo "  TEST predictions:                                $out/predictions.csv"
+exit 0
