@@ -16,6 +16,7 @@ REQUIRED_PACKAGES = [
     "scipy==1.17.1",
     "h5py==3.14.0",
     "isal==1.9.1",  # GZIP at 10-20x the speed of zlib (README, Performance)
+    "matplotlib==3.11.2",  # the run and training reports (imported lazily, never on Beam workers)
 ]
 
 setuptools.setup(

@@ -56,6 +56,12 @@ def to_record_batch(records: typing.Sequence[DecodedRecord]) -> pa.RecordBatch:
         [ECG_KEY, LABEL_KEY, RECORD_ID_KEY])
 
 
+def signal_samples(batch: pa.RecordBatch) -> np.ndarray:
+    """The batch's raw `ecg` column as (records * samples, leads) float32, without copying it."""
+    values = batch.column(batch.schema.get_field_index(ECG_KEY)).flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(-1, ECG_SHAPE[-1])
+
+
 def drop_unknown_labels(batch: pa.RecordBatch) -> pa.RecordBatch:
     """Turns UNKNOWN_LABEL into a missing value, so the example encoder omits `label` for that row.
 

@@ -32,6 +32,9 @@ Normalizing rules, in this order:
 Size limits are checked before anything large is allocated: array shapes are read from the
 MATLAB variable headers (`whosmat`) or the HDF5 dataset shape, and zlib-compressed v5 variables
 are measured by streaming decompression without keeping the output. See `MAX_SAMPLES_PER_LEAD`.
+An HDF5 dataset's element type and chunk shape are checked too (either can multiply what libhdf5
+allocates). What no header declares (e.g. a huge cell array inside a struct) is bounded by running
+this module in a memory-limited child process (`isolation.py`); a MemoryError here is `too_large`.
 """
 from __future__ import annotations
 
@@ -179,7 +182,14 @@ def _no_signal(names: list[str]) -> DecodeError:
 
 
 def _load_scipy(data: bytes) -> _Signal | DecodeError:
-    """MATLAB v4/v5: list variables from their headers, check them, then load only the one needed."""
+    """MATLAB v4/v5: list variables from their headers, check them, then load only the one needed.
+
+    The inflate guard comes first: even listing a compressed variable makes scipy inflate a whole
+    128 kB block of it at once, which a zip bomb turns into 130 MB."""
+    if _is_v5(data) and _v5_inflated_bytes(data, MAX_DECOMPRESSED_BYTES) > MAX_DECOMPRESSED_BYTES:
+        return DecodeError(
+            Reason.TOO_LARGE, f"compressed variables inflate to more than {MAX_DECOMPRESSED_BYTES} bytes"
+        )
     try:
         variables = scipy.io.whosmat(io.BytesIO(data))
     except Exception as error:  # noqa: BLE001 - scipy raises many types for garbage
@@ -195,19 +205,19 @@ def _load_scipy(data: bytes) -> _Signal | DecodeError:
     if key == STRUCT_KEY:
         if matlab_class != "struct":
             return DecodeError(Reason.NO_SIGNAL, f"{key} is a {matlab_class}, not a struct with a {STRUCT_FIELD} field")
+        if math.prod(shape) != 1:  # refused before loadmat allocates a struct array of that size
+            return DecodeError(Reason.BAD_SHAPE, f"{STRUCT_KEY} is a {shape} struct array, not a single struct")
     else:
         if (refusal := _too_large(shape, key)) is not None:
             return refusal
         if matlab_class not in _NUMERIC_MATLAB_CLASSES:
             return DecodeError(Reason.BAD_DTYPE, f"{key} is a MATLAB {matlab_class}, not a numeric array")
-    if _is_v5(data) and _v5_inflated_bytes(data, MAX_DECOMPRESSED_BYTES) > MAX_DECOMPRESSED_BYTES:
-        return DecodeError(
-            Reason.TOO_LARGE, f"compressed variables inflate to more than {MAX_DECOMPRESSED_BYTES} bytes"
-        )
     try:
         loaded = scipy.io.loadmat(
             io.BytesIO(data), variable_names=[key], squeeze_me=False, struct_as_record=True, mat_dtype=False
         )
+    except MemoryError:
+        raise  # a size declared inside a struct: `decode_record` reports it as too_large
     except Exception as error:  # noqa: BLE001 - truncated or corrupt data surface here
         return DecodeError(Reason.NOT_MATLAB, f"corrupt or truncated MATLAB file: {type(error).__name__}: {error}")
     if key not in loaded:
@@ -232,8 +242,9 @@ def _struct_field(value: object) -> _Signal | DecodeError:
 
 
 def _is_v5(data: bytes) -> bool:
-    """scipy's own test: a v4 file has a zero among its first four bytes, a v5 file does not."""
-    return len(data) >= _V5_HEADER_SIZE and 0 not in data[:4]
+    """scipy's own test (a v4 file has a zero among its first four bytes, a v5 file does not), plus
+    the v5 header's endian indicator, so that random bytes are not measured as v5 variables."""
+    return len(data) >= _V5_HEADER_SIZE and 0 not in data[:4] and data[126:128] in (b"IM", b"MI")
 
 
 def _v5_inflated_bytes(data: bytes, limit: int) -> int:
@@ -252,7 +263,7 @@ def _v5_inflated_bytes(data: bytes, limit: int) -> int:
         if data_type == _MI_COMPRESSED:
             total += _inflated_size(view[position : position + byte_count], limit - total)
         else:
-            total += byte_count
+            total += min(byte_count, len(data) - position)  # only what the file holds; loadmat refuses the rest
         position += byte_count
     return total
 
@@ -274,6 +285,8 @@ def _load_hdf5(data: bytes) -> _Signal | DecodeError:
     try:
         with h5py.File(io.BytesIO(data), "r") as file:
             return _read_hdf5_signal(file)
+    except MemoryError:
+        raise
     except Exception as error:  # noqa: BLE001 - h5py raises OSError, KeyError, ValueError... for garbage
         detail = f"not a readable MATLAB v7.3 (HDF5) file: {type(error).__name__}: {error}"
         return DecodeError(Reason.NOT_MATLAB, detail)
@@ -322,8 +335,13 @@ def _read_hdf5_signal(file: h5py.File) -> _Signal | DecodeError:
     if target.dtype.names is not None:
         what = "complex" if set(target.dtype.names) == {"real", "imag"} else "compound"
         return DecodeError(Reason.BAD_DTYPE, f"{source} has a {what} dtype {target.dtype}")
+    if target.dtype.subdtype is not None or target.dtype.kind not in "iuf":
+        # Checked before reading: an array element type (f8 x 100 x 100) multiplies what h5py allocates.
+        return DecodeError(Reason.BAD_DTYPE, f"{source} has dtype {target.dtype}, not a real number per element")
     if (refusal := _too_large(tuple(target.shape or ()), source)) is not None:
         return refusal
+    if target.chunks is not None and (refusal := _too_large(target.chunks, f"{source}'s chunk")) is not None:
+        return refusal  # libhdf5 allocates a whole chunk to read any part of it, whatever the dataset's shape
     # MATLAB writes column-major, so HDF5 sees the dimensions reversed: transpose back.
     return _Signal(np.asarray(target[()]).T, source)
 

@@ -20,19 +20,25 @@ import apache_beam as beam
 import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions,
+                                                  TestOptions)
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
 from beam_pipeline import pipeline as graphs
 from beam_pipeline.arrow_batches import raw_schema
 from beam_pipeline.discovery import RecordSource, find_records, label_file_findings
+from beam_pipeline.isolation import DecodeLimits
 from beam_pipeline.labels import Labels, parse_labels
+from beam_pipeline.outcome import DEFAULT_MAX_ERROR_RATE, error_rates, splits_over_budget
+from beam_pipeline import quality
+from beam_pipeline import report as run_report
 from beam_pipeline.publish import discard, is_local, publish, staging_dir_for
 from beam_pipeline.read import METRICS_NAMESPACE
 from beam_pipeline.rejections import ConfigurationError
 from beam_pipeline.schema import LEAD_NAMES, NUM_SAMPLES, SAMPLING_RATE_HZ, TEST_SPLIT, TRAIN_SPLIT
 from beam_pipeline.statistics import lead_statistics
 from beam_pipeline.tfrecord_sink import DEFAULT_GZIP_LEVEL
+from beam_pipeline.written import class_balance, written_sources
 
 DEFAULT_RUNNER = "FnApiRunner"
 """Beam 2.77's DirectRunner first tries to download the Prism binary, which cannot work offline."""
@@ -55,6 +61,9 @@ class JobConfig:
     num_shards: int = 0
     batch_size: int = 32
     gzip_level: int = DEFAULT_GZIP_LEVEL
+    max_error_rate: float = DEFAULT_MAX_ERROR_RATE
+    reject_flagged: bool = False
+    decode_limits: DecodeLimits = DecodeLimits()
 
 
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
@@ -80,12 +89,25 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
     return options
 
 
-def _describe_runner(options: PipelineOptions) -> str:
+def describe_runner(options: PipelineOptions) -> str:
     runner = str(options.view_as(StandardOptions).runner)
     if runner in LOCAL_RUNNERS:
         direct = options.view_as(DirectOptions)
         return f"{runner} ({direct.direct_running_mode}, {direct.direct_num_workers} workers)"
     return runner
+
+
+def is_dry_run(options: PipelineOptions) -> bool:
+    """`--dry_run=True`: DataflowRunner builds and validates the whole job but does not submit it."""
+    return bool(options.view_as(TestOptions).dry_run)
+
+
+def dry_run_summary(result, runner: str) -> dict:
+    """What a dry run can report: the names of the job's top-level steps (when the runner kept the job)."""
+    job = getattr(result, "job", None)
+    transforms = job.proto_pipeline.components.transforms.values() if job is not None else []
+    steps = sorted(t.unique_name for t in transforms if t.unique_name and "/" not in t.unique_name)
+    return {"dry_run": True, "runner": runner, "steps": steps}
 
 
 def read_labels(path: str) -> Labels:
@@ -108,16 +130,18 @@ def discover(config: JobConfig, labels: Labels) -> dict[str, list[RecordSource]]
     return splits
 
 
-def _counter(result, name: str) -> int:
+def counter(result, name: str) -> int:
+    """A counter of this job's metrics namespace, summed over steps."""
     counters = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE).with_name(name))["counters"]
     return sum((c.committed if c.committed is not None else c.attempted) or 0 for c in counters)
 
 
-def _tft_temp_dir(options: PipelineOptions) -> str:
+def tft_temp_dir(options: PipelineOptions) -> str:
     """tf.Transform's scratch space: under --temp_location when given (it must be shared with remote
-    workers), else a local temporary folder. Never inside the output directory."""
+    workers), else a local temporary folder. Never inside the output directory. A dry run keeps it
+    local: tf.Transform creates it while the graph is built, and a dry run must work offline."""
     temp_location = options.view_as(GoogleCloudOptions).temp_location
-    if temp_location:
+    if temp_location and not is_dry_run(options):
         return FileSystems.join(temp_location, f"tft-{uuid.uuid4().hex[:12]}")
     return tempfile.mkdtemp(prefix="ecg-tft-")
 
@@ -129,6 +153,14 @@ def _rejection_counts(out_dir: str, split: str) -> dict[str, int]:
     return dict(sorted(collections.Counter(reasons).items()))
 
 
+def _quality_findings(out_dir: str, split: str) -> list[dict]:
+    path = FileSystems.join(out_dir, graphs.QUALITY_DIR, f"{split}.jsonl")
+    if not FileSystems.exists(path):
+        return []
+    with FileSystems.open(path) as handle:
+        return [json.loads(line) for line in handle.read().decode("utf-8").splitlines() if line]
+
+
 def _peak_rss_mb() -> dict[str, float]:
     """Peak resident memory of this process and of its (finished) worker subprocesses, in MB."""
     to_mb = 1 / 1024  # ru_maxrss is in KB on Linux
@@ -136,16 +168,28 @@ def _peak_rss_mb() -> dict[str, float]:
             "largest_child": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * to_mb, 1)}
 
 
-def _summary(splits, out_dir: str, written: dict[str, int], runner: str, started: float) -> dict:
-    means, stds = lead_statistics(out_dir)
+def summarize(splits, out_dir: str, written: dict[str, int], runner: str, started: float,
+              transform_dir: str | None = None, max_error_rate: float = DEFAULT_MAX_ERROR_RATE) -> dict:
+    """The run summary of the output in `out_dir`; `lead_statistics` are those of the transform applied,
+    read from `transform_dir` (default: `out_dir`, where the main command writes its transform).
+    `error_rate_exceeded` lists the splits above `max_error_rate` (see `outcome.py`)."""
+    means, stds = lead_statistics(transform_dir or out_dir)
     rejected = {split: _rejection_counts(out_dir, split) for split in splits}
     found = {split: len(sources) for split, sources in splits.items()}
+    rejected_total = {split: sum(counts.values()) for split, counts in rejected.items()}
+    rates = error_rates(found, rejected_total)
     return {
         "files_found": found,
         "examples_written": written,
         "rejected": rejected,
-        "rejected_total": {split: sum(counts.values()) for split, counts in rejected.items()},
+        "rejected_total": rejected_total,
         "reconciled": all(found[s] == written[s] + sum(rejected[s].values()) for s in splits),
+        "error_rate": rates,
+        "max_error_rate": max_error_rate,
+        "error_rate_exceeded": splits_over_budget(rates, max_error_rate),
+        "quality": {split: quality.summarize(_quality_findings(out_dir, split)) for split in splits},
+        "class_balance": {split: class_balance(written_sources(sources, out_dir, split))
+                          for split, sources in splits.items()},
         "label_file_findings": _rejection_counts(out_dir, "labels"),
         "lead_statistics": {"leads": list(LEAD_NAMES), "mean_mv": means.tolist(), "std_mv": stds.tolist()},
         "signal": {"sampling_rate_hz": SAMPLING_RATE_HZ, "num_samples": NUM_SAMPLES, "crop": "first 10 s"},
@@ -162,9 +206,10 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
     splits = discover(config, labels)
     findings = label_file_findings(labels, [s for sources in splits.values() for s in sources], config.labels_path)
     options = pipeline_options(beam_args)
-    runner = _describe_runner(options)
-    decode_options = graphs.DecodeOptions(config.sampling_rate, config.pad_short, config.batch_size)
-    staging, tft_temp = staging_dir_for(config.output_dir), _tft_temp_dir(options)
+    runner = describe_runner(options)
+    decode_options = graphs.DecodeOptions(config.sampling_rate, config.pad_short, config.batch_size,
+                                          config.decode_limits, config.reject_flagged)
+    staging, tft_temp = staging_dir_for(config.output_dir), tft_temp_dir(options)
     _log.info("found %s .mat files; running on %s", {k: len(v) for k, v in splits.items()}, runner)
     try:
         with tft_beam.Context(temp_dir=tft_temp):
@@ -172,8 +217,12 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
             graphs.build_analyze(analyze, [s for s in splits[TRAIN_SPLIT] if s.rejection is None], decode_options, staging)
             result = analyze.run()
             result.wait_until_finish()
+            if is_dry_run(options):
+                _log.info("dry run: the analyze job was built, not submitted; the transform pass needs its "
+                          "output (reprocess --dry_run builds that graph)")
+                return dry_run_summary(result, runner)
             _log.info("analyze pass done after %.1f s", time.time() - started)
-            if _counter(result, "records_decoded") == 0:
+            if counter(result, "records_decoded") == 0:
                 raise ConfigurationError(f"none of the training files in {config.train_dir} could be decoded")
             metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema()),
                                        FileSystems.join(staging, RAW_METADATA_DIR))
@@ -183,8 +232,11 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
             result = transform.run()
             result.wait_until_finish()
             _log.info("transform pass done after %.1f s", time.time() - started)
-        written = {split: _counter(result, f"{split}_examples_written") for split in splits}
-        summary = _summary(splits, staging, written, runner, started)
+        written = {split: counter(result, f"{split}_examples_written") for split in splits}
+        summary = summarize(splits, staging, written, runner, started, max_error_rate=config.max_error_rate)
+        # Drawn before publishing, so the report is part of the atomic output; a failure is recorded, not raised.
+        summary["report"] = run_report.build_safely(staging, summary, splits[TRAIN_SPLIT], config.sampling_rate,
+                                                    config.pad_short)
         with FileSystems.create(FileSystems.join(staging, SUMMARY_FILE)) as handle:
             handle.write(json.dumps(summary, indent=2).encode("utf-8"))
         publish(staging, config.output_dir)

@@ -7,6 +7,7 @@ Object stores have no atomic directory rename, so for non-local paths the run wr
 """
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import uuid
@@ -14,6 +15,7 @@ import uuid
 from apache_beam.io.filesystems import FileSystems
 
 SUCCESS_MARKER = "_SUCCESS"
+_STAGING_INFIX = ".staging-"
 
 
 def is_local(path: str) -> bool:
@@ -27,7 +29,7 @@ def staging_dir_for(output_dir: str) -> str:
     output_dir = os.path.abspath(output_dir)
     parent, name = os.path.split(output_dir)
     os.makedirs(parent, exist_ok=True)
-    return os.path.join(parent, f".{name}.staging-{uuid.uuid4().hex[:12]}")
+    return os.path.join(parent, f".{name}{_STAGING_INFIX}{uuid.uuid4().hex[:12]}")
 
 
 def publish(staging_dir: str, output_dir: str) -> None:
@@ -42,6 +44,14 @@ def publish(staging_dir: str, output_dir: str) -> None:
         os.rename(output_dir, previous)
     os.rename(staging_dir, output_dir)
     shutil.rmtree(previous, ignore_errors=True)
+
+
+def leftover_staging_dirs(parent: str, name_pattern: str) -> list[str]:
+    """Staging folders in local `parent` for outputs named like `name_pattern` (a glob): what runs
+    killed before publishing left behind. Only a caller that knows no run is writing may remove them."""
+    if not is_local(parent):
+        return []
+    return sorted(glob.glob(os.path.join(os.path.abspath(parent), f".{name_pattern}{_STAGING_INFIX}*")))
 
 
 def discard(staging_dir: str, output_dir: str) -> None:

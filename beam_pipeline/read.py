@@ -1,8 +1,9 @@
 """The Beam step that turns a `RecordSource` into a `DecodedRecord` or a `Rejection`.
 
 It only moves bytes and outcomes around: reading goes through Beam `FileSystems` (local paths and
-`gs://` alike) and the signal logic lives in `decode.py`. Rejections leave on a tagged output, so
-nothing a bad file does can stop the run or vanish silently.
+`gs://` alike), the signal logic lives in `decode.py` and runs in a time- and memory-limited child
+process (`isolation.py`), and the quality flags come from `quality.py`. Rejections and quality
+findings leave on tagged outputs, so nothing a bad file does can stop the run or vanish silently.
 """
 from __future__ import annotations
 
@@ -14,43 +15,67 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.arrow_batches import DecodedRecord
-from beam_pipeline.decode import decode_record
 from beam_pipeline.discovery import RecordSource
+from beam_pipeline.isolation import DecodeLimits, pool_for
+from beam_pipeline.quality import QualityFinding, assess
 from beam_pipeline.rejections import DecodeError, Reason, Rejection
 
 REJECTED_TAG = "rejected"
+QUALITY_TAG = "quality"
 METRICS_NAMESPACE = "ecg_pipeline"
 MAX_FILE_BYTES = 256 * 2**20
 """Files larger than this are refused unread: a 10 s, 12-lead ECG is well under 1 MB."""
+
+MAX_HEADER_BYTES = 1 << 20
+"""A WFDB header is a few hundred bytes (one line per lead); a larger `.hea` is refused unread."""
 
 PROGRESS_INTERVAL_S = 5.0
 _log = logging.getLogger(__name__)
 
 
-def _read_bytes(path: str) -> bytes:
+class _TooLarge(Exception):
+    """The file holds more than the limit (it may have grown since it was listed)."""
+
+
+def _read_bytes(path: str, limit: int) -> bytes:
+    """The whole file, reading at most `limit` + 1 bytes, so no file can make the worker hold more."""
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        return handle.read()
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise _TooLarge(f"{path} holds more than {limit} bytes")
+    return data
 
 
 class DecodeRecordFn(beam.DoFn):
-    """RecordSource -> DecodedRecord (main output) or Rejection (`REJECTED_TAG` output).
+    """RecordSource -> DecodedRecord (main output) or Rejection (`REJECTED_TAG` output), plus a
+    QualityFinding (`QUALITY_TAG` output) for a decoded record that raises a quality flag; with
+    `reject_flagged` such a record is rejected (`poor_quality`) instead of written.
 
     Logs progress (records decoded so far and the rate) at most every PROGRESS_INTERVAL_S seconds,
     so a long local run shows it is alive.
     """
 
-    def __init__(self, default_sampling_rate: float, pad_short: bool):
+    def __init__(self, default_sampling_rate: float, pad_short: bool, limits: DecodeLimits = DecodeLimits(),
+                 reject_flagged: bool = False):
         self._default_sampling_rate = default_sampling_rate
         self._pad_short = pad_short
+        self._limits = limits
+        self._reject_flagged = reject_flagged
 
     def setup(self) -> None:
         self._decoded = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_decoded")
         self._rejected = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_rejected")
         self._count = 0
         self._started = self._last_log = time.monotonic()
+        self._decoders = pool_for(self._limits)
 
     def process(self, source: RecordSource):
         outcome = source.rejection or self._decode(source)
+        if not isinstance(outcome, Rejection) and (flags := assess(outcome)):
+            finding = QualityFinding(source.record_id, source.path, flags)
+            yield beam.pvalue.TaggedOutput(QUALITY_TAG, finding)
+            if self._reject_flagged:
+                outcome = Rejection(source.record_id, source.path, Reason.POOR_QUALITY, finding.describe())
         if isinstance(outcome, Rejection):
             self._rejected.inc()
             yield beam.pvalue.TaggedOutput(REJECTED_TAG, outcome)
@@ -64,12 +89,16 @@ class DecodeRecordFn(beam.DoFn):
             return Rejection(source.record_id, source.path, Reason.TOO_LARGE,
                              f"{source.size_bytes} bytes; the limit is {MAX_FILE_BYTES}")
         try:
-            mat_bytes = _read_bytes(source.path)
-            header = _read_bytes(source.header_path).decode("utf-8", "replace") if source.header_path else None
+            mat_bytes = _read_bytes(source.path, MAX_FILE_BYTES)
+            header = (_read_bytes(source.header_path, MAX_HEADER_BYTES).decode("utf-8", "replace")
+                      if source.header_path else None)
+        except _TooLarge as error:
+            return Rejection(source.record_id, source.path, Reason.TOO_LARGE, str(error))
         except (OSError, IOError) as error:  # permissions, vanished file, network storage hiccup
             return Rejection(source.record_id, source.path, Reason.UNREADABLE, f"{type(error).__name__}: {error}")
-        result = decode_record(mat_bytes, header, default_sampling_rate=self._default_sampling_rate,
-                               pad_short=self._pad_short)
+        with self._decoders.lease() as decoder:
+            result = decoder.decode(mat_bytes, header, default_sampling_rate=self._default_sampling_rate,
+                                    pad_short=self._pad_short)
         if isinstance(result, DecodeError):
             return Rejection(source.record_id, source.path, result.reason, result.detail)
         return result

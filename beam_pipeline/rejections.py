@@ -22,7 +22,11 @@ class Reason:
     TOO_SHORT = "too_short"                  # shorter than 10 s and padding not requested
     BAD_HEADER = "bad_header"                # WFDB .hea unparsable or disagreeing with the array
     BAD_SAMPLING_RATE = "bad_sampling_rate"  # zero, negative or absurd sampling rate
-    TOO_LARGE = "too_large"                  # declared size beyond the per-file limit
+    TOO_LARGE = "too_large"                  # declared size beyond the per-file limit, or the memory limit hit
+    TIMEOUT = "timeout"                      # decoding took longer than the per-file time limit
+    DECODER_CRASHED = "decoder_crashed"      # the isolated decoder process died on this file
+    OUTSIDE_INPUT = "outside_input"          # a symbolic link leading out of the input directory (not followed)
+    POOR_QUALITY = "poor_quality"            # a signal-quality flag, rejected only with --reject_flagged
     MISSING_LABEL = "missing_label"          # a training record with no label in the labels file
     DUPLICATE_ID = "duplicate_id"            # the same record id found twice in one split
     INVALID_LABEL = "invalid_label"          # labels file: value other than 0/1, or conflicting

@@ -35,6 +35,8 @@ such examples, so a transformed example has a `label` only when it is known.
 
 NORMAL, ABNORMAL = 0, 1
 VALID_LABELS = (NORMAL, ABNORMAL)
+CLASS_NAMES = {NORMAL: "normal", ABNORMAL: "abnormal"}
+"""How the labels are named in summaries, metrics and reports."""
 
 SHARD_PREFIX = "part"
 TFRECORD_SUFFIX = ".tfrecord.gz"

@@ -14,13 +14,19 @@ import tensorflow_transform as tft
 from beam_pipeline.schema import ECG_KEY, ECG_SHAPE, LABEL_KEY, RECORD_ID_KEY, UNKNOWN_LABEL
 
 
+def transform_ecgs(transform_output_dir: str, ecgs: np.ndarray) -> np.ndarray:
+    """A batch of raw (n, 5000, 12) mV records through the saved transform graph: what the TFRecords hold."""
+    tft_output = tft.TFTransformOutput(transform_output_dir)
+    count = len(ecgs)
+    raw = {ECG_KEY: tf.constant(ecgs, tf.float32), LABEL_KEY: tf.constant([UNKNOWN_LABEL] * count, tf.int64),
+           RECORD_ID_KEY: tf.constant([f"probe-{k}".encode() for k in range(count)])}
+    return tft_output.transform_raw_features(raw)[ECG_KEY].numpy()
+
+
 def lead_statistics(transform_output_dir: str) -> tuple[np.ndarray, np.ndarray]:
     """The 12 per-lead means and standard deviations (mV) that the saved transform applies."""
-    tft_output = tft.TFTransformOutput(transform_output_dir)
-    probe = tf.stack([tf.zeros(ECG_SHAPE), tf.ones(ECG_SHAPE)])
-    raw = {ECG_KEY: probe, LABEL_KEY: tf.constant([UNKNOWN_LABEL] * 2, tf.int64),
-           RECORD_ID_KEY: tf.constant([b"probe-0", b"probe-1"])}
-    z = tft_output.transform_raw_features(raw)[ECG_KEY].numpy().astype(np.float64)
+    probe = np.stack([np.zeros(ECG_SHAPE, np.float32), np.ones(ECG_SHAPE, np.float32)])
+    z = transform_ecgs(transform_output_dir, probe).astype(np.float64)
     z0, z1 = z[0, 0], z[1, 0]
     std = 1.0 / (z1 - z0)
     return -z0 * std, std

@@ -84,3 +84,18 @@ def choose_threshold(labels: np.ndarray, scores: np.ndarray, criterion: str = "y
     values = _criterion_at(labels, scores, candidates, criterion)
     best = np.flatnonzero(np.isclose(values, values.max(), rtol=0.0, atol=1e-12))
     return float(candidates[best[np.argmin(np.abs(candidates[best] - 0.5))]])
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(false positive rates, true positive rates, thresholds) predicting `score >= threshold` at every
+    distinct score, from (0, 0) (threshold +inf) to (1, 1). Tied scores move both rates at once, so the
+    trapezoidal area under these points is exactly `roc_auc`."""
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    thresholds = np.unique(scores)[::-1]
+    positive, negative = np.sort(scores[labels]), np.sort(scores[~labels])
+    tp = len(positive) - np.searchsorted(positive, thresholds, side="left")
+    fp = len(negative) - np.searchsorted(negative, thresholds, side="left")
+    fpr = np.concatenate([[0.0], fp / max(len(negative), 1)])
+    tpr = np.concatenate([[0.0], tp / max(len(positive), 1)])
+    return fpr, tpr, np.concatenate([[np.inf], thresholds])

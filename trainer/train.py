@@ -6,6 +6,8 @@ the decision threshold on validation, and writes into `model_dir`:
     serving/       the SavedModel (raw ECG -> P(abnormal)), see `trainer.export`
     model.keras    the Keras model (best weights), for inspection or fine-tuning
     metrics.json   validation metrics at the threshold, the threshold, class counts, epochs run
+    validation_predictions.csv   label,probability of every validation record (for the ROC)
+    report/        index.html with learning curves, ROC, confusion matrix, histograms (`trainer.report`)
     logs/          TensorBoard event files (train/ and validation/)
 """
 from __future__ import annotations
@@ -23,14 +25,13 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from beam_pipeline.rejections import ConfigurationError
-from beam_pipeline.schema import ABNORMAL, NORMAL, TRAIN_SPLIT, UNKNOWN_LABEL
-from trainer import evaluation, export, inputs
+from beam_pipeline.schema import CLASS_NAMES, TRAIN_SPLIT, UNKNOWN_LABEL
+from trainer import evaluation, export, inputs, report
 from trainer.model import DEFAULT_FILTERS, build_model
 
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.keras"
 LOGS_DIR = "logs"
-CLASS_NAMES = {NORMAL: "normal", ABNORMAL: "abnormal"}
 _log = logging.getLogger(__name__)
 
 
@@ -204,6 +205,8 @@ def run(data_dir: str, model_dir: str, config: TrainConfig = TrainConfig()) -> d
     }
     model.save(os.path.join(model_dir, MODEL_FILE))
     export.export_serving_model(model, tft_output, os.path.join(model_dir, export.SERVING_DIR))
+    report.write_validation_predictions(os.path.join(model_dir, report.VALIDATION_PREDICTIONS_FILE), labels, scores)
+    metrics["report"] = report.build_safely(model_dir, metrics)  # never raises: a report cannot cost the model
     with open(os.path.join(model_dir, METRICS_FILE), "w", encoding="utf-8") as handle:
         json.dump(metrics, handle, indent=2)
     return metrics

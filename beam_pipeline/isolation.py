@@ -1,0 +1,326 @@
+"""Decoding in a separate, resource-limited process: a hostile file costs one rejection, never a worker.
+
+Why a process: the parsers (scipy.io, libhdf5) are C code fed bytes that arrive from outside. The
+size checks in `decode.py` cover what a file declares at the top level, but a crafted file can still
+make a parser allocate gigabytes (a 300-byte v5 struct holding an empty 30000 x 30000 cell array
+made scipy allocate 7 GB and take 19 s), loop, or crash (libhdf5 has a history of crashes on
+crafted files). A Python thread can be neither stopped nor protected from a segfault; a child
+process can be limited (`RLIMIT_AS`), timed out, killed and replaced.
+
+Cost: one child per thread that decodes at the same time (started once, ~0.5 s and ~70 MB, then
+reused across records, stages and both passes); per record, the file's bytes go to the child and
+the 240 kB float32 result comes back through a pipe (well under a millisecond, README).
+
+Protocol: length-prefixed frames of JSON metadata plus raw bytes, in both directions. Nothing is
+pickled, so neither side can make the other run code. The child's real stdout carries only frames:
+anything a C library prints goes to stderr.
+
+    python -m beam_pipeline.isolation MEMORY_MB   # the child; the parent starts it
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import json
+import os
+import resource
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from typing import BinaryIO, Iterator
+
+import numpy as np
+
+from beam_pipeline.rejections import DecodeError, Reason
+from beam_pipeline.schema import ECG_SHAPE
+
+DEFAULT_TIMEOUT_S = 60.0
+"""Per-file wall-clock limit. Decoding a real record takes milliseconds and the slowest legitimate
+case measured (a one-hour record, or a 31 kHz one resampled) well under a second."""
+
+DEFAULT_MEMORY_MB = 1024
+"""Address space one decode may add to the child's own. The largest accepted record (one hour,
+float64, `decode.MAX_ELEMENTS`) is 173 MB; parsing it needs a few copies of that."""
+
+STARTUP_TIMEOUT_S = 120.0
+"""How long a new child may take to import numpy, scipy and h5py before the environment is deemed broken."""
+
+_FRAME = struct.Struct("<IQ")  # metadata length, payload length
+_MAX_METADATA_BYTES = 1 << 20
+_RESULT_DTYPE = np.dtype("<f4")
+_RESULT_BYTES = int(np.prod(ECG_SHAPE)) * _RESULT_DTYPE.itemsize
+_CHILD_ENV = {**{name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")},
+              "HDF5_PLUGIN_PRELOAD": "::"}
+"""The decoder needs no BLAS threads (each would also reserve address space under the limit), and
+`::` tells libhdf5 never to load a filter plugin, so a file naming one cannot load a shared library."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeLimits:
+    """What one file's decoding may cost before it is rejected (`timeout`, `too_large`)."""
+
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    memory_mb: int = DEFAULT_MEMORY_MB
+
+
+class _ChildGone(Exception):
+    """The child closed its pipe or died."""
+
+
+class _Timeout(Exception):
+    """The child did not answer within the limit."""
+
+
+# --- framing (both sides) --------------------------------------------------------------------
+
+
+def _pack(metadata: dict, payload: bytes | memoryview = b"") -> list[bytes | memoryview]:
+    meta = json.dumps(metadata).encode("utf-8")
+    return [_FRAME.pack(len(meta), len(payload)), meta, payload]
+
+
+def _parse_metadata(raw: bytes) -> dict:
+    metadata = json.loads(raw.decode("utf-8"))
+    if not isinstance(metadata, dict):
+        raise ValueError("frame metadata is not a JSON object")
+    return metadata
+
+
+# --- the child -------------------------------------------------------------------------------
+
+
+def _read_exactly_blocking(stream: BinaryIO, size: int) -> bytes:
+    """A buffered read of `size` bytes; EOF (the parent went away) ends the child."""
+    data = stream.read(size)
+    if data is None or len(data) != size:
+        raise _ChildGone("parent closed the pipe")
+    return data
+
+
+def _limit_address_space(memory_mb: int) -> None:
+    """RLIMIT_AS = what the child uses now (interpreter + libraries) + `memory_mb`, so an
+    allocation beyond it fails with MemoryError (-> `too_large`) instead of swapping the host."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            vm_kb = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
+    except (OSError, StopIteration, ValueError):
+        return  # not Linux: the wall-clock limit still applies
+    limit = (vm_kb << 10) + (memory_mb << 20)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _decode_request(metadata: dict, payload: bytes) -> tuple[dict, bytes]:
+    from beam_pipeline.decode import decode_record
+
+    try:
+        result = decode_record(payload, metadata.get("header"),
+                               default_sampling_rate=float(metadata["default_sampling_rate"]),
+                               pad_short=bool(metadata["pad_short"]))
+    except MemoryError:  # decode_record catches its own; this is the last resort around it
+        result = DecodeError(Reason.TOO_LARGE, "ran out of memory while decoding the file")
+    if isinstance(result, DecodeError):
+        return {"reason": result.reason, "detail": result.detail}, b""
+    return {"shape": list(result.shape)}, np.ascontiguousarray(result, dtype=_RESULT_DTYPE).tobytes()
+
+
+def serve(memory_mb: int) -> None:
+    """The child's loop: one request frame in, one response frame out, until the parent goes away."""
+    from beam_pipeline import decode  # noqa: F401 - import the parsers before measuring the baseline
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash must not drop a core file in the cwd
+    requests = os.fdopen(os.dup(0), "rb")
+    responses = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # stray prints from C libraries go to stderr, never into the protocol
+    _limit_address_space(memory_mb)
+    responses.writelines(_pack({"ready": True}))
+    responses.flush()
+    while True:
+        try:
+            meta_size, payload_size = _FRAME.unpack(_read_exactly_blocking(requests, _FRAME.size))
+            metadata = _parse_metadata(_read_exactly_blocking(requests, meta_size))
+            payload = _read_exactly_blocking(requests, payload_size)
+            response, data = _decode_request(metadata, payload)
+            del payload
+        except _ChildGone:
+            return
+        except MemoryError:
+            response, data = {"reason": Reason.TOO_LARGE, "detail": "ran out of memory reading the file"}, b""
+        responses.writelines(_pack(response, data))
+        responses.flush()
+
+
+# --- the parent ------------------------------------------------------------------------------
+
+
+def _signal_name(returncode: int | None) -> str:
+    if returncode is None or returncode >= 0:
+        return f"exit status {returncode}"
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+class DecoderProcess:
+    """One child process; `decode` is the in-process `decode_record`, with a time and memory limit.
+
+    Not thread-safe: a `DecoderPool` lends each one to one thread at a time. The child is started
+    on first use and again after it was killed or died.
+    """
+
+    def __init__(self, limits: DecodeLimits, command: list[str] | None = None):
+        self._limits = limits
+        self._command = command or [sys.executable, "-m", "beam_pipeline.isolation", str(limits.memory_mb)]
+        self._process: subprocess.Popen | None = None
+
+    def decode(self, mat_bytes: bytes, header_text: str | None, *, default_sampling_rate: float,
+               pad_short: bool) -> np.ndarray | DecodeError:
+        request = _pack({"header": header_text, "default_sampling_rate": default_sampling_rate,
+                         "pad_short": pad_short}, mat_bytes)
+        for attempt in range(2):
+            process = self._running()
+            try:
+                self._send(process, request)
+            except _ChildGone:
+                # The child died between records (not this record's doing): start a fresh one, once.
+                self.close()
+                if attempt == 0:
+                    continue
+                raise RuntimeError(f"the decoder process keeps dying ({_signal_name(process.returncode)})") from None
+            break
+        try:
+            metadata, payload = self._receive(process, time.monotonic() + self._limits.timeout_s)
+        except _Timeout:
+            self.close()
+            return DecodeError(Reason.TIMEOUT, f"decoding took longer than {self._limits.timeout_s:g} s; "
+                                               "the decoder was stopped")
+        except _ChildGone:
+            self.close()
+            return DecodeError(Reason.DECODER_CRASHED, f"the decoder process died on this file "
+                                                       f"({_signal_name(process.returncode)})")
+        return self._result(metadata, payload)
+
+    def close(self) -> None:
+        """Stops the child (it is started again on the next `decode`)."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        for stream in (process.stdin, process.stdout):
+            with contextlib.suppress(OSError):
+                stream.close()
+
+    def _running(self) -> subprocess.Popen:
+        if self._process is not None and self._process.poll() is None:
+            return self._process
+        self.close()
+        env = {**os.environ, **_CHILD_ENV}
+        process = subprocess.Popen(self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                                   close_fds=True)
+        self._process = process
+        try:
+            ready, _ = self._receive(process, time.monotonic() + STARTUP_TIMEOUT_S)
+        except (_Timeout, _ChildGone):
+            self.close()
+            raise RuntimeError(f"the decoder process did not start: {' '.join(self._command)}") from None
+        if not ready.get("ready"):
+            self.close()
+            raise RuntimeError("the decoder process started but did not report ready")
+        return process
+
+    @staticmethod
+    def _send(process: subprocess.Popen, frame: list[bytes | memoryview]) -> None:
+        fd = process.stdin.fileno()
+        try:
+            for part in frame:
+                view = memoryview(part)
+                while view:
+                    view = view[os.write(fd, view):]
+        except (BrokenPipeError, ConnectionResetError, ValueError):
+            raise _ChildGone() from None
+
+    @staticmethod
+    def _read(fd: int, size: int, deadline: float) -> bytes:
+        data = bytearray()
+        while len(data) < size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                raise _Timeout()
+            chunk = os.read(fd, min(size - len(data), 1 << 20))
+            if not chunk:
+                raise _ChildGone()
+            data += chunk
+        return bytes(data)
+
+    def _receive(self, process: subprocess.Popen, deadline: float) -> tuple[dict, bytes]:
+        fd = process.stdout.fileno()
+        meta_size, payload_size = _FRAME.unpack(self._read(fd, _FRAME.size, deadline))
+        if meta_size > _MAX_METADATA_BYTES or payload_size > _RESULT_BYTES:
+            raise _ChildGone()  # not our protocol: treat the child as broken
+        return _parse_metadata(self._read(fd, meta_size, deadline)), self._read(fd, payload_size, deadline)
+
+    @staticmethod
+    def _result(metadata: dict, payload: bytes) -> np.ndarray | DecodeError:
+        if "reason" in metadata:
+            return DecodeError(str(metadata["reason"]), str(metadata.get("detail", "")))
+        if tuple(metadata.get("shape", ())) != ECG_SHAPE or len(payload) != _RESULT_BYTES:
+            return DecodeError(Reason.DECODER_CRASHED, "the decoder process returned a malformed result")
+        return np.frombuffer(payload, dtype=_RESULT_DTYPE).reshape(ECG_SHAPE)
+
+
+class DecoderPool:
+    """Idle `DecoderProcess`es shared by the threads of one worker process.
+
+    A thread leases one for a record and gives it back, so there are as many children as threads
+    that decode at the same time, and they live across bundles, stages and both passes.
+    """
+
+    def __init__(self, limits: DecodeLimits):
+        self._limits = limits
+        self._idle: list[DecoderProcess] = []
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[DecoderProcess]:
+        with self._lock:
+            decoder = self._idle.pop() if self._idle else DecoderProcess(self._limits)
+        try:
+            yield decoder
+        finally:
+            with self._lock:
+                self._idle.append(decoder)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for decoder in idle:
+            decoder.close()
+
+
+_pools: dict[DecodeLimits, DecoderPool] = {}
+_pools_lock = threading.Lock()
+
+
+def pool_for(limits: DecodeLimits) -> DecoderPool:
+    """The process-wide pool for `limits` (children are stopped when the process exits)."""
+    with _pools_lock:
+        if limits not in _pools:
+            _pools[limits] = DecoderPool(limits)
+        return _pools[limits]
+
+
+@atexit.register
+def _close_pools() -> None:
+    for pool in list(_pools.values()):
+        pool.close()
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))

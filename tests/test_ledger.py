@@ -1,0 +1,137 @@
+"""The ledger (what is new or changed, reconciling with published batches), the run lock, the selection
+of records: plain files, no Beam."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from beam_pipeline.discovery import list_file_metadata
+from beam_pipeline.ledger import (LEDGER_FILE, FileState, Ledger, read_ledger, reconcile, scan, sha256_of,
+                                  write_ledger, write_manifest)
+from beam_pipeline.reprocess_job import ReprocessConfig, select
+from beam_pipeline.labels import Labels
+from beam_pipeline.run_lock import LOCK_FILE, try_lock
+
+NO_LABELS = Labels({}, ())
+HOUR = 3600
+
+
+def _write(path, content: bytes, age_s: float = HOUR) -> str:
+    """A file whose modification time is `age_s` in the past (so tests need no sleeping)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    mtime = path.stat().st_mtime - age_s
+    os.utime(path, (mtime, mtime))
+    return str(path)
+
+
+def _published(tmp_path, contents: dict[str, bytes], batch="batch-1") -> Ledger:
+    """The ledger after `batch` consumed files with these names and contents."""
+    paths = [_write(tmp_path / "in" / name, data) for name, data in contents.items()]
+    states = scan(list_file_metadata(str(tmp_path / "in")), Ledger(), float("inf")).states
+    return Ledger().with_batch(batch, [states[p] for p in paths])
+
+
+def test_scan_finds_new_and_changed_files_and_hashes_only_what_moved(tmp_path):
+    ledger = _published(tmp_path, {"a.mat": b"A", "b.mat": b"B", "c.mat": b"C"})
+    _write(tmp_path / "in" / "b.mat", b"B2")            # changed content
+    _write(tmp_path / "in" / "c.mat", b"C", age_s=60)   # touched: new time, same content
+    _write(tmp_path / "in" / "d.mat", b"D")             # new
+    result = scan(list_file_metadata(str(tmp_path / "in")), ledger, float("inf"))
+    assert {os.path.basename(p) for p in result.changed} == {"b.mat", "d.mat"}
+    assert [os.path.basename(s.path) for s in result.touched] == ["c.mat"]
+    assert result.touched[0].batch == "batch-1", "a touched file stays in the batch that consumed it"
+    assert result.states[str(tmp_path / "in" / "b.mat")].sha256 == sha256_of(str(tmp_path / "in" / "b.mat"))
+
+
+def test_scan_trusts_size_and_time_without_reading_the_file(tmp_path):
+    ledger = _published(tmp_path, {"a.mat": b"A"})
+    path = str(tmp_path / "in" / "a.mat")
+    forged = ledger.with_states([FileState(path, 1, ledger.files[path].mtime, "not-the-hash", "batch-1")])
+    result = scan(list_file_metadata(str(tmp_path / "in")), forged, float("inf"))
+    assert not result.changed and result.states[path].sha256 == "not-the-hash"
+
+
+def test_scan_leaves_files_modified_too_recently(tmp_path):
+    _write(tmp_path / "in" / "old.mat", b"old")
+    _write(tmp_path / "in" / "uploading.mat", b"partial", age_s=0)
+    settled_before = os.stat(tmp_path / "in" / "uploading.mat").st_mtime - 60
+    result = scan(list_file_metadata(str(tmp_path / "in")), Ledger(), settled_before)
+    assert {os.path.basename(p) for p in result.changed} == {"old.mat"}
+    assert {os.path.basename(p) for p in result.unsettled} == {"uploading.mat"}
+
+
+def test_ledger_round_trips_and_is_replaced_whole(tmp_path):
+    ledger = _published(tmp_path, {"a.mat": b"A", "b.mat": b"B"})
+    write_ledger(str(tmp_path), ledger)
+    assert read_ledger(str(tmp_path)) == ledger
+    lines = (tmp_path / LEDGER_FILE).read_text().splitlines()
+    assert json.loads(lines[0])["batches"] == ["batch-1"]
+    assert [json.loads(line)["path"] for line in lines[1:]] == sorted(ledger.files)
+    assert sorted(os.listdir(tmp_path)) == ["in", LEDGER_FILE], "no temporary file left beside the ledger"
+
+
+def test_reconcile_rolls_forward_a_published_batch_the_ledger_missed(tmp_path):
+    ledger = _published(tmp_path, {"a.mat": b"A"})
+    later = _published(tmp_path, {"a.mat": b"A2", "b.mat": b"B"}, batch="batch-2")
+    write_manifest(str(tmp_path / "batch-2"), later.files.values())
+    reconciled = reconcile(str(tmp_path), ledger, ["batch-1", "batch-2"])
+    assert reconciled.batches == ("batch-1", "batch-2")
+    assert {os.path.basename(p): s.batch for p, s in reconciled.files.items()} == {"a.mat": "batch-2", "b.mat": "batch-2"}
+
+
+def test_reconcile_forgets_a_deleted_batch_so_its_files_are_redone(tmp_path):
+    ledger = _published(tmp_path, {"a.mat": b"A"}).with_batch("batch-2", [])
+    reconciled = reconcile(str(tmp_path), ledger, ["batch-2"])
+    assert reconciled.batches == ("batch-2",) and not reconciled.files
+
+
+def test_a_changed_header_reselects_its_record_and_both_files_are_recorded(tmp_path):
+    incoming = tmp_path / "in"
+    _write(incoming / "r1.mat", b"signal-1")
+    _write(incoming / "r1.hea", b"header-1")
+    _write(incoming / "r2.mat", b"signal-2")
+    _write(incoming / "notes.txt", b"not an input")
+    config = ReprocessConfig(incoming=str(incoming), transform_dir="unused", output_root=str(tmp_path / "root"))
+    first = select(config, Ledger(), NO_LABELS)
+    assert [s.record_id for s in first.sources] == ["r1", "r2"]
+    assert {os.path.basename(s.path) for s in first.consumed} == {"r1.mat", "r1.hea", "r2.mat"}
+    ledger = Ledger().with_batch("batch-1", first.consumed)
+    assert select(config, ledger, NO_LABELS).sources == []
+    _write(incoming / "r1.hea", b"header-1, corrected gain")
+    again = select(config, ledger, NO_LABELS)
+    assert [s.record_id for s in again.sources] == ["r1"] and again.unchanged == 1
+
+
+HOLD_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_lock_is_exclusive_and_released_when_its_holder_dies(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path / LOCK_FILE)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert try_lock(str(tmp_path)) is None
+    finally:
+        holder.kill()
+        holder.wait()
+    lock = try_lock(str(tmp_path))
+    assert lock is not None
+    assert try_lock(str(tmp_path)) is None, "a second taker in the same process is refused too"
+    lock.release()
+    taken_again = try_lock(str(tmp_path))
+    assert taken_again is not None
+    taken_again.release()
+
+
+@pytest.mark.parametrize("path", ["gs://bucket/root"])
+def test_object_store_root_runs_unlocked(path):
+    assert try_lock(path) is not None

@@ -1,0 +1,94 @@
+"""Listing a local input tree (`local_inputs.py`, `discovery.py`) and reading a file that is gone."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import apache_beam as beam
+
+import hostile_files as hf
+from beam_pipeline import local_inputs
+from beam_pipeline.discovery import RecordSource, find_records, list_files
+from beam_pipeline.labels import parse_labels
+from beam_pipeline.read import DecodeRecordFn
+from beam_pipeline.rejections import Reason, Rejection
+from beam_pipeline.schema import TEST_SPLIT
+
+
+def _tree(tmp_path: Path) -> Path:
+    root = tmp_path / "in"
+    (root / "real").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "X.mat").write_bytes(b"x")
+    (root / "A.mat").write_bytes(b"a")
+    os.symlink(root / "A.mat", root / "LINK_IN.mat")
+    os.symlink(tmp_path / "outside" / "X.mat", root / "LINK_OUT.mat")
+    os.symlink(root / "missing.mat", root / "DANGLING.mat")
+    os.symlink(tmp_path / "outside", root / "linked_dir")  # a directory link: not walked
+    os.mkfifo(root / "PIPE.mat")
+    (root / "DIR.mat").mkdir()
+    (root / "real" / "B.mat").write_bytes(b"bb")
+    return root
+
+
+def test_walk_lists_every_non_directory_entry_without_following_directory_links(tmp_path):
+    root = _tree(tmp_path)
+    names = [os.path.relpath(path, root) for path, _ in list_files(str(root))]
+    assert names == ["A.mat", "DANGLING.mat", "LINK_IN.mat", "LINK_OUT.mat", "PIPE.mat", "real/B.mat"]
+    sizes = dict(list_files(str(root)))
+    assert sizes[str(root / "LINK_IN.mat")] == 1 and sizes[str(root / "PIPE.mat")] == 0
+
+
+def test_refusal_of_each_kind(tmp_path):
+    root = _tree(tmp_path)
+    verdict = {name: local_inputs.refusal(str(root / name), str(root)) for name in
+               ("A.mat", "LINK_IN.mat", "LINK_OUT.mat", "DANGLING.mat", "PIPE.mat", "real/B.mat")}
+    assert verdict["A.mat"] is None and verdict["LINK_IN.mat"] is None and verdict["real/B.mat"] is None
+    assert verdict["LINK_OUT.mat"][0] == Reason.OUTSIDE_INPUT
+    assert verdict["DANGLING.mat"] == (Reason.UNREADABLE, verdict["DANGLING.mat"][1])
+    assert verdict["DANGLING.mat"][1].startswith("broken symbolic link")
+    assert verdict["PIPE.mat"] == (Reason.UNREADABLE, "a FIFO, not a regular file; not opened")
+
+
+def test_a_refused_file_does_not_shadow_a_good_one_with_the_same_id(tmp_path):
+    root = tmp_path / "in"
+    (root / "b").mkdir(parents=True)
+    os.mkfifo(root / "SAME.mat")  # first by path
+    (root / "b" / "SAME.mat").write_bytes(b"x")
+    sources = find_records(str(root), TEST_SPLIT, parse_labels(""))
+    assert [(Path(s.path).relative_to(root).as_posix(), s.rejection and s.rejection.reason) for s in sources] == [
+        ("SAME.mat", Reason.UNREADABLE), ("b/SAME.mat", None)]
+
+
+def test_undecodable_file_name_bytes_become_an_escaped_record_id(tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / os.fsdecode(b"r\xe9c\xff.mat")).write_bytes(b"x")
+    [source] = find_records(str(root), TEST_SPLIT, parse_labels(""))
+    assert source.record_id == "r\\xe9c\\xff"
+    source.record_id.encode("utf-8")  # what the TFRecord writer does with it
+
+
+def test_a_file_gone_before_reading_is_unreadable(tmp_path):
+    """As root, permission bits do not stop a read; a file removed between listing and reading does."""
+    path = tmp_path / "GONE.mat"
+    path.write_bytes(hf.contest(1))
+    source = RecordSource(str(path), "GONE", TEST_SPLIT, size_bytes=path.stat().st_size)
+    path.unlink()
+    fn = DecodeRecordFn(500.0, False)
+    fn.setup()
+    [output] = list(fn.process(source))
+    assert isinstance(output, beam.pvalue.TaggedOutput) and isinstance(output.value, Rejection)
+    assert output.value.reason == Reason.UNREADABLE and "FileNotFoundError" in output.value.detail
+
+
+def test_a_file_that_grew_past_the_limit_after_listing_is_refused_unread(tmp_path, monkeypatch):
+    from beam_pipeline import read
+
+    monkeypatch.setattr(read, "MAX_FILE_BYTES", 1000)
+    path = tmp_path / "BIG.mat"
+    path.write_bytes(hf.contest(1))  # 240 kB, but listed as 10 bytes
+    fn = DecodeRecordFn(500.0, False)
+    fn.setup()
+    [output] = list(fn.process(RecordSource(str(path), "BIG", TEST_SPLIT, size_bytes=10)))
+    assert output.value.reason == Reason.TOO_LARGE

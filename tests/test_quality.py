@@ -1,0 +1,60 @@
+"""Signal-quality flags (`quality.py`) on real, synthetic and deliberately damaged records."""
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import scipy.io
+
+from beam_pipeline import quality
+from beam_pipeline.decode import decode_record
+from beam_pipeline.schema import LEAD_NAMES, NUM_SAMPLES
+from beam_pipeline.synthetic import synthesize_record
+
+
+def _decode(path):
+    header = path.with_suffix(".hea")
+    return decode_record(path.read_bytes(), header.read_text() if header.exists() else None)
+
+
+def test_real_recordings_flag_only_the_two_with_dead_leads(real_ecg_dir):
+    flagged = {path.stem: quality.assess(_decode(path)) for path in sorted(real_ecg_dir.glob("*/*.mat"))}
+    flagged = {rid: flags for rid, flags in flagged.items() if flags}
+    assert flagged == {"JS20004": {"flat_lead": ("V2", "V4", "V6")}, "JS20008": {"flat_lead": ("V2", "V4", "V6")}}
+
+
+def test_synthetic_records_raise_no_flag_and_clipping_them_does():
+    for seed in range(40):
+        ecg, _ = synthesize_record(np.random.default_rng(seed), seed % 2)
+        assert quality.assess(ecg) == {}, seed
+        clipped = np.clip(ecg, np.percentile(ecg, 3, axis=0), np.percentile(ecg, 97, axis=0))
+        assert quality.assess(clipped) == {"clipped": LEAD_NAMES}, seed
+
+
+def test_cinc_record_saturating_the_int16_adc_is_clipped(real_ecg_dir):
+    base = real_ecg_dir / "cinc2021" / "E07500"
+    val = np.clip(scipy.io.loadmat(f"{base}.mat")["val"].astype(np.int64) * 40, -32768, 32767).astype(np.int16)
+    header = (base.with_suffix(".hea")).read_text().replace("1000.0(0)", "40000.0(0)")
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, {"val": val}, format="4")
+    flags = quality.assess(decode_record(buffer.getvalue(), header))
+    assert set(flags) == {"clipped"} and {"V4", "V5", "V6"} <= set(flags["clipped"])
+
+
+def test_one_plateau_is_not_clipping():
+    ecg = np.random.default_rng(0).normal(size=(NUM_SAMPLES, 12)).astype(np.float32)
+    ecg[100:300, 0] = ecg[:, 0].max() + 1  # one long stretch at the top (a single artefact)
+    assert quality.assess(ecg) == {}
+
+
+def test_summary_counts_per_lead_and_caps_ids():
+    findings = [{"record_id": f"R{k:04d}", "flags": {"flat_lead": ["V1", "V2"] if k % 2 else ["V1"]}}
+                for k in range(quality.SUMMARY_MAX_IDS + 5)]
+    summary = quality.summarize(findings)
+    assert summary["records_flagged"] == quality.SUMMARY_MAX_IDS + 5
+    flat = summary["flat_lead"]
+    assert flat["records"] == quality.SUMMARY_MAX_IDS + 5 and flat["record_ids_truncated"]
+    assert flat["record_ids"] == [f"R{k:04d}" for k in range(quality.SUMMARY_MAX_IDS)]
+    assert flat["by_lead"] == {"V1": quality.SUMMARY_MAX_IDS + 5, "V2": (quality.SUMMARY_MAX_IDS + 5) // 2}
+    assert summary["clipped"] == {"records": 0, "by_lead": {}, "record_ids": [], "record_ids_truncated": False}

@@ -1,0 +1,255 @@
+"""The same job beyond the laptop, checked offline: a Dataflow dry run of both commands, the portable
+(Flink-style) path through a local job service and an external worker pool, object-store paths, and
+the packaging the workers install."""
+import contextlib
+import dataclasses
+import glob
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform import __version__ as tft_version
+
+import fake_object_store
+from batch_data import ecg, lead_moments, run_base, save_record, write_training_set
+from beam_pipeline import pipeline as graphs
+from beam_pipeline.cli import EXIT_OK
+from beam_pipeline.cli import main as pipeline_main
+from beam_pipeline.discovery import find_records
+from beam_pipeline.job import dry_run_summary, pipeline_options, read_labels
+from beam_pipeline.ledger import LEDGER_FILE
+from beam_pipeline.reprocess import main as reprocess_main
+from beam_pipeline.reprocess_job import Outcome, ReprocessConfig, run_reprocess
+from beam_pipeline.schema import ECG_SHAPE, NUM_LEADS, TEST_SPLIT, TRAIN_SPLIT
+from test_pipeline import read_examples
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATAFLOW_DRY_RUN = ["--runner", "DataflowRunner", "--dry_run=True", "--project", "fake-project",
+                    "--region", "europe-west1", "--temp_location", "gs://fake-bucket/tmp",
+                    "--setup_file", os.path.join(REPO, "setup.py")]
+SERVICE_START_GIVE_UP_S = 120
+"""Only so a service that never listens cannot hang the suite; no assertion depends on time."""
+WORKER_STARTED = "Starting worker with command"
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    return run_base(tmp_path_factory.mktemp("base"), np.random.default_rng(21), count=4)
+
+
+# --- Dataflow ----------------------------------------------------------------------------------------
+
+def test_main_command_builds_its_analyze_job_on_a_dataflow_dry_run(tmp_path, capsys):
+    write_training_set(tmp_path, np.random.default_rng(22), 3)
+    code = pipeline_main(["--train_dir", str(tmp_path / "TRAIN"), "--labels", str(tmp_path / "labels.txt"),
+                          "--output_dir", str(tmp_path / "out"), *DATAFLOW_DRY_RUN])
+    assert code == EXIT_OK
+    assert re.search(r"dry run: built the analyze job \(\d+ steps\) on DataflowRunner", capsys.readouterr().out)
+    assert not (tmp_path / "out").exists()
+
+
+def test_main_command_transform_pass_builds_on_a_dataflow_dry_run(base_run, tmp_path):
+    """The pass that needs the analyze output: built here against an earlier run's transform, with the
+    train and test splits and the options parsing the main command uses."""
+    base, _, _ = base_run
+    write_training_set(tmp_path, np.random.default_rng(23), 2)
+    labels = read_labels(str(tmp_path / "labels.txt"))
+    splits = {TRAIN_SPLIT: find_records(str(tmp_path / "TRAIN"), TRAIN_SPLIT, labels),
+              TEST_SPLIT: find_records(str(tmp_path / "TRAIN"), TEST_SPLIT, labels)}
+    options = pipeline_options(DATAFLOW_DRY_RUN)
+    with tft_beam.Context(temp_dir=str(tmp_path / "tft")):
+        pipeline = beam.Pipeline(options=options)
+        graphs.build_transform(pipeline, splits, [], graphs.DecodeOptions(500, False, 32), str(base),
+                               str(tmp_path / "out"), 0, 2)
+        result = pipeline.run()
+    steps = set(dry_run_summary(result, "DataflowRunner")["steps"])
+    assert {f"{step}[{split}]" for step in ("Transform", "Encode", "Write", "Errors")
+            for split in (TRAIN_SPLIT, TEST_SPLIT)} <= steps
+    assert not (tmp_path / "out").exists()
+
+
+def test_reprocess_builds_its_whole_job_on_a_dataflow_dry_run(base_run, tmp_path):
+    base, _, _ = base_run
+    save_record(tmp_path / "incoming", "N1", ecg(np.random.default_rng(24)))
+    root = tmp_path / "root"
+    result = run_reprocess(ReprocessConfig(str(tmp_path / "incoming"), str(base), str(root)), DATAFLOW_DRY_RUN)
+    assert result.outcome is Outcome.DRY_RUN
+    assert {"Transform[data]", "Encode[data]", "Write[data]", "Errors[data]", "BatchStatistics"} <= set(
+        result.summary["steps"])
+    assert os.listdir(root) == [".lock"], "a dry run publishes nothing and leaves the ledger alone"
+
+
+# --- Object stores -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def object_store(tmp_path):
+    """A `fakestore://` bucket in a local folder (no directories, only objects, no open() on its paths)."""
+    fake_object_store.FakeObjectStore.root = str(tmp_path / "bucket")
+    return tmp_path / "bucket"
+
+
+def test_reprocess_reads_and_writes_an_object_store_only_through_beam_filesystems(base_run, object_store):
+    base, mean, std = base_run
+    raw = {f"N{i}": ecg(np.random.default_rng(25 + i)) for i in range(2)}
+    for rid, signal_mv in raw.items():
+        save_record(object_store / "incoming", rid, signal_mv)
+    args = ["--incoming", f"{fake_object_store.PREFIX}incoming", "--transform_dir", str(base),
+            "--output_root", f"{fake_object_store.PREFIX}root"]
+    assert reprocess_main(args) == EXIT_OK
+    (batch,) = glob.glob(str(object_store / "root" / "batch-*"))
+    assert os.path.exists(os.path.join(batch, "_SUCCESS")) and (object_store / "root" / LEDGER_FILE).exists()
+    examples = read_examples(batch, "data")
+    np.testing.assert_allclose(examples["N1"]["ecg"], (raw["N1"] - mean) / std, atol=1e-4)
+    assert reprocess_main(args) == EXIT_OK
+    assert len(glob.glob(str(object_store / "root" / "batch-*"))) == 1, "the ledger on the bucket was read back"
+
+
+def test_main_command_finds_its_inputs_on_an_object_store(object_store, tmp_path):
+    """An object store has no folder objects: `exists(gs://bucket/TRAIN)` is False for a real bucket."""
+    train = write_training_set(object_store, np.random.default_rng(27), 3)
+    out = tmp_path / "out"
+    assert pipeline_main(["--train_dir", f"{fake_object_store.PREFIX}TRAIN",
+                          "--labels", f"{fake_object_store.PREFIX}labels.txt", "--output_dir", str(out)]) == EXIT_OK
+    assert set(read_examples(out, TRAIN_SPLIT)) == set(train)
+
+
+# --- Portable runner (the path Flink takes) ----------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class PortableServices:
+    job_endpoint: str
+    worker_pool: str
+    worker_pool_log: str
+
+    def beam_args(self) -> list[str]:
+        return ["--runner", "PortableRunner", "--job_endpoint", self.job_endpoint,
+                "--environment_type", "EXTERNAL", "--environment_config", self.worker_pool]
+
+    def workers_started(self) -> int:
+        with open(self.worker_pool_log, encoding="utf-8", errors="replace") as handle:
+            return handle.read().count(WORKER_STARTED)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_until_listening(port: int, process: subprocess.Popen, log) -> None:
+    give_up = time.monotonic() + SERVICE_START_GIVE_UP_S
+    while True:
+        assert process.poll() is None, f"service exited:\n{log.read_text()[-3000:]}"
+        with contextlib.suppress(OSError), socket.create_connection(("localhost", port), timeout=1):
+            return
+        assert time.monotonic() < give_up, f"service never listened on {port}:\n{log.read_text()[-3000:]}"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def portable_services(tmp_path_factory):
+    """Beam's local job service and an external worker pool, as separate processes on free ports.
+
+    The worker pool starts SDK workers with `python` from PATH, so the venv's bin goes first. Each
+    service runs in its own process group, so teardown kills it and the workers it started by id.
+    """
+    logs = tmp_path_factory.mktemp("portable")
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    job_port, pool_port = _free_port(), _free_port()
+    services = [("job_service", "apache_beam.runners.portability.local_job_service_main", ["--port", str(job_port)],
+                 job_port),
+                ("worker_pool", "apache_beam.runners.worker.worker_pool_main", ["--service_port", str(pool_port)],
+                 pool_port)]
+    started = []
+    try:
+        for name, module, args, port in services:
+            log = logs / f"{name}.log"
+            with open(log, "wb") as handle:
+                started.append(subprocess.Popen([sys.executable, "-m", module, *args], stdout=handle,
+                                                stderr=subprocess.STDOUT, env=env, start_new_session=True))
+            _wait_until_listening(port, started[-1], log)
+        yield PortableServices(f"localhost:{job_port}", f"localhost:{pool_port}", str(logs / "worker_pool.log"))
+    finally:
+        for process in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def portable_base(portable_services, tmp_path_factory):
+    """The main command (analyze + transform pipelines) run through the portable runner."""
+    return run_base(tmp_path_factory.mktemp("portable-base"), np.random.default_rng(28), count=4,
+                    beam_args=tuple(portable_services.beam_args()))
+
+
+def test_main_command_runs_on_a_portable_runner_with_an_external_worker_pool(portable_services, portable_base):
+    out, _, _ = portable_base
+    examples = read_examples(out, TRAIN_SPLIT)
+    values = np.stack([e["ecg"] for e in examples.values()]).reshape(-1, NUM_LEADS).astype(np.float64)
+    np.testing.assert_allclose(values.mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(values.std(axis=0), 1.0, atol=1e-4)
+    with open(out / "run_summary.json") as handle:
+        summary = json.load(handle)
+    assert summary["runner"] == "PortableRunner"
+    assert summary["examples_written"] == {TRAIN_SPLIT: 4} and summary["reconciled"] is True
+    assert portable_services.workers_started() >= 2, "both passes ran in the external worker pool"
+
+
+def test_reprocess_runs_on_a_portable_runner_with_an_external_worker_pool(portable_services, portable_base, tmp_path):
+    base, mean, std = portable_base
+    raw = {f"N{i}": ecg(np.random.default_rng(29 + i), shift_std=0.3) for i in range(2)}
+    for rid, signal_mv in raw.items():
+        save_record(tmp_path / "incoming", rid, signal_mv)
+    workers_before = portable_services.workers_started()
+    assert reprocess_main(["--incoming", str(tmp_path / "incoming"), "--transform_dir", str(base),
+                           "--output_root", str(tmp_path / "root"), *portable_services.beam_args()]) == EXIT_OK
+    (batch,) = glob.glob(str(tmp_path / "root" / "batch-*"))
+    examples = read_examples(batch, "data")
+    np.testing.assert_allclose(examples["N0"]["ecg"], (raw["N0"] - mean) / std, atol=1e-4)
+    with open(os.path.join(batch, "run_summary.json")) as handle:
+        drift = json.load(handle)["drift"]
+    batch_mean, _ = lead_moments(raw.values())
+    assert drift["samples_per_lead"] == 2 * ECG_SHAPE[0]
+    np.testing.assert_allclose([drift["leads"][lead]["batch_mean_mv"] for lead in drift["leads"]], batch_mean,
+                               rtol=1e-6)
+    assert portable_services.workers_started() > workers_before
+
+
+# --- Packaging ---------------------------------------------------------------------------------------
+
+def test_the_sdist_workers_install_carries_every_module(tmp_path):
+    """`--setup_file` makes Beam run `python setup.py sdist` (this environment has no `build` module) and
+    install the result on every worker; a module missing from it fails only there, at import time."""
+    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(tmp_path)], cwd=REPO, check=True,
+                   capture_output=True)
+    (tarball,) = tmp_path.glob("*.tar.gz")
+    with tarfile.open(tarball) as archive:
+        packaged = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    modules = {os.path.relpath(path, REPO) for package in ("beam_pipeline", "trainer")
+               for path in glob.glob(os.path.join(REPO, package, "**", "*.py"), recursive=True)}
+    assert "beam_pipeline/reprocess_job.py" in modules and "trainer/__init__.py" in modules
+    assert modules - packaged == set()
+    assert "setup.py" in packaged
+
+
+def test_the_worker_image_is_pinned_to_this_environment():
+    with open(os.path.join(REPO, "deploy", "Dockerfile")) as handle:
+        dockerfile = handle.read()
+    base_images = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("FROM ")]
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert base_images == [f"apache/beam_python{python}_sdk:{beam.__version__}"]
+    assert re.search(r"pip install .*-c /tmp/constraints\.txt", dockerfile), "the image installs with the pins"
+    with open(os.path.join(REPO, "requirements", "constraints.txt")) as handle:
+        constraints = set(handle.read().split())
+    assert {f"apache-beam=={beam.__version__}", f"tensorflow-transform=={tft_version}"} <= constraints

@@ -1,0 +1,240 @@
+"""The training report: `MODEL/report/index.html` and its PNGs, drawn from metrics.json and the validation scores.
+
+Before trusting a model people want to see how training went and how the scores separate the
+classes, not only the numbers at one threshold:
+
+    learning_curves.png         loss, AUC and accuracy per epoch, train vs validation, best epoch marked
+    roc.png                     the validation ROC curve, its AUC, and the operating point at the threshold
+    confusion.png               the validation confusion matrix at the chosen threshold
+    probability_histogram.png   validation P(abnormal) per true class, with the threshold
+
+`metrics.json` (history, threshold, confusion counts) stays the machine-readable source; the ROC
+and the histogram need every validation score, which training saves beside it as
+`validation_predictions.csv` (`label,probability`, one row per validation record, in the order scored).
+`python -m trainer.report MODEL` redraws the report from those two files.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+
+import numpy as np
+
+from beam_pipeline import report_page
+from beam_pipeline.report_page import Section, Table, text
+from beam_pipeline.schema import ABNORMAL, CLASS_NAMES, NORMAL
+from trainer.evaluation import roc_auc, roc_curve
+from trainer import train  # module, not names: train imports this module too
+
+REPORT_DIR = "report"
+VALIDATION_PREDICTIONS_FILE = "validation_predictions.csv"
+PREDICTIONS_HEADER = ("label", "probability")
+STATUS_WRITTEN, STATUS_FAILED = "written", "failed"
+
+LEARNING_CURVES_PNG = "learning_curves.png"
+ROC_PNG = "roc.png"
+CONFUSION_PNG = "confusion.png"
+HISTOGRAM_PNG = "probability_histogram.png"
+
+HISTOGRAM_BINS = 50
+CURVE_ORDER = ("loss", "auc")
+"""Learning-curve panels shown first; any other metric Keras logged follows by name."""
+CLASS_COLORS = {NORMAL: "#27ae60", ABNORMAL: "#d35400"}
+TRAIN_COLOR, VALIDATION_COLOR = "#2e86c1", "#c0392b"
+VALIDATION_PREFIX = "val_"
+_log = logging.getLogger(__name__)
+
+
+def write_validation_predictions(path: str, labels: np.ndarray, scores: np.ndarray) -> None:
+    """The validation labels and scores, full precision, so the ROC can be recomputed exactly."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(PREDICTIONS_HEADER)
+        writer.writerows((int(label), repr(float(score))) for label, score in zip(labels, scores))
+
+
+def read_validation_predictions(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) from `write_validation_predictions`' file."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    labels = np.array([int(row[PREDICTIONS_HEADER[0]]) for row in rows], dtype=np.int64)
+    return labels, np.array([float(row[PREDICTIONS_HEADER[1]]) for row in rows], dtype=np.float64)
+
+
+# --- figures ------------------------------------------------------------------------------------------
+
+
+def _new_figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), facecolor="white", layout="constrained")
+
+
+def learning_curves_figure(history: dict[str, list[float]], best_epoch: int | None):
+    """One panel per metric Keras logged (loss, auc, accuracy...), train and validation per epoch."""
+    names = sorted((name for name in history if not name.startswith(VALIDATION_PREFIX)),
+                   key=lambda name: (CURVE_ORDER.index(name) if name in CURVE_ORDER else len(CURVE_ORDER), name))
+    figure = _new_figure(5.0 * max(len(names), 1), 3.8)
+    for k, name in enumerate(names):
+        ax = figure.add_subplot(1, len(names), k + 1)
+        epochs = np.arange(1, len(history[name]) + 1)
+        ax.plot(epochs, history[name], marker="o", markersize=3, color=TRAIN_COLOR, label="train")
+        validation = history.get(VALIDATION_PREFIX + name)
+        if validation is not None:
+            ax.plot(epochs, validation, marker="o", markersize=3, color=VALIDATION_COLOR, label="validation")
+        if best_epoch:
+            ax.axvline(best_epoch, color="#555", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
+        ax.set_xlabel("epoch")
+        ax.set_title(name, fontsize=10)
+        ax.grid(color="#e5e5e5")
+        ax.legend(fontsize=8)
+    return figure
+
+
+def roc_figure(labels: np.ndarray, scores: np.ndarray, threshold: float):
+    """The ROC curve of the validation scores, with the chance diagonal and the point at the threshold."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    auc = roc_auc(labels, scores)
+    figure = _new_figure(5.2, 5.0)
+    ax = figure.add_subplot()
+    ax.plot(fpr, tpr, color=VALIDATION_COLOR, linewidth=2, drawstyle="default", label=f"validation, AUC = {auc:.4f}")
+    ax.plot([0, 1], [0, 1], color="#999", linestyle=":", label="chance")
+    positive, predicted = labels.astype(bool), scores >= threshold
+    point_fpr = np.sum(predicted & ~positive) / max(np.sum(~positive), 1)
+    point_tpr = np.sum(predicted & positive) / max(np.sum(positive), 1)
+    ax.plot([point_fpr], [point_tpr], "o", color="black", markersize=7,
+            label=f"threshold {threshold:.3g}: TPR {point_tpr:.2f}, FPR {point_fpr:.2f}")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_aspect("equal")
+    ax.set_xlabel("false positive rate (1 - specificity)")
+    ax.set_ylabel("true positive rate (sensitivity)")
+    ax.set_title(f"ROC, {len(labels)} validation records", fontsize=10)
+    ax.grid(color="#e5e5e5")
+    ax.legend(fontsize=8, loc="lower right")
+    return figure
+
+
+def confusion_figure(confusion: dict[str, int], threshold: float):
+    """The 2 x 2 matrix (rows true, columns predicted) with counts and the share of each true class."""
+    matrix = np.array([[confusion["tn"], confusion["fp"]], [confusion["fn"], confusion["tp"]]])
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    figure = _new_figure(4.8, 4.2)
+    ax = figure.add_subplot()
+    ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    for row in range(2):
+        for col in range(2):
+            ax.text(col, row, f"{matrix[row, col]}\n({shares[row, col]:.0%})", ha="center", va="center",
+                    fontsize=12, color="white" if shares[row, col] > 0.6 else "black")
+    names = [CLASS_NAMES[NORMAL], CLASS_NAMES[ABNORMAL]]
+    ax.set_xticks([0, 1], names)
+    ax.set_yticks([0, 1], names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"validation, threshold {threshold:.3g}", fontsize=10)
+    return figure
+
+
+def probability_histogram_figure(labels: np.ndarray, scores: np.ndarray, threshold: float):
+    """Validation P(abnormal) per true class: how well the scores separate, and where the threshold cuts."""
+    from matplotlib.ticker import MaxNLocator
+
+    figure = _new_figure(7.0, 4.0)
+    ax = figure.add_subplot()
+    bins = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
+    for label in (NORMAL, ABNORMAL):
+        chosen = scores[labels == label]
+        ax.hist(chosen, bins=bins, alpha=0.6, color=CLASS_COLORS[label], edgecolor="white",
+                label=f"true {CLASS_NAMES[label]} ({len(chosen)})")
+    ax.axvline(threshold, color="black", linestyle="--", linewidth=1.2, label=f"threshold {threshold:.3g}")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel("predicted P(abnormal)")
+    ax.set_ylabel("validation records")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("probability per true class", fontsize=10)
+    ax.grid(axis="y", color="#e5e5e5")
+    ax.set_axisbelow(True)
+    ax.legend(fontsize=8)
+    return figure
+
+
+# --- the page ------------------------------------------------------------------------------------------
+
+
+def _sections(metrics: dict, labels: np.ndarray, scores: np.ndarray, figures: dict[str, str]) -> list[Section]:
+    validation = metrics["validation"]
+    names = ["accuracy", "auc", "precision", "recall", "specificity", "f1"]
+    at_threshold = Table(["metric", "validation"], [[name, float(validation[name])] for name in names if name in validation])
+    counts = metrics.get("class_counts", {})
+    balance = Table(["split"] + list(CLASS_NAMES.values()),
+                    [[split] + [by_class.get(name, 0) for name in CLASS_NAMES.values()]
+                     for split, by_class in counts.items()])
+    threshold = metrics["threshold"]
+    return [
+        Section("Learning curves",
+                [f"{metrics.get('epochs_run', '?')} epochs run; early stopping on validation AUC restored the "
+                 f"weights of epoch {metrics.get('best_epoch', '?')}. The per-epoch AUC is Keras' running "
+                 "estimate (200 thresholds); the ROC below is exact."],
+                [balance] if counts else [], [figures[LEARNING_CURVES_PNG]]),
+        Section("ROC curve", [f"Exact ROC of the {len(labels)} validation scores "
+                              f"(<code>{VALIDATION_PREDICTIONS_FILE}</code>)."], figures=[figures[ROC_PNG]]),
+        Section("At the chosen threshold",
+                [f"Threshold {text(f'{threshold:.4g}')}, chosen on validation by "
+                 f"{text(metrics.get('threshold_criterion', '?'))}; a record is predicted abnormal when "
+                 "P(abnormal) &ge; threshold."],
+                [at_threshold], [figures[CONFUSION_PNG], figures[HISTOGRAM_PNG]]),
+    ]
+
+
+def build(model_dir: str, metrics: dict | None = None) -> str:
+    """Draws `model_dir/report/` from `metrics` (default: `model_dir/metrics.json`) and the validation
+    predictions; returns the index's path."""
+    if metrics is None:
+        with open(os.path.join(model_dir, train.METRICS_FILE), encoding="utf-8") as handle:
+            metrics = json.load(handle)
+    labels, scores = read_validation_predictions(os.path.join(model_dir, VALIDATION_PREDICTIONS_FILE))
+    report_page.use_agg()
+    folder = report_page.fresh_folder(os.path.join(model_dir, REPORT_DIR))
+    threshold = float(metrics["threshold"])
+    drawn = {
+        LEARNING_CURVES_PNG: learning_curves_figure(metrics["history"], metrics.get("best_epoch")),
+        ROC_PNG: roc_figure(labels, scores, threshold),
+        CONFUSION_PNG: confusion_figure(metrics["validation"]["confusion"], threshold),
+        HISTOGRAM_PNG: probability_histogram_figure(labels, scores, threshold),
+    }
+    figures = {name: report_page.save_figure(figure, folder, name) for name, figure in drawn.items()}
+    auc, seconds = float(metrics["validation"]["auc"]), metrics.get("training_seconds", "?")
+    intro = [f"Every number here comes from <a href=\"../{train.METRICS_FILE}\">{train.METRICS_FILE}</a> and "
+             f"<a href=\"../{VALIDATION_PREDICTIONS_FILE}\">{VALIDATION_PREDICTIONS_FILE}</a>. Validation AUC "
+             f"{auc:.4f}, training {text(seconds)} s."]
+    return report_page.write_page(folder, "ECG classifier training report", intro,
+                                  _sections(metrics, labels, scores, figures))
+
+
+def build_safely(model_dir: str, metrics: dict) -> dict:
+    """`build` for training: never raises; returns metrics.json's `report` entry
+    ({"status": "written", "index": "report/index.html"} or {"status": "failed", "error": ...})."""
+    try:
+        build(model_dir, metrics)
+    except Exception as error:  # noqa: BLE001 - a report must never cost a trained model
+        _log.warning("the training report could not be drawn; the model is saved", exc_info=True)
+        return {"status": STATUS_FAILED, "error": f"{type(error).__name__}: {error}"}
+    return {"status": STATUS_WRITTEN, "index": f"{REPORT_DIR}/{report_page.INDEX_FILE}"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer.report",
+                                     description="Redraw MODEL/report/ from MODEL/metrics.json and "
+                                                 f"MODEL/{VALIDATION_PREDICTIONS_FILE}.")
+    parser.add_argument("model_dir", help="a trainer --model_dir")
+    args = parser.parse_args(argv)
+    print(f"wrote {build(args.model_dir)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
