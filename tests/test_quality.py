@@ -42,10 +42,19 @@ def test_cinc_record_saturating_the_int16_adc_is_clipped(real_ecg_dir):
     assert set(flags) == {"clipped"} and {"V4", "V5", "V6"} <= set(flags["clipped"])
 
 
+def test_gross_noise_is_flagged_on_the_noisy_leads_only():
+    ecg, _ = synthesize_record(np.random.default_rng(3), 0)
+    noisy = ecg.copy()
+    noisy[:, [1, 7]] += np.random.default_rng(4).normal(scale=0.3, size=(NUM_SAMPLES, 2)).astype(np.float32)
+    assert quality.assess(noisy) == {"noisy": ("II", "V2")}
+    estimate = quality.high_frequency_noise_mv(noisy)
+    assert 0.25 < estimate[1] < 0.35 and estimate[0] < 0.05  # recovers the added 0.3 mV, ignores the waves
+
+
 def test_one_plateau_is_not_clipping():
     ecg = np.random.default_rng(0).normal(size=(NUM_SAMPLES, 12)).astype(np.float32)
     ecg[100:300, 0] = ecg[:, 0].max() + 1  # one long stretch at the top (a single artefact)
-    assert quality.assess(ecg) == {}
+    assert quality.CLIPPED not in quality.assess(ecg)  # (white noise of 1 mV is flagged noisy, rightly)
 
 
 def test_summary_counts_per_lead_and_caps_ids():
