@@ -8,7 +8,9 @@ findings leave on tagged outputs, so nothing a bad file does can stop the run or
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import uuid
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -46,6 +48,37 @@ def _read_bytes(path: str, limit: int) -> bytes:
     return data
 
 
+class _Progress:
+    """Records decoded by every copy of one decode step in this process, logged every PROGRESS_INTERVAL_S.
+
+    Beam makes several copies of a DoFn (per thread, per bundle); counting per copy would log rarely
+    or never on short bundles, so the copies of one step share this counter through a token.
+    """
+
+    _by_token: dict[str, "_Progress"] = {}
+    _registry_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._started = self._last_log = time.monotonic()
+
+    @classmethod
+    def for_step(cls, token: str) -> "_Progress":
+        with cls._registry_lock:
+            return cls._by_token.setdefault(token, cls())
+
+    def tick(self) -> None:
+        with self._lock:
+            self._count += 1
+            now = time.monotonic()
+            if now - self._last_log < PROGRESS_INTERVAL_S:
+                return
+            self._last_log = now
+            count, rate = self._count, self._count / (now - self._started)
+        _log.info("decoded %d records (%.1f records/s)", count, rate)
+
+
 class DecodeRecordFn(beam.DoFn):
     """RecordSource -> DecodedRecord (main output) or Rejection (`REJECTED_TAG` output), plus a
     QualityFinding (`QUALITY_TAG` output) for a decoded record that raises a quality flag; with
@@ -61,12 +94,12 @@ class DecodeRecordFn(beam.DoFn):
         self._pad_short = pad_short
         self._limits = limits
         self._reject_flagged = reject_flagged
+        self._progress_token = uuid.uuid4().hex  # shared by the copies Beam makes of this step
 
     def setup(self) -> None:
         self._decoded = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_decoded")
         self._rejected = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_rejected")
-        self._count = 0
-        self._started = self._last_log = time.monotonic()
+        self._progress = _Progress.for_step(self._progress_token)
         self._decoders = pool_for(self._limits)
 
     def process(self, source: RecordSource):
@@ -81,7 +114,7 @@ class DecodeRecordFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(REJECTED_TAG, outcome)
             return
         self._decoded.inc()
-        self._report_progress()
+        self._progress.tick()
         yield DecodedRecord(source.record_id, source.label, outcome)
 
     def _decode(self, source: RecordSource):
@@ -102,10 +135,3 @@ class DecodeRecordFn(beam.DoFn):
         if isinstance(result, DecodeError):
             return Rejection(source.record_id, source.path, result.reason, result.detail)
         return result
-
-    def _report_progress(self) -> None:
-        self._count += 1
-        now = time.monotonic()
-        if now - self._last_log >= PROGRESS_INTERVAL_S:
-            self._last_log = now
-            _log.info("decoded %d records (%.1f records/s)", self._count, self._count / (now - self._started))
