@@ -198,3 +198,15 @@ def test_help_documents_the_project_options():
     for option in ("--train_dir", "--labels", "--test_dir", "--output_dir", "--sampling_rate", "--pad_short",
                    "--num_shards", "first 10 s"):
         assert option in result.stdout
+
+
+def test_long_runs_log_progress(contest_set, tmp_path, monkeypatch, caplog):
+    import beam_pipeline.read
+
+    monkeypatch.setattr(beam_pipeline.read, "PROGRESS_INTERVAL_S", 0.0)  # every record is "a few seconds later"
+    root, _, _ = contest_set
+    with caplog.at_level("INFO", logger="beam_pipeline.read"):
+        assert main(["--train_dir", str(root / "TRAIN"), "--labels", str(root / "reference.txt"),
+                     "--output_dir", str(tmp_path / "out"), "--max_error_rate", "0.5"]) == EXIT_OK
+    counts = [int(m.split()[1]) for m in caplog.messages if m.startswith("decoded ")]
+    assert counts and max(counts) == 20 and all(" records/s)" in m for m in caplog.messages if m.startswith("decoded "))
