@@ -14,6 +14,7 @@ import typing
 
 from beam_pipeline.isolation import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, DecodeLimits
 from beam_pipeline.job import DEFAULT_RUNNER, JobConfig, run_job
+from beam_pipeline.pipeline import DecodeOptions
 from beam_pipeline.outcome import DEFAULT_MAX_ERROR_RATE, describe_excess, describe_failure
 from beam_pipeline.rejections import ConfigurationError
 from beam_pipeline.schema import DURATION_S, SAMPLING_RATE_HZ
@@ -64,7 +65,7 @@ def add_robustness_options(parser: argparse.ArgumentParser) -> None:
                         help=f"fail the run (exit 1, after publishing output and report) when more than this "
                              f"fraction of a split's files is rejected (default {DEFAULT_MAX_ERROR_RATE})")
     parser.add_argument("--reject_flagged", action="store_true",
-                        help="reject records with a signal-quality flag (flat lead, clipping) instead of only "
+                        help="reject records with a signal-quality flag (flat lead, clipping, noise) instead of only "
                              "counting them")
     parser.add_argument("--decode_timeout_s", type=_positive(float), default=DEFAULT_TIMEOUT_S,
                         help=f"reject a file whose decoding takes longer (default {DEFAULT_TIMEOUT_S:g} s)")
@@ -87,6 +88,12 @@ def add_record_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gzip_level", type=int, choices=range(4), default=DEFAULT_GZIP_LEVEL,
                         help=f"ISA-L GZIP level of the TFRecord shards, 0 fastest .. 3 smallest (default "
                              f"{DEFAULT_GZIP_LEVEL})")
+
+
+def decode_options(args: argparse.Namespace) -> DecodeOptions:
+    """The decoding options of `add_record_options` and `add_robustness_options`, as the pipeline takes them."""
+    return DecodeOptions(args.sampling_rate, args.pad_short, args.batch_size,
+                         DecodeLimits(args.decode_timeout_s, args.decode_memory_mb), args.reject_flagged)
 
 
 def configure_logging() -> None:
@@ -114,10 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     args, beam_args = build_parser().parse_known_args(argv)
     configure_logging()
     config = JobConfig(train_dir=args.train_dir, labels_path=args.labels, output_dir=args.output_dir,
-                       test_dir=args.test_dir, sampling_rate=args.sampling_rate, pad_short=args.pad_short,
-                       num_shards=args.num_shards, batch_size=args.batch_size, gzip_level=args.gzip_level,
-                       max_error_rate=args.max_error_rate, reject_flagged=args.reject_flagged,
-                       decode_limits=DecodeLimits(args.decode_timeout_s, args.decode_memory_mb))
+                       test_dir=args.test_dir, decode=decode_options(args), num_shards=args.num_shards,
+                       gzip_level=args.gzip_level, max_error_rate=args.max_error_rate)
     code, summary = run_reporting_errors(lambda: run_job(config, beam_args))
     if code != EXIT_OK:
         return code

@@ -19,7 +19,6 @@ from apache_beam.io.filesystems import FileSystems
 from beam_pipeline import local_inputs
 from beam_pipeline.labels import LabelProblem, Labels
 from beam_pipeline.publish import is_local
-from beam_pipeline.publish import is_local
 from beam_pipeline.rejections import ConfigurationError, Reason, Rejection
 from beam_pipeline.schema import TRAIN_SPLIT, UNKNOWN_LABEL
 

@@ -27,7 +27,6 @@ from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 from beam_pipeline import pipeline as graphs
 from beam_pipeline.arrow_batches import raw_schema
 from beam_pipeline.discovery import RecordSource, find_records, label_file_findings
-from beam_pipeline.isolation import DecodeLimits
 from beam_pipeline.labels import Labels, parse_labels
 from beam_pipeline.outcome import DEFAULT_MAX_ERROR_RATE, error_rates, splits_over_budget
 from beam_pipeline import quality
@@ -56,14 +55,10 @@ class JobConfig:
     labels_path: str
     output_dir: str
     test_dir: str | None = None
-    sampling_rate: float = SAMPLING_RATE_HZ
-    pad_short: bool = False
+    decode: graphs.DecodeOptions = graphs.DecodeOptions(SAMPLING_RATE_HZ, pad_short=False, batch_size=32)
     num_shards: int = 0
-    batch_size: int = 32
     gzip_level: int = DEFAULT_GZIP_LEVEL
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE
-    reject_flagged: bool = False
-    decode_limits: DecodeLimits = DecodeLimits()
 
 
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
@@ -207,8 +202,7 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
     findings = label_file_findings(labels, [s for sources in splits.values() for s in sources], config.labels_path)
     options = pipeline_options(beam_args)
     runner = describe_runner(options)
-    decode_options = graphs.DecodeOptions(config.sampling_rate, config.pad_short, config.batch_size,
-                                          config.decode_limits, config.reject_flagged)
+    decode_options = config.decode
     staging, tft_temp = staging_dir_for(config.output_dir), tft_temp_dir(options)
     _log.info("found %s .mat files; running on %s", {k: len(v) for k, v in splits.items()}, runner)
     try:
@@ -235,8 +229,8 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
         written = {split: counter(result, f"{split}_examples_written") for split in splits}
         summary = summarize(splits, staging, written, runner, started, max_error_rate=config.max_error_rate)
         # Drawn before publishing, so the report is part of the atomic output; a failure is recorded, not raised.
-        summary["report"] = run_report.build_safely(staging, summary, splits[TRAIN_SPLIT], config.sampling_rate,
-                                                    config.pad_short)
+        summary["report"] = run_report.build_safely(staging, summary, splits[TRAIN_SPLIT],
+                                                    decode_options.default_sampling_rate, decode_options.pad_short)
         with FileSystems.create(FileSystems.join(staging, SUMMARY_FILE)) as handle:
             handle.write(json.dumps(summary, indent=2).encode("utf-8"))
         publish(staging, config.output_dir)

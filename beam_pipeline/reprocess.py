@@ -14,11 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from beam_pipeline import pipeline as graphs
 from beam_pipeline.cli import (EXIT_FAILED, EXIT_OK, add_record_options, add_robustness_options, configure_logging,
-                               run_reporting_errors)
+                               decode_options, run_reporting_errors)
 from beam_pipeline.drift import MEAN_SHIFT_LIMIT_STD, STD_RATIO_LIMIT, DriftLimits
-from beam_pipeline.isolation import DecodeLimits
 from beam_pipeline.job import DEFAULT_RUNNER
 from beam_pipeline.outcome import describe_excess
 from beam_pipeline.reprocess_job import DATA_SPLIT, Outcome, ReprocessConfig, ReprocessResult, run_reprocess
@@ -63,8 +61,7 @@ def _config(args: argparse.Namespace) -> ReprocessConfig:
     return ReprocessConfig(
         incoming=args.incoming, transform_dir=args.transform_dir, output_root=args.output_root,
         labels_path=args.labels,
-        decode=graphs.DecodeOptions(args.sampling_rate, args.pad_short, args.batch_size,
-                                    DecodeLimits(args.decode_timeout_s, args.decode_memory_mb), args.reject_flagged),
+        decode=decode_options(args),
         num_shards=args.num_shards, gzip_level=args.gzip_level, max_error_rate=args.max_error_rate,
         min_file_age_s=args.min_file_age, drift_limits=DriftLimits(args.drift_mean_shift, args.drift_std_ratio))
 

@@ -227,7 +227,7 @@ def test_microvolt_header_units_are_converted_to_millivolts() -> None:
 
 def test_missing_gain_defaults_to_200_and_baseline_to_adc_zero() -> None:
     val = (leads_signal() * 200).astype(np.int16)
-    lines = ["REC 12 500 5000"] + [f"REC.mat 16x1+24" for _ in LEAD_NAMES]  # no gain, no names
+    lines = ["REC 12 500 5000"] + ["REC.mat 16x1+24" for _ in LEAD_NAMES]  # no gain, no names
     decoded = assert_ecg(decode_record(savemat_bytes({"val": val}, format="4"), "\n".join(lines)))
     np.testing.assert_allclose(decoded, val.T / 200.0, rtol=1e-6)
     lines = ["REC 12 500 5000"] + [f"REC.mat 16 1000 16 7 0 0 0 {name}" for name in LEAD_NAMES]

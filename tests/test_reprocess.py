@@ -171,7 +171,7 @@ def test_a_night_with_nothing_new_writes_nothing(history):
 
 
 def test_exactly_the_new_and_changed_files_are_processed_when_more_arrive(history):
-    root, raw, (_, _, third) = history["root"], history["raw"], history["runs"]
+    root, (_, _, third) = history["root"], history["runs"]
     assert third.code == EXIT_OK, third.err
     first, latest = (os.path.join(root, b) for b in _batches(root))
     examples = read_examples(latest, "data")
