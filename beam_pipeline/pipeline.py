@@ -44,16 +44,20 @@ class DecodeOptions:
 
 
 class DecodeAndBatch(beam.PTransform):
-    """RecordSources -> (Arrow record batches, rejections, quality findings)."""
+    """RecordSources -> (Arrow record batches, rejections, quality findings).
 
-    def __init__(self, options: DecodeOptions):
+    `assess_quality=False` skips the quality flags where nobody reads them (the analyze pass, unless
+    flagged records are rejected and so must be left out of the statistics too)."""
+
+    def __init__(self, options: DecodeOptions, assess_quality: bool = True):
         super().__init__()
         self._options = options
+        self._assess_quality = assess_quality
 
     def expand(self, sources):
         outcome = sources | "Decode" >> beam.ParDo(
             DecodeRecordFn(self._options.default_sampling_rate, self._options.pad_short, self._options.limits,
-                           self._options.reject_flagged)
+                           self._options.reject_flagged, self._assess_quality)
         ).with_outputs(REJECTED_TAG, QUALITY_TAG, main=DECODED_TAG)
         batch_size = self._options.batch_size
         batches = (outcome[DECODED_TAG]
@@ -73,7 +77,8 @@ def WriteJsonLines(items, path_prefix: str):  # noqa: N802 (a PTransform, named 
 
 def build_analyze(pipeline: beam.Pipeline, train: list[RecordSource], options: DecodeOptions, out_dir: str) -> None:
     """Learns the per-lead statistics over the training records and writes `out_dir/transform_fn`."""
-    batches, _, _ = pipeline | "CreateTrain" >> beam.Create(train) | "DecodeTrain" >> DecodeAndBatch(options)
+    batches, _, _ = pipeline | "CreateTrain" >> beam.Create(train) | "DecodeTrain" >> DecodeAndBatch(
+        options, assess_quality=options.reject_flagged)
     transform_fn = (batches, tensor_adapter_config()) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
     _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out_dir)
 

@@ -89,11 +89,12 @@ class DecodeRecordFn(beam.DoFn):
     """
 
     def __init__(self, default_sampling_rate: float, pad_short: bool, limits: DecodeLimits = DecodeLimits(),
-                 reject_flagged: bool = False):
+                 reject_flagged: bool = False, assess_quality: bool = True):
         self._default_sampling_rate = default_sampling_rate
         self._pad_short = pad_short
         self._limits = limits
         self._reject_flagged = reject_flagged
+        self._assess_quality = assess_quality or reject_flagged
         self._progress_token = uuid.uuid4().hex  # shared by the copies Beam makes of this step
 
     def setup(self) -> None:
@@ -104,7 +105,7 @@ class DecodeRecordFn(beam.DoFn):
 
     def process(self, source: RecordSource):
         outcome = source.rejection or self._decode(source)
-        if not isinstance(outcome, Rejection) and (flags := assess(outcome)):
+        if self._assess_quality and not isinstance(outcome, Rejection) and (flags := assess(outcome)):
             finding = QualityFinding(source.record_id, source.path, flags)
             yield beam.pvalue.TaggedOutput(QUALITY_TAG, finding)
             if self._reject_flagged:
