@@ -383,15 +383,16 @@ def _copy_folder(local: str, destination: str) -> None:
             target.write(source.read())
 
 
-def build_safely(out_dir: str, summary: dict, train_sources: list[RecordSource], default_sampling_rate: float,
-                 pad_short: bool) -> dict:
-    """`build` for the job: picks the example and never raises. Returns the summary's `report` entry:
-    {"status": "written", "index": "report/index.html", "example": {...}} or {"status": "failed", "error": ...}."""
+def build_safely(out_dir: str, summary: dict, sources: list[RecordSource], default_sampling_rate: float,
+                 pad_short: bool, split: str = TRAIN_SPLIT, transform_dir: str | None = None) -> dict:
+    """`build` for a run: picks the example among `sources` of `split` and never raises. Returns the
+    summary's `report` entry: {"status": "written", "index": "report/index.html", "example": {...}} or
+    {"status": "failed", "error": ...}. `transform_dir` as in `build` (a reprocessed batch's is elsewhere)."""
     started = time.monotonic()
     try:
-        written = written_sources(train_sources, out_dir, TRAIN_SPLIT)
-        example = choose_example(written, flagged_paths(out_dir, TRAIN_SPLIT), default_sampling_rate, pad_short)
-        build(out_dir, summary, example)
+        written = written_sources(sources, out_dir, split)
+        example = choose_example(written, flagged_paths(out_dir, split), default_sampling_rate, pad_short)
+        build(out_dir, summary, example, transform_dir)
     except Exception as error:  # noqa: BLE001 - a report must never cost a finished run
         _log.warning("the run report could not be drawn; the run itself is complete", exc_info=True)
         _discard(FileSystems.join(out_dir, REPORT_DIR))

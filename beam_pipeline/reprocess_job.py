@@ -40,6 +40,7 @@ import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline import pipeline as graphs
+from beam_pipeline import report as run_report
 from beam_pipeline.discovery import (HEADER_SUFFIX, MAT_SUFFIX, RecordSource, find_records, label_file_findings,
                                      list_file_metadata)
 from beam_pipeline.drift import DriftLimits, WriteLeadMoments, drift_report, read_lead_moments
@@ -215,6 +216,10 @@ def _publish_batch(config: ReprocessConfig, selection: Selection, labels: Labels
             discard(staging, batch_dir)
             return ReprocessResult(Outcome.DRY_RUN, summary=summary)
         write_manifest(staging, selection.consumed)
+        # Drawn before publishing, so the report is part of the atomic batch; a failure is recorded, not raised.
+        summary["report"] = run_report.build_safely(staging, summary, selection.sources,
+                                                    config.decode.default_sampling_rate, config.decode.pad_short,
+                                                    split=DATA_SPLIT, transform_dir=config.transform_dir)
         with FileSystems.create(FileSystems.join(staging, SUMMARY_FILE)) as handle:
             handle.write(json.dumps(summary, indent=2).encode("utf-8"))
         publish(staging, batch_dir)

@@ -133,6 +133,17 @@ def test_a_batch_is_normalized_with_the_frozen_statistics(base_run, history):
     assert summary["transform_dir"] == str(base_run[0])
 
 
+def test_a_batch_has_its_own_report(history):
+    root = history["root"]
+    batch = os.path.join(root, _batches(root)[0])
+    summary = _summary(batch)
+    assert summary["report"]["status"] == "written", summary["report"]
+    assert summary["report"]["example"]["record_id"] in {"N101", "N102", "N103", "N104", "N105"}
+    page = open(os.path.join(batch, "report", "index.html")).read()
+    for png in ("counts.png", "lead_statistics.png", "quality.png", "example_raw.png", "example_normalized.png"):
+        assert png in page and os.path.getsize(os.path.join(batch, "report", png)) > 5000
+
+
 def test_labelled_records_keep_their_labels_and_bad_files_are_accounted_for(history):
     root = history["root"]
     batch = os.path.join(root, _batches(root)[0])
