@@ -14,7 +14,7 @@ import typing
 
 from beam_pipeline.isolation import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, DecodeLimits
 from beam_pipeline.job import DEFAULT_RUNNER, JobConfig, run_job
-from beam_pipeline.pipeline import DecodeOptions
+from beam_pipeline.pipeline import DecodeOptions, WriteOptions
 from beam_pipeline.outcome import DEFAULT_MAX_ERROR_RATE, describe_excess, describe_failure
 from beam_pipeline.rejections import ConfigurationError
 from beam_pipeline.schema import DURATION_S, SAMPLING_RATE_HZ
@@ -96,6 +96,11 @@ def decode_options(args: argparse.Namespace) -> DecodeOptions:
                          DecodeLimits(args.decode_timeout_s, args.decode_memory_mb), args.reject_flagged)
 
 
+def write_options(args: argparse.Namespace) -> WriteOptions:
+    """The shard options of `add_record_options`, as the pipeline takes them."""
+    return WriteOptions(args.num_shards, args.gzip_level)
+
+
 def configure_logging() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("beam_pipeline").setLevel(logging.INFO)
@@ -121,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     args, beam_args = build_parser().parse_known_args(argv)
     configure_logging()
     config = JobConfig(train_dir=args.train_dir, labels_path=args.labels, output_dir=args.output_dir,
-                       test_dir=args.test_dir, decode=decode_options(args), num_shards=args.num_shards,
-                       gzip_level=args.gzip_level, max_error_rate=args.max_error_rate)
+                       test_dir=args.test_dir, decode=decode_options(args), write=write_options(args),
+                       max_error_rate=args.max_error_rate)
     code, summary = run_reporting_errors(lambda: run_job(config, beam_args))
     if code != EXIT_OK:
         return code

@@ -36,7 +36,6 @@ from beam_pipeline.read import METRICS_NAMESPACE
 from beam_pipeline.rejections import ConfigurationError
 from beam_pipeline.schema import LEAD_NAMES, NUM_SAMPLES, SAMPLING_RATE_HZ, TEST_SPLIT, TRAIN_SPLIT
 from beam_pipeline.statistics import lead_statistics
-from beam_pipeline.tfrecord_sink import DEFAULT_GZIP_LEVEL
 from beam_pipeline.written import class_balance, written_sources
 
 DEFAULT_RUNNER = "FnApiRunner"
@@ -56,8 +55,7 @@ class JobConfig:
     output_dir: str
     test_dir: str | None = None
     decode: graphs.DecodeOptions = graphs.DecodeOptions(SAMPLING_RATE_HZ, pad_short=False, batch_size=32)
-    num_shards: int = 0
-    gzip_level: int = DEFAULT_GZIP_LEVEL
+    write: graphs.WriteOptions = graphs.WriteOptions()
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE
 
 
@@ -221,8 +219,7 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
             metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema()),
                                        FileSystems.join(staging, RAW_METADATA_DIR))
             transform = beam.Pipeline(options=options)
-            graphs.build_transform(transform, splits, findings, decode_options, staging, staging,
-                                   config.num_shards, config.gzip_level)
+            graphs.build_transform(transform, splits, findings, decode_options, staging, staging, config.write)
             result = transform.run()
             result.wait_until_finish()
             _log.info("transform pass done after %.1f s", time.time() - started)

@@ -25,7 +25,7 @@ from beam_pipeline.isolation import DecodeLimits
 from beam_pipeline.read import QUALITY_TAG, REJECTED_TAG, DecodeRecordFn
 from beam_pipeline.rejections import Rejection
 from beam_pipeline.schema import SHARD_PREFIX, TFRECORD_SUFFIX
-from beam_pipeline.tfrecord_sink import WriteGzipTFRecords
+from beam_pipeline.tfrecord_sink import DEFAULT_GZIP_LEVEL, WriteGzipTFRecords
 
 DECODED_TAG = "decoded"
 ERRORS_DIR = "errors"
@@ -83,9 +83,18 @@ def build_analyze(pipeline: beam.Pipeline, train: list[RecordSource], options: D
     _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out_dir)
 
 
+@dataclasses.dataclass(frozen=True)
+class WriteOptions:
+    """How the TFRecord shards are written; the same for the main command and reprocessing."""
+
+    num_shards: int = 0
+    """0: the runner decides, which keeps memory flat; a fixed count makes Beam group all examples first."""
+    gzip_level: int = DEFAULT_GZIP_LEVEL
+
+
 def build_transform(pipeline: beam.Pipeline, splits: dict[str, list[RecordSource]], extra_rejections: list[Rejection],
-                    options: DecodeOptions, transform_dir: str, out_dir: str, num_shards: int,
-                    gzip_level: int) -> dict[str, beam.PCollection]:
+                    options: DecodeOptions, transform_dir: str, out_dir: str,
+                    write: WriteOptions = WriteOptions()) -> dict[str, beam.PCollection]:
     """Applies the transform saved in `transform_dir` to every split; writes `out_dir/<split>/part-*.tfrecord.gz`
     and `out_dir/errors/`, `out_dir/quality/`. The statistics are frozen: nothing is re-analyzed here.
 
@@ -102,7 +111,7 @@ def build_transform(pipeline: beam.Pipeline, splits: dict[str, list[RecordSource
         _ = (transformed
              | f"Encode[{split}]" >> beam.ParDo(EncodeExamplesFn(transformed_schema, split))
              | f"Write[{split}]" >> WriteGzipTFRecords(os.path.join(out_dir, split, SHARD_PREFIX), TFRECORD_SUFFIX,
-                                                      num_shards, gzip_level))
+                                                      write.num_shards, write.gzip_level))
         _ = rejections | f"Errors[{split}]" >> WriteJsonLines(os.path.join(out_dir, ERRORS_DIR, split))
         _ = findings | f"Quality[{split}]" >> WriteJsonLines(os.path.join(out_dir, QUALITY_DIR, split))
         raw_batches[split] = batches

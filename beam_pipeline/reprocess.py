@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from beam_pipeline.cli import (EXIT_FAILED, EXIT_OK, add_record_options, add_robustness_options, configure_logging,
-                               decode_options, run_reporting_errors)
+                               decode_options, run_reporting_errors, write_options)
 from beam_pipeline.drift import MEAN_SHIFT_LIMIT_STD, STD_RATIO_LIMIT, DriftLimits
 from beam_pipeline.job import DEFAULT_RUNNER
 from beam_pipeline.outcome import describe_excess
@@ -62,7 +62,7 @@ def _config(args: argparse.Namespace) -> ReprocessConfig:
         incoming=args.incoming, transform_dir=args.transform_dir, output_root=args.output_root,
         labels_path=args.labels,
         decode=decode_options(args),
-        num_shards=args.num_shards, gzip_level=args.gzip_level, max_error_rate=args.max_error_rate,
+        write=write_options(args), max_error_rate=args.max_error_rate,
         min_file_age_s=args.min_file_age, drift_limits=DriftLimits(args.drift_mean_shift, args.drift_std_ratio))
 
 

@@ -54,7 +54,6 @@ from beam_pipeline.publish import SUCCESS_MARKER, discard, is_local, leftover_st
 from beam_pipeline.rejections import ConfigurationError
 from beam_pipeline.run_lock import try_lock
 from beam_pipeline.schema import SAMPLING_RATE_HZ
-from beam_pipeline.tfrecord_sink import DEFAULT_GZIP_LEVEL
 
 DATA_SPLIT = "data"
 BATCH_PREFIX = "batch-"
@@ -74,8 +73,7 @@ class ReprocessConfig:
     labels_path: str | None = None
     decode: graphs.DecodeOptions = graphs.DecodeOptions(SAMPLING_RATE_HZ, pad_short=False, batch_size=32)
     """Give the base run's decoding options, so a batch is decoded as the training records were."""
-    num_shards: int = 0
-    gzip_level: int = DEFAULT_GZIP_LEVEL
+    write: graphs.WriteOptions = graphs.WriteOptions()
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE
     min_file_age_s: float = 0.0
     drift_limits: DriftLimits = DriftLimits()
@@ -186,8 +184,7 @@ def _run_batch(config: ReprocessConfig, selection: Selection, labels: Labels, ba
         with tft_beam.Context(temp_dir=tft_temp):
             pipeline = beam.Pipeline(options=options)
             raw = graphs.build_transform(pipeline, splits, _batch_findings(labels, selection.sources, config.labels_path),
-                                         config.decode, config.transform_dir, staging, config.num_shards,
-                                         config.gzip_level)
+                                         config.decode, config.transform_dir, staging, config.write)
             _ = raw[DATA_SPLIT] | "BatchStatistics" >> WriteLeadMoments(moments_path)
             result = pipeline.run()
             result.wait_until_finish()

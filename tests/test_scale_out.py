@@ -70,7 +70,7 @@ def test_main_command_transform_pass_builds_on_a_dataflow_dry_run(base_run, tmp_
     with tft_beam.Context(temp_dir=str(tmp_path / "tft")):
         pipeline = beam.Pipeline(options=options)
         graphs.build_transform(pipeline, splits, [], graphs.DecodeOptions(500, False, 32), str(base),
-                               str(tmp_path / "out"), 0, 2)
+                               str(tmp_path / "out"), graphs.WriteOptions(num_shards=0, gzip_level=2))
         result = pipeline.run()
     steps = set(dry_run_summary(result, "DataflowRunner")["steps"])
     assert {f"{step}[{split}]" for step in ("Transform", "Encode", "Write", "Errors")
