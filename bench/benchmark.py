@@ -3,14 +3,16 @@
 For each size: generate N synthetic TRAIN records once (cached under --data_root), run the baseline
 loop (bench/baseline_loop.py) and the pipeline with its default options, each as a child process,
 and print wall time, peak memory of the whole process tree (sampled every 0.1 s, workers included),
-records/s and the ratio pipeline / loop. Extra arguments after `--` go to the pipeline.
+records/s, cores busy (CPU seconds of the tree / wall seconds) and the ratio pipeline / loop. Extra arguments after `--` go to the pipeline.
 
     python bench/benchmark.py --sizes 1000 5000 [--skip_baseline] [-- --direct_running_mode=...]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -51,17 +53,46 @@ def _rss_mb(pid: int) -> float:
         return 0.0
 
 
-def measure(command: list[str]) -> tuple[float, float]:
-    """Runs `command`; returns (wall seconds, peak RSS of its process tree in MB)."""
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds `pid` has used so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    wall_s: float
+    peak_mb: float
+    cpu_s: float
+
+    @property
+    def cores_busy(self) -> float:
+        """Average number of cores the process tree kept busy: CPU seconds / wall seconds."""
+        return self.cpu_s / self.wall_s
+
+
+def measure(command: list[str]) -> Run:
+    """Runs `command`; returns its wall time, the peak RSS of its process tree (sampled) and the CPU
+    time of the whole tree: per process, the last sample, or what the kernel reports for the reaped
+    ones (whichever is larger, as a process can end between two samples)."""
     started = time.monotonic()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak = 0.0
+    cpu_by_pid: dict[int, float] = {}
     done = threading.Event()
 
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, sum(_rss_mb(p) for p in [process.pid, *_children(process.pid)]))
+            tree = [process.pid, *_children(process.pid)]
+            peak = max(peak, sum(_rss_mb(p) for p in tree))
+            for pid in tree:
+                cpu_by_pid[pid] = max(cpu_by_pid.get(pid, 0.0), _cpu_s(pid))
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -72,7 +103,9 @@ def measure(command: list[str]) -> tuple[float, float]:
     sampler.join()
     if process.returncode != 0:
         raise SystemExit(f"{command[:4]} failed ({process.returncode}): {stderr.strip().splitlines()[-1:]}")
-    return wall, peak
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    reaped = (children_after.ru_utime + children_after.ru_stime) - (children_before.ru_utime + children_before.ru_stime)
+    return Run(wall, peak, max(reaped, sum(cpu_by_pid.values())))
 
 
 def _dataset(data_root: str, size: int) -> str:
@@ -107,12 +140,16 @@ def main() -> None:
 
 def _print(rows, pipeline_args) -> None:
     print(f"\npipeline options: {' '.join(pipeline_args) or '(defaults)'}; cores: {os.cpu_count()}")
-    print(f"{'records':>8} | {'loop s':>7} {'loop MB':>8} {'rec/s':>6} | {'pipeline s':>10} {'MB':>6} {'rec/s':>6} "
-          f"| {'time ratio':>10} {'MB ratio':>8}")
+    print(f"{'records':>8} | {'loop s':>7} {'loop MB':>8} {'rec/s':>6} {'cores':>5} "
+          f"| {'pipeline s':>10} {'MB':>6} {'rec/s':>6} {'cores':>5} | {'time ratio':>10} {'MB ratio':>8}")
     for size, loop, beam_run in rows:
-        loop_cols = f"{loop[0]:7.1f} {loop[1]:8.0f} {size / loop[0]:6.1f}" if loop else f"{'-':>7} {'-':>8} {'-':>6}"
-        ratio = f"{beam_run[0] / loop[0]:10.2f} {beam_run[1] / loop[1]:8.2f}" if loop else f"{'-':>10} {'-':>8}"
-        print(f"{size:8d} | {loop_cols} | {beam_run[0]:10.1f} {beam_run[1]:6.0f} {size / beam_run[0]:6.1f} | {ratio}")
+        loop_cols = (f"{loop.wall_s:7.1f} {loop.peak_mb:8.0f} {size / loop.wall_s:6.1f} {loop.cores_busy:5.2f}"
+                     if loop else f"{'-':>7} {'-':>8} {'-':>6} {'-':>5}")
+        ratio = (f"{beam_run.wall_s / loop.wall_s:10.2f} {beam_run.peak_mb / loop.peak_mb:8.2f}"
+                 if loop else f"{'-':>10} {'-':>8}")
+        print(f"{size:8d} | {loop_cols} | {beam_run.wall_s:10.1f} {beam_run.peak_mb:6.0f} {size / beam_run.wall_s:6.1f} "
+              f"{beam_run.cores_busy:5.2f} | {ratio}")
+    print("cores: CPU seconds of the whole process tree / wall seconds (2.0 = both cores busy throughout on 2 cores)")
     sys.stdout.flush()
 
 

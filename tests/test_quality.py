@@ -66,3 +66,11 @@ def test_summary_counts_per_lead_and_caps_ids():
     assert flat["record_ids"] == [f"R{k:04d}" for k in range(quality.SUMMARY_MAX_IDS)]
     assert flat["by_lead"] == {"V1": quality.SUMMARY_MAX_IDS + 5, "V2": (quality.SUMMARY_MAX_IDS + 5) // 2}
     assert summary["clipped"] == {"records": 0, "by_lead": {}, "record_ids": [], "record_ids_truncated": False}
+
+
+def test_row_medians_equal_numpys_for_odd_and_even_lengths():
+    rng = np.random.default_rng(7)
+    for length in (1, 2, 7, 8, NUM_SAMPLES - 1, NUM_SAMPLES):
+        rows = rng.normal(size=(len(LEAD_NAMES), length)).astype(np.float32)
+        rows[0] = 0.25  # ties
+        np.testing.assert_array_equal(quality._row_medians(rows), np.median(rows, axis=1).astype(np.float32))
