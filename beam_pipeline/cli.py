@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if code != EXIT_OK:
         return code
     if summary.get("dry_run"):
-        print(f"dry run: built the analyze job ({len(summary['steps'])} steps) on {summary['runner']}; nothing written")
+        print(f"dry run: built the job ({len(summary['steps'])} steps) on {summary['runner']}; nothing written")
         return EXIT_OK
     print(f"wrote {args.output_dir}: examples {summary['examples_written']}, rejected {summary['rejected_total']}, "
           f"{summary['wall_time_s']} s, peak RSS {summary['peak_rss_mb']['driver']} MB")

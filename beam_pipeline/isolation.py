@@ -20,6 +20,7 @@ anything a C library prints goes to stderr.
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import dataclasses
 import fcntl
@@ -33,7 +34,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import numpy as np
 
@@ -170,57 +171,133 @@ def _signal_name(returncode: int | None) -> str:
 PIPE_BYTES = 1 << 20
 """Pipe capacity asked for (Linux's default limit for unprivileged processes): a whole request (a file
 of a few hundred kB) or result (240 kB) then fits in one write, instead of 64 kB at a time with a
-context switch each."""
+context switch each. It is also what lets a second request wait in the pipe (see `DecoderProcess`)."""
+
+QUEUEABLE_REQUEST_BYTES = PIPE_BYTES // 2
+"""A request may wait behind another only if both fit in the request pipe together, so the parent's
+write never blocks on a child that is still busy (a hang would then block the parent, timeout and all)."""
 
 
-def _widen_pipes(process: subprocess.Popen) -> None:
-    """Best effort: where the OS refuses (another OS, a lower limit), the default pipes still work."""
+def _widen_pipes(process: subprocess.Popen) -> bool:
+    """Best effort; True when both pipes hold PIPE_BYTES. Where the OS refuses (another OS, a lower
+    limit), the default pipes still work, one request at a time."""
+    widened = True
     for stream in (process.stdin, process.stdout):
-        with contextlib.suppress(OSError, AttributeError):
-            fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        try:
+            widened &= fcntl.fcntl(stream.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES) >= PIPE_BYTES
+        except (OSError, AttributeError):
+            widened = False
+    return widened
+
+
+@dataclasses.dataclass
+class _Request:
+    frame: list[bytes | memoryview]
+    size: int
+    submitted: float
 
 
 class DecoderProcess:
     """One child process; `decode` is the in-process `decode_record`, with a time and memory limit.
 
+    `submit` and `collect` split `decode` in two, so the child decodes one file while the caller does
+    something else (the rest of the previous record's path), and a second request can wait in the
+    pipe meanwhile (`has_room`). Results come back in submission order. When the child hangs or dies,
+    the request it was decoding is the oldest pending one: that one is rejected, and any request
+    queued behind it is sent again to a fresh child.
+
     Not thread-safe: a `DecoderPool` lends each one to one thread at a time. The child is started
     on first use and again after it was killed or died.
     """
+
+    MAX_PENDING = 2
 
     def __init__(self, limits: DecodeLimits, command: list[str] | None = None):
         self._limits = limits
         self._command = command or [sys.executable, "-m", "beam_pipeline.isolation", str(limits.memory_mb)]
         self._process: subprocess.Popen | None = None
+        self._can_queue = False
+        self._pending: collections.deque[_Request] = collections.deque()
 
     def decode(self, mat_bytes: bytes, header_text: str | None, *, default_sampling_rate: float,
                pad_short: bool) -> np.ndarray | DecodeError:
-        request = _pack({"header": header_text, "default_sampling_rate": default_sampling_rate,
-                         "pad_short": pad_short}, mat_bytes)
+        """Decodes one file and waits for it (nothing else may be pending)."""
+        if self._pending:
+            raise RuntimeError("DecoderProcess.decode with results pending: collect them first")
+        self.submit(mat_bytes, header_text, default_sampling_rate=default_sampling_rate, pad_short=pad_short)
+        return self.collect()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def has_room(self, size: int) -> bool:
+        """Whether a request of `size` bytes can be submitted now without waiting for a result first."""
+        if not self._pending:
+            return True
+        return (self._can_queue and len(self._pending) < self.MAX_PENDING and size <= QUEUEABLE_REQUEST_BYTES
+                and all(request.size <= QUEUEABLE_REQUEST_BYTES for request in self._pending))
+
+    def submit(self, mat_bytes: bytes, header_text: str | None, *, default_sampling_rate: float,
+               pad_short: bool) -> None:
+        """Sends one file to the child; its result is what a later `collect` returns in turn."""
+        if not self.has_room(len(mat_bytes)):
+            raise RuntimeError("DecoderProcess.submit without room: collect a pending result first")
+        frame = _pack({"header": header_text, "default_sampling_rate": default_sampling_rate,
+                       "pad_short": pad_short}, mat_bytes)
+        request = _Request(frame, len(mat_bytes), time.monotonic())
+        self._send_with_restart(request)
+        self._pending.append(request)
+
+    def collect(self) -> np.ndarray | DecodeError:
+        """The result of the oldest pending request (a `DecodeError` when the child hung or died on it)."""
+        oldest = self._pending[0]
+        process = self._process
+        try:
+            metadata, payload = self._receive(process, oldest.submitted + self._limits.timeout_s)
+        except _Timeout:
+            return self._lost_oldest(DecodeError(Reason.TIMEOUT, f"decoding took longer than "
+                                                                 f"{self._limits.timeout_s:g} s; the decoder was stopped"))
+        except _ChildGone:
+            self.close(keep_pending=True)  # reaps it, for its exit status
+            return self._lost_oldest(DecodeError(Reason.DECODER_CRASHED, f"the decoder process died on this file "
+                                                                         f"({_signal_name(process.returncode)})"))
+        self._pending.popleft()
+        if self._pending:  # the child starts on the next one now, so its time limit starts now too
+            self._pending[0].submitted = max(self._pending[0].submitted, time.monotonic())
+        return self._result(metadata, payload)
+
+    def _lost_oldest(self, error: DecodeError) -> DecodeError:
+        """The child was stopped or died on the oldest request: reject it, resend the others to a fresh child."""
+        self.close(keep_pending=True)
+        self._pending.popleft()
+        queued, self._pending = list(self._pending), collections.deque()
+        for request in queued:
+            request.submitted = time.monotonic()
+            self._send_with_restart(request)
+            self._pending.append(request)
+        return error
+
+    def _send_with_restart(self, request: _Request) -> None:
         for attempt in range(2):
             process = self._running()
             try:
-                self._send(process, request)
+                self._send(process, request.frame)
+                return
             except _ChildGone:
-                # The child died between records (not this record's doing): start a fresh one, once.
+                if self._pending:
+                    # It died on a pending request: `collect` finds out, rejects that one and resends this.
+                    return
+                # It died between records (not this record's doing): start a fresh one, once.
                 self.close()
-                if attempt == 0:
-                    continue
-                raise RuntimeError(f"the decoder process keeps dying ({_signal_name(process.returncode)})") from None
-            break
-        try:
-            metadata, payload = self._receive(process, time.monotonic() + self._limits.timeout_s)
-        except _Timeout:
-            self.close()
-            return DecodeError(Reason.TIMEOUT, f"decoding took longer than {self._limits.timeout_s:g} s; "
-                                               "the decoder was stopped")
-        except _ChildGone:
-            self.close()
-            return DecodeError(Reason.DECODER_CRASHED, f"the decoder process died on this file "
-                                                       f"({_signal_name(process.returncode)})")
-        return self._result(metadata, payload)
+                if attempt == 1:
+                    raise RuntimeError(f"the decoder process keeps dying ({_signal_name(process.returncode)})") from None
 
-    def close(self) -> None:
-        """Stops the child (it is started again on the next `decode`)."""
+    def close(self, keep_pending: bool = False) -> None:
+        """Stops the child (it is started again on the next `submit`); forgets pending requests unless
+        `keep_pending` (the caller resends them)."""
+        if not keep_pending:
+            self._pending.clear()
         process, self._process = self._process, None
         if process is None:
             return
@@ -234,12 +311,12 @@ class DecoderProcess:
     def _running(self) -> subprocess.Popen:
         if self._process is not None and self._process.poll() is None:
             return self._process
-        self.close()
+        self.close(keep_pending=True)
         env = {**os.environ, **_CHILD_ENV}
         process = subprocess.Popen(self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
                                    close_fds=True)
         self._process = process
-        _widen_pipes(process)
+        self._can_queue = _widen_pipes(process)
         try:
             ready, _ = self._receive(process, time.monotonic() + STARTUP_TIMEOUT_S)
         except (_Timeout, _ChildGone):
@@ -293,31 +370,37 @@ class DecoderProcess:
 
 
 class DecoderPool:
-    """Idle `DecoderProcess`es shared by the threads of one worker process.
+    """`DecoderProcess`es shared by the threads of one worker process.
 
-    A thread leases one for a record and gives it back, so there are as many children as threads
-    that decode at the same time, and they live across bundles, stages and both passes.
+    A thread leases one for a record or a bundle and gives it back, so there are as many children as
+    threads that decode at the same time, and they live across bundles, stages and both passes.
     """
 
     def __init__(self, limits: DecodeLimits):
         self._limits = limits
         self._idle: list[DecoderProcess] = []
+        self._all: list[DecoderProcess] = []
         self._lock = threading.Lock()
 
-    @contextlib.contextmanager
-    def lease(self) -> Iterator[DecoderProcess]:
+    def acquire(self) -> DecoderProcess:
         with self._lock:
-            decoder = self._idle.pop() if self._idle else DecoderProcess(self._limits)
-        try:
-            yield decoder
-        finally:
-            with self._lock:
-                self._idle.append(decoder)
+            if self._idle:
+                return self._idle.pop()
+            decoder = DecoderProcess(self._limits)
+            self._all.append(decoder)
+            return decoder
+
+    def release(self, decoder: DecoderProcess) -> None:
+        if decoder.pending:  # the borrower stopped half-way (an exception downstream): start clean
+            decoder.close()
+        with self._lock:
+            self._idle.append(decoder)
 
     def close(self) -> None:
+        """Stops every child, leased or idle (at exit, a bundle that failed may not have given its back)."""
         with self._lock:
-            idle, self._idle = self._idle, []
-        for decoder in idle:
+            decoders, self._idle, self._all = self._all, [], []
+        for decoder in decoders:
             decoder.close()
 
 

@@ -205,25 +205,20 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
     _log.info("found %s .mat files; running on %s", {k: len(v) for k, v in splits.items()}, runner)
     try:
         with tft_beam.Context(temp_dir=tft_temp):
-            analyze = beam.Pipeline(options=options)
-            graphs.build_analyze(analyze, [s for s in splits[TRAIN_SPLIT] if s.rejection is None], decode_options, staging)
-            result = analyze.run()
+            pipeline = beam.Pipeline(options=options)
+            graphs.build_job(pipeline, splits, findings, decode_options, staging, config.write)
+            result = pipeline.run()
             result.wait_until_finish()
             if is_dry_run(options):
-                _log.info("dry run: the analyze job was built, not submitted; the transform pass needs its "
-                          "output (reprocess --dry_run builds that graph)")
+                _log.info("dry run: the job was built, not submitted")
                 return dry_run_summary(result, runner)
-            _log.info("analyze pass done after %.1f s", time.time() - started)
-            if counter(result, "records_decoded") == 0:
-                raise ConfigurationError(f"none of the training files in {config.train_dir} could be decoded")
-            metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema()),
-                                       FileSystems.join(staging, RAW_METADATA_DIR))
-            transform = beam.Pipeline(options=options)
-            graphs.build_transform(transform, splits, findings, decode_options, staging, staging, config.write)
-            result = transform.run()
-            result.wait_until_finish()
-            _log.info("transform pass done after %.1f s", time.time() - started)
+            _log.info("both passes done after %.1f s", time.time() - started)
+        metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema()),
+                                   FileSystems.join(staging, RAW_METADATA_DIR))
         written = {split: counter(result, f"{split}_examples_written") for split in splits}
+        if written[TRAIN_SPLIT] == 0:  # the statistics were learned from nothing: publish none of it
+            kept = " and pass the quality flags (--reject_flagged)" if decode_options.reject_flagged else ""
+            raise ConfigurationError(f"none of the training files in {config.train_dir} could be decoded{kept}")
         summary = summarize(splits, staging, written, runner, started, max_error_rate=config.max_error_rate)
         # Drawn before publishing, so the report is part of the atomic output; a failure is recorded, not raised.
         summary["report"] = run_report.build_safely(staging, summary, splits[TRAIN_SPLIT],

@@ -1,12 +1,14 @@
 """The Beam wiring: the path of a record from file to TFRecord, and nothing else.
 
-Two pipelines, as the memory measurements in the README explain:
-  analyze:   sources -> decode -> Arrow batches -> AnalyzeDataset           -> transform_fn
-  transform: sources -> decode -> Arrow batches -> TransformDataset -> encode -> TFRecord shards
-                          \\-> rejections -> errors/<split>.jsonl
-                          \\-> quality findings -> quality/<split>.jsonl
-Decoding twice (once per pass) from a small PCollection of file names keeps memory flat, where
-holding decoded records between the passes would grow with the data set.
+The main command's job (`build_job`) is one pipeline with two passes over the file names:
+  analyze:   train sources -> decode -> Arrow batches -> AnalyzeDataset -> transform_fn (written)
+  transform: sources -> decode -> Arrow batches -> TransformDataset(transform_fn) -> encode -> TFRecord shards
+                \\-> rejections -> errors/<split>.jsonl
+                \\-> quality findings -> quality/<split>.jsonl
+The transform pass decodes the files again rather than reusing the analyze pass's records: holding
+decoded records between the passes would grow memory with the data set, while decoding a file
+again costs a fraction of a millisecond. Reprocessing (`build_transform`) runs the transform pass
+alone, with a transform_fn read from disk.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from beam_pipeline.preprocessing import preprocessing_fn
 from beam_pipeline.isolation import DecodeLimits
 from beam_pipeline.read import QUALITY_TAG, REJECTED_TAG, DecodeRecordFn
 from beam_pipeline.rejections import Rejection
-from beam_pipeline.schema import SHARD_PREFIX, TFRECORD_SUFFIX
+from beam_pipeline.schema import SHARD_PREFIX, TFRECORD_SUFFIX, TRAIN_SPLIT
 from beam_pipeline.tfrecord_sink import DEFAULT_GZIP_LEVEL, WriteGzipTFRecords
 
 DECODED_TAG = "decoded"
@@ -75,12 +77,11 @@ def WriteJsonLines(items, path_prefix: str):  # noqa: N802 (a PTransform, named 
             | "WriteErrors" >> beam.io.WriteToText(path_prefix, file_name_suffix=".jsonl", shard_name_template=""))
 
 
-def build_analyze(pipeline: beam.Pipeline, train: list[RecordSource], options: DecodeOptions, out_dir: str) -> None:
-    """Learns the per-lead statistics over the training records and writes `out_dir/transform_fn`."""
+def _analyze(pipeline: beam.Pipeline, train: list[RecordSource], options: DecodeOptions):
+    """Learns the per-lead statistics over the training records: TFT's (transform_fn, transformed metadata)."""
     batches, _, _ = pipeline | "CreateTrain" >> beam.Create(train) | "DecodeTrain" >> DecodeAndBatch(
         options, assess_quality=options.reject_flagged)
-    transform_fn = (batches, tensor_adapter_config()) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
-    _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out_dir)
+    return (batches, tensor_adapter_config()) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +93,22 @@ class WriteOptions:
     gzip_level: int = DEFAULT_GZIP_LEVEL
 
 
+def build_job(pipeline: beam.Pipeline, splits: dict[str, list[RecordSource]], extra_rejections: list[Rejection],
+              options: DecodeOptions, out_dir: str, write: WriteOptions = WriteOptions()) -> None:
+    """The main command's job, both passes in one pipeline: learns the statistics over the valid training
+    sources and writes `out_dir/transform_fn`, then applies them to every split (as `build_transform`).
+
+    The transform pass reads the files again rather than reusing the decoded records, and only waits
+    for the (small) transform_fn as a side input: nothing large is held between the passes, and worker
+    processes (multi_processing, Dataflow) start once for both."""
+    train = [source for source in splits[TRAIN_SPLIT] if source.rejection is None]
+    transform_fn = _analyze(pipeline, train, options)
+    _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out_dir)
+    _, transformed_metadata = transform_fn
+    _transform_splits(pipeline, transform_fn, transformed_metadata.dataset_metadata.schema, splits, extra_rejections,
+                      options, out_dir, write)
+
+
 def build_transform(pipeline: beam.Pipeline, splits: dict[str, list[RecordSource]], extra_rejections: list[Rejection],
                     options: DecodeOptions, transform_dir: str, out_dir: str,
                     write: WriteOptions = WriteOptions()) -> dict[str, beam.PCollection]:
@@ -100,9 +117,16 @@ def build_transform(pipeline: beam.Pipeline, splits: dict[str, list[RecordSource
 
     Returns each split's raw (decoded, untransformed) Arrow batches, for callers that measure the raw
     signal in the same pass (the drift check of reprocessing)."""
-    raw_batches = {}
     transformed_schema = tft.TFTransformOutput(transform_dir).transformed_metadata.schema
     transform_fn = pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(transform_dir)
+    return _transform_splits(pipeline, transform_fn, transformed_schema, splits, extra_rejections, options, out_dir,
+                             write)
+
+
+def _transform_splits(pipeline: beam.Pipeline, transform_fn, transformed_schema, splits: dict[str, list[RecordSource]],
+                      extra_rejections: list[Rejection], options: DecodeOptions, out_dir: str,
+                      write: WriteOptions) -> dict[str, beam.PCollection]:
+    raw_batches = {}
     for split, sources in splits.items():
         batches, rejections, findings = (pipeline | f"Create[{split}]" >> beam.Create(sources)
                                          | f"Decode[{split}]" >> DecodeAndBatch(options))

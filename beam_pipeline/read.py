@@ -7,18 +7,21 @@ findings leave on tagged outputs, so nothing a bad file does can stop the run or
 """
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
 import uuid
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindows
 
 from beam_pipeline.arrow_batches import DecodedRecord
 from beam_pipeline.discovery import RecordSource
-from beam_pipeline.isolation import DecodeLimits, pool_for
+from beam_pipeline.isolation import DecodeLimits, DecoderProcess, pool_for
 from beam_pipeline.quality import QualityFinding, assess
 from beam_pipeline.rejections import DecodeError, Reason, Rejection
 
@@ -79,10 +82,22 @@ class _Progress:
         _log.info("decoded %d records (%.1f records/s)", count, rate)
 
 
+def _in_global_window(output):
+    """An output of `finish_bundle`, which Beam needs windowed explicitly (all records are in the global window)."""
+    if isinstance(output, beam.pvalue.TaggedOutput):
+        return beam.pvalue.TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
+    return GlobalWindows.windowed_value(output)
+
+
 class DecodeRecordFn(beam.DoFn):
     """RecordSource -> DecodedRecord (main output) or Rejection (`REJECTED_TAG` output), plus a
     QualityFinding (`QUALITY_TAG` output) for a decoded record that raises a quality flag; with
     `reject_flagged` such a record is rejected (`poor_quality`) instead of written.
+
+    The decoder child works on the next file while this thread takes the previous one down the rest
+    of its path (quality flags, batching, transform, encoding: Beam runs those inside our `yield`).
+    So a record's outputs may leave while a later element is processed; the last ones leave in
+    `finish_bundle`. Each bundle keeps one decoder child for itself.
 
     Logs progress (records decoded so far and the rate) at most every PROGRESS_INTERVAL_S seconds,
     so a long local run shows it is alive.
@@ -96,15 +111,53 @@ class DecodeRecordFn(beam.DoFn):
         self._reject_flagged = reject_flagged
         self._assess_quality = assess_quality or reject_flagged
         self._progress_token = uuid.uuid4().hex  # shared by the copies Beam makes of this step
+        self._decoder: DecoderProcess | None = None
+        self._in_flight: collections.deque[RecordSource] = collections.deque()
 
     def setup(self) -> None:
         self._decoded = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_decoded")
         self._rejected = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_rejected")
         self._progress = _Progress.for_step(self._progress_token)
-        self._decoders = pool_for(self._limits)
+        self._pool = pool_for(self._limits)
+
+    def start_bundle(self) -> None:
+        self._give_back_decoder()  # still held if the previous bundle failed half-way
+        self._decoder = self._pool.acquire()
 
     def process(self, source: RecordSource):
-        outcome = source.rejection or self._decode(source)
+        request = source.rejection or self._read(source)
+        if isinstance(request, Rejection):
+            yield from self._outputs(source, request)
+            return
+        mat_bytes, header = request
+        while not self._decoder.has_room(len(mat_bytes)):
+            yield from self._collect_oldest()
+        self._decoder.submit(mat_bytes, header, default_sampling_rate=self._default_sampling_rate,
+                             pad_short=self._pad_short)
+        self._in_flight.append(source)
+
+    def finish_bundle(self):
+        while self._in_flight:
+            for output in self._collect_oldest():
+                yield _in_global_window(output)
+        self._give_back_decoder()
+
+    def teardown(self) -> None:
+        self._give_back_decoder()
+
+    def _give_back_decoder(self) -> None:
+        self._in_flight.clear()
+        if self._decoder is not None:
+            self._pool.release(self._decoder)
+            self._decoder = None
+
+    def _collect_oldest(self):
+        source, result = self._in_flight.popleft(), self._decoder.collect()
+        if isinstance(result, DecodeError):
+            result = Rejection(source.record_id, source.path, result.reason, result.detail)
+        yield from self._outputs(source, result)
+
+    def _outputs(self, source: RecordSource, outcome: np.ndarray | Rejection):
         if self._assess_quality and not isinstance(outcome, Rejection) and (flags := assess(outcome)):
             finding = QualityFinding(source.record_id, source.path, flags)
             yield beam.pvalue.TaggedOutput(QUALITY_TAG, finding)
@@ -118,7 +171,9 @@ class DecodeRecordFn(beam.DoFn):
         self._progress.tick()
         yield DecodedRecord(source.record_id, source.label, outcome)
 
-    def _decode(self, source: RecordSource):
+    @staticmethod
+    def _read(source: RecordSource) -> tuple[bytes, str | None] | Rejection:
+        """The file's bytes and its header's text, or why they cannot be read."""
         if source.size_bytes > MAX_FILE_BYTES:
             return Rejection(source.record_id, source.path, Reason.TOO_LARGE,
                              f"{source.size_bytes} bytes; the limit is {MAX_FILE_BYTES}")
@@ -130,9 +185,4 @@ class DecodeRecordFn(beam.DoFn):
             return Rejection(source.record_id, source.path, Reason.TOO_LARGE, str(error))
         except (OSError, IOError) as error:  # permissions, vanished file, network storage hiccup
             return Rejection(source.record_id, source.path, Reason.UNREADABLE, f"{type(error).__name__}: {error}")
-        with self._decoders.lease() as decoder:
-            result = decoder.decode(mat_bytes, header, default_sampling_rate=self._default_sampling_rate,
-                                    pad_short=self._pad_short)
-        if isinstance(result, DecodeError):
-            return Rejection(source.record_id, source.path, result.reason, result.detail)
-        return result
+        return mat_bytes, header

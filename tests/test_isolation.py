@@ -14,7 +14,7 @@ import pytest
 
 import hostile_files as hf
 from beam_pipeline.decode import decode_record
-from beam_pipeline.isolation import DecodeLimits, DecoderPool, DecoderProcess
+from beam_pipeline.isolation import QUEUEABLE_REQUEST_BYTES, DecodeLimits, DecoderPool, DecoderProcess
 from beam_pipeline.rejections import DecodeError, Reason
 
 TESTS = Path(__file__).resolve().parent
@@ -73,12 +73,75 @@ def test_a_child_that_died_between_records_is_restarted_without_rejecting(misbeh
 def test_the_pool_lends_one_decoder_per_concurrent_user():
     pool = DecoderPool(DecodeLimits())
     try:
-        with pool.lease() as first, pool.lease() as second:
-            assert first is not second
-        with pool.lease() as again:
-            assert again in (first, second)  # reused, not a new process
+        first, second = pool.acquire(), pool.acquire()
+        assert first is not second
+        pool.release(first)
+        pool.release(second)
+        again = pool.acquire()
+        assert again in (first, second)  # reused, not a new process
+        pool.release(again)
     finally:
         pool.close()
+
+
+def test_a_decoder_given_back_with_results_pending_is_reset():
+    pool = DecoderPool(DecodeLimits())
+    try:
+        decoder = pool.acquire()
+        decoder.submit(hf.contest(1), None, **OPTIONS)
+        pool.release(decoder)  # e.g. a bundle failed downstream before collecting
+        assert decoder.pending == 0
+        np.testing.assert_array_equal(decoder.decode(hf.contest(2), None, **OPTIONS), decode_record(hf.contest(2)))
+    finally:
+        pool.close()
+
+
+def test_pipelined_results_come_back_in_order():
+    decoder = DecoderProcess(DecodeLimits())
+    try:
+        files = [hf.contest(seed) for seed in range(6)] + [b"garbage"]
+        results = []
+        for mat in files:
+            while not decoder.has_room(len(mat)):
+                results.append(decoder.collect())
+            decoder.submit(mat, None, **OPTIONS)
+            assert decoder.pending <= DecoderProcess.MAX_PENDING
+        while decoder.pending:
+            results.append(decoder.collect())
+        assert decoder.pending == 0 and len(results) == len(files)
+        for mat, result in zip(files, results):
+            expected = decode_record(mat)
+            if isinstance(expected, DecodeError):
+                assert result == expected
+            else:
+                np.testing.assert_array_equal(result, expected)
+    finally:
+        decoder.close()
+
+
+def test_a_second_request_queues_only_when_both_fit_in_the_pipe():
+    decoder = DecoderProcess(DecodeLimits())
+    try:
+        decoder.submit(hf.contest(1), None, **OPTIONS)
+        assert decoder.has_room(QUEUEABLE_REQUEST_BYTES) and not decoder.has_room(QUEUEABLE_REQUEST_BYTES + 1)
+        decoder.submit(hf.contest(2), None, **OPTIONS)
+        assert not decoder.has_room(1)  # MAX_PENDING reached
+        with pytest.raises(RuntimeError, match="without room"):
+            decoder.submit(hf.contest(3), None, **OPTIONS)
+        decoder.collect(), decoder.collect()
+    finally:
+        decoder.close()
+
+
+@pytest.mark.parametrize("payload, reason", [(b"hang", Reason.TIMEOUT), (b"crash", Reason.DECODER_CRASHED)])
+def test_the_request_queued_behind_a_hanging_or_crashing_one_is_decoded_by_a_fresh_child(misbehaving, payload,
+                                                                                          reason):
+    misbehaving.submit(payload, None, **OPTIONS)
+    first_child = misbehaving._process.pid
+    misbehaving.submit(hf.contest(9), None, **OPTIONS)
+    assert misbehaving.collect().reason == reason
+    np.testing.assert_array_equal(misbehaving.collect(), decode_record(hf.contest(9)))
+    assert misbehaving._process.pid != first_child and misbehaving.pending == 0
 
 
 _RSS_PROBE = r"""
