@@ -116,11 +116,35 @@ def _limit_address_space(memory_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
+def _read_local(metadata: dict) -> tuple[bytes, str | None] | DecodeError:
+    """A `LocalFile` request: the file and its header, read here within the limits the parent sent."""
+    from beam_pipeline.file_limits import TooLarge, read_at_most
+
+    path, header_path = str(metadata["path"]), metadata.get("header_path")
+    try:
+        with open(path, "rb") as handle:
+            payload = read_at_most(handle, int(metadata["max_bytes"]), path)
+        if header_path is None:
+            return payload, None
+        with open(str(header_path), "rb") as handle:
+            return payload, read_at_most(handle, int(metadata["max_header_bytes"]), header_path).decode("utf-8", "replace")
+    except TooLarge as error:
+        return DecodeError(Reason.TOO_LARGE, str(error))
+    except OSError as error:  # permissions, vanished file
+        return DecodeError(Reason.UNREADABLE, f"{type(error).__name__}: {error}")
+
+
 def _decode_request(metadata: dict, payload: bytes) -> tuple[dict, bytes]:
     from beam_pipeline.decode import decode_record
 
+    header = metadata.get("header")
+    if "path" in metadata:
+        read = _read_local(metadata)
+        if isinstance(read, DecodeError):
+            return {"reason": read.reason, "detail": read.detail}, b""
+        payload, header = read
     try:
-        result = decode_record(payload, metadata.get("header"),
+        result = decode_record(payload, header,
                                default_sampling_rate=float(metadata["default_sampling_rate"]),
                                pad_short=bool(metadata["pad_short"]))
     except MemoryError:  # decode_record catches its own; this is the last resort around it
@@ -190,11 +214,27 @@ def _widen_pipes(process: subprocess.Popen) -> bool:
     return widened
 
 
+@dataclasses.dataclass(frozen=True)
+class LocalFile:
+    """A file on this machine's file system, which the child reads itself (within the given limits)
+    instead of the parent reading it and copying its bytes through the pipe."""
+
+    path: str
+    header_path: str | None
+    max_bytes: int
+    max_header_bytes: int
+
+
 @dataclasses.dataclass
 class _Request:
     frame: list[bytes | memoryview]
     size: int
     submitted: float
+
+
+def _request_size(data: bytes | LocalFile) -> int:
+    """Bytes the request puts in the pipe, near enough (a LocalFile sends only its names)."""
+    return len(data.path) + len(data.header_path or "") if isinstance(data, LocalFile) else len(data)
 
 
 class DecoderProcess:
@@ -219,33 +259,37 @@ class DecoderProcess:
         self._can_queue = False
         self._pending: collections.deque[_Request] = collections.deque()
 
-    def decode(self, mat_bytes: bytes, header_text: str | None, *, default_sampling_rate: float,
+    def decode(self, data: bytes | LocalFile, header_text: str | None, *, default_sampling_rate: float,
                pad_short: bool) -> np.ndarray | DecodeError:
         """Decodes one file and waits for it (nothing else may be pending)."""
         if self._pending:
             raise RuntimeError("DecoderProcess.decode with results pending: collect them first")
-        self.submit(mat_bytes, header_text, default_sampling_rate=default_sampling_rate, pad_short=pad_short)
+        self.submit(data, header_text, default_sampling_rate=default_sampling_rate, pad_short=pad_short)
         return self.collect()
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
-    def has_room(self, size: int) -> bool:
-        """Whether a request of `size` bytes can be submitted now without waiting for a result first."""
+    def has_room(self, data: bytes | LocalFile) -> bool:
+        """Whether `data` can be submitted now without waiting for a result first."""
+        size = _request_size(data)
         if not self._pending:
             return True
         return (self._can_queue and len(self._pending) < self.MAX_PENDING and size <= QUEUEABLE_REQUEST_BYTES
                 and all(request.size <= QUEUEABLE_REQUEST_BYTES for request in self._pending))
 
-    def submit(self, mat_bytes: bytes, header_text: str | None, *, default_sampling_rate: float,
+    def submit(self, data: bytes | LocalFile, header_text: str | None, *, default_sampling_rate: float,
                pad_short: bool) -> None:
-        """Sends one file to the child; its result is what a later `collect` returns in turn."""
-        if not self.has_room(len(mat_bytes)):
+        """Sends one file (its bytes and header text, or a `LocalFile` for the child to read) to the
+        child; its result is what a later `collect` returns in turn."""
+        if not self.has_room(data):
             raise RuntimeError("DecoderProcess.submit without room: collect a pending result first")
-        frame = _pack({"header": header_text, "default_sampling_rate": default_sampling_rate,
-                       "pad_short": pad_short}, mat_bytes)
-        request = _Request(frame, len(mat_bytes), time.monotonic())
+        metadata = {"header": header_text, "default_sampling_rate": default_sampling_rate, "pad_short": pad_short}
+        if isinstance(data, LocalFile):
+            metadata.update(dataclasses.asdict(data))
+            data = b""
+        request = _Request(_pack(metadata, data), len(data), time.monotonic())
         self._send_with_restart(request)
         self._pending.append(request)
 

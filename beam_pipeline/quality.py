@@ -86,8 +86,11 @@ def _clipped(leads: np.ndarray, flat: np.ndarray) -> np.ndarray:
     min_samples = CLIPPED_MIN_FRACTION * leads.shape[1]
     for extreme in (leads.max(axis=1), leads.min(axis=1)):
         at = leads == extreme[:, None]
-        stretches = np.count_nonzero(at[:, 1:] & ~at[:, :-1], axis=1) + at[:, 0]
-        clipped |= (stretches >= CLIPPED_MIN_STRETCHES) & (np.count_nonzero(at, axis=1) >= min_samples)
+        candidates = np.flatnonzero(at.view(np.uint8).sum(axis=1, dtype=np.int32) >= min_samples)
+        if candidates.size:  # rare: a real lead reaches its exact extreme in a handful of samples
+            at = at[candidates]
+            stretches = np.count_nonzero(at[:, 1:] & ~at[:, :-1], axis=1) + at[:, 0]
+            clipped[candidates[stretches >= CLIPPED_MIN_STRETCHES]] = True
     return clipped & ~flat
 
 

@@ -21,34 +21,22 @@ from apache_beam.transforms.window import GlobalWindows
 
 from beam_pipeline.arrow_batches import DecodedRecord
 from beam_pipeline.discovery import RecordSource
-from beam_pipeline.isolation import DecodeLimits, DecoderProcess, pool_for
+from beam_pipeline.file_limits import MAX_FILE_BYTES, MAX_HEADER_BYTES, TooLarge, read_at_most
+from beam_pipeline.isolation import DecodeLimits, DecoderProcess, LocalFile, pool_for
+from beam_pipeline.publish import is_local
 from beam_pipeline.quality import QualityFinding, assess
 from beam_pipeline.rejections import DecodeError, Reason, Rejection
 
 REJECTED_TAG = "rejected"
 QUALITY_TAG = "quality"
 METRICS_NAMESPACE = "ecg_pipeline"
-MAX_FILE_BYTES = 256 * 2**20
-"""Files larger than this are refused unread: a 10 s, 12-lead ECG is well under 1 MB."""
-
-MAX_HEADER_BYTES = 1 << 20
-"""A WFDB header is a few hundred bytes (one line per lead); a larger `.hea` is refused unread."""
-
 PROGRESS_INTERVAL_S = 5.0
 _log = logging.getLogger(__name__)
 
 
-class _TooLarge(Exception):
-    """The file holds more than the limit (it may have grown since it was listed)."""
-
-
 def _read_bytes(path: str, limit: int) -> bytes:
-    """The whole file, reading at most `limit` + 1 bytes, so no file can make the worker hold more."""
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise _TooLarge(f"{path} holds more than {limit} bytes")
-    return data
+        return read_at_most(handle, limit, path)
 
 
 class _Progress:
@@ -129,10 +117,10 @@ class DecodeRecordFn(beam.DoFn):
         if isinstance(request, Rejection):
             yield from self._outputs(source, request)
             return
-        mat_bytes, header = request
-        while not self._decoder.has_room(len(mat_bytes)):
+        data, header = request
+        while not self._decoder.has_room(data):
             yield from self._collect_oldest()
-        self._decoder.submit(mat_bytes, header, default_sampling_rate=self._default_sampling_rate,
+        self._decoder.submit(data, header, default_sampling_rate=self._default_sampling_rate,
                              pad_short=self._pad_short)
         self._in_flight.append(source)
 
@@ -172,16 +160,20 @@ class DecodeRecordFn(beam.DoFn):
         yield DecodedRecord(source.record_id, source.label, outcome)
 
     @staticmethod
-    def _read(source: RecordSource) -> tuple[bytes, str | None] | Rejection:
-        """The file's bytes and its header's text, or why they cannot be read."""
+    def _read(source: RecordSource) -> tuple[bytes | LocalFile, str | None] | Rejection:
+        """What the decoder child needs: a local file's name (it reads the file itself, which saves
+        reading it here and copying it through the pipe), or else the file's bytes and its header's
+        text read here through Beam's FileSystems (`gs://` and the like); or why it cannot be read."""
         if source.size_bytes > MAX_FILE_BYTES:
             return Rejection(source.record_id, source.path, Reason.TOO_LARGE,
                              f"{source.size_bytes} bytes; the limit is {MAX_FILE_BYTES}")
+        if is_local(source.path) and (source.header_path is None or is_local(source.header_path)):
+            return LocalFile(source.path, source.header_path, MAX_FILE_BYTES, MAX_HEADER_BYTES), None
         try:
             mat_bytes = _read_bytes(source.path, MAX_FILE_BYTES)
             header = (_read_bytes(source.header_path, MAX_HEADER_BYTES).decode("utf-8", "replace")
                       if source.header_path else None)
-        except _TooLarge as error:
+        except TooLarge as error:
             return Rejection(source.record_id, source.path, Reason.TOO_LARGE, str(error))
         except (OSError, IOError) as error:  # permissions, vanished file, network storage hiccup
             return Rejection(source.record_id, source.path, Reason.UNREADABLE, f"{type(error).__name__}: {error}")

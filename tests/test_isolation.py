@@ -14,7 +14,7 @@ import pytest
 
 import hostile_files as hf
 from beam_pipeline.decode import decode_record
-from beam_pipeline.isolation import QUEUEABLE_REQUEST_BYTES, DecodeLimits, DecoderPool, DecoderProcess
+from beam_pipeline.isolation import QUEUEABLE_REQUEST_BYTES, DecodeLimits, DecoderPool, DecoderProcess, LocalFile
 from beam_pipeline.rejections import DecodeError, Reason
 
 TESTS = Path(__file__).resolve().parent
@@ -40,6 +40,24 @@ def test_same_result_as_in_process():
                 assert isolated == local
             else:
                 np.testing.assert_array_equal(isolated, local)
+    finally:
+        decoder.close()
+
+
+def test_a_local_file_read_by_the_child_decodes_as_its_bytes_would(tmp_path):
+    mat, header = tmp_path / "R.mat", tmp_path / "R.hea"
+    mat.write_bytes(hf.cinc_val(2))
+    header.write_text(hf.wfdb_header(rate=250, num_samples=5000))
+    decoder = DecoderProcess(DecodeLimits())
+    try:
+        from_file = decoder.decode(LocalFile(str(mat), str(header), 1 << 20, 1 << 20), None, **OPTIONS)
+        np.testing.assert_array_equal(from_file, decode_record(mat.read_bytes(), header.read_text()))
+        gone = decoder.decode(LocalFile(str(tmp_path / "GONE.mat"), None, 1 << 20, 1 << 20), None, **OPTIONS)
+        assert gone.reason == Reason.UNREADABLE and "FileNotFoundError" in gone.detail
+        big = decoder.decode(LocalFile(str(mat), None, 1000, 1 << 20), None, **OPTIONS)
+        assert big == DecodeError(Reason.TOO_LARGE, f"{mat} holds more than 1000 bytes")
+        big_header = decoder.decode(LocalFile(str(mat), str(header), 1 << 20, 10), None, **OPTIONS)
+        assert big_header == DecodeError(Reason.TOO_LARGE, f"{header} holds more than 10 bytes")
     finally:
         decoder.close()
 
@@ -102,7 +120,7 @@ def test_pipelined_results_come_back_in_order():
         files = [hf.contest(seed) for seed in range(6)] + [b"garbage"]
         results = []
         for mat in files:
-            while not decoder.has_room(len(mat)):
+            while not decoder.has_room(mat):
                 results.append(decoder.collect())
             decoder.submit(mat, None, **OPTIONS)
             assert decoder.pending <= DecoderProcess.MAX_PENDING
@@ -123,9 +141,9 @@ def test_a_second_request_queues_only_when_both_fit_in_the_pipe():
     decoder = DecoderProcess(DecodeLimits())
     try:
         decoder.submit(hf.contest(1), None, **OPTIONS)
-        assert decoder.has_room(QUEUEABLE_REQUEST_BYTES) and not decoder.has_room(QUEUEABLE_REQUEST_BYTES + 1)
+        assert decoder.has_room(bytes(QUEUEABLE_REQUEST_BYTES)) and not decoder.has_room(bytes(QUEUEABLE_REQUEST_BYTES + 1))
         decoder.submit(hf.contest(2), None, **OPTIONS)
-        assert not decoder.has_room(1)  # MAX_PENDING reached
+        assert not decoder.has_room(b"x")  # MAX_PENDING reached
         with pytest.raises(RuntimeError, match="without room"):
             decoder.submit(hf.contest(3), None, **OPTIONS)
         decoder.collect(), decoder.collect()

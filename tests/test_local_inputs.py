@@ -69,15 +69,24 @@ def test_undecodable_file_name_bytes_become_an_escaped_record_id(tmp_path):
     source.record_id.encode("utf-8")  # what the TFRecord writer does with it
 
 
+def _run_bundle(fn: DecodeRecordFn, sources: list[RecordSource]) -> list:
+    """One bundle through the DoFn as Beam would run it; outputs unwrapped from their windows."""
+    fn.setup()
+    fn.start_bundle()
+    outputs = [output for source in sources for output in fn.process(source)] + list(fn.finish_bundle())
+    fn.teardown()
+    unwrap = lambda value: getattr(value, "value", value)  # noqa: E731 - WindowedValue -> value
+    return [beam.pvalue.TaggedOutput(o.tag, unwrap(o.value)) if isinstance(o, beam.pvalue.TaggedOutput) else unwrap(o)
+            for o in outputs]
+
+
 def test_a_file_gone_before_reading_is_unreadable(tmp_path):
     """As root, permission bits do not stop a read; a file removed between listing and reading does."""
     path = tmp_path / "GONE.mat"
     path.write_bytes(hf.contest(1))
     source = RecordSource(str(path), "GONE", TEST_SPLIT, size_bytes=path.stat().st_size)
     path.unlink()
-    fn = DecodeRecordFn(500.0, False)
-    fn.setup()
-    [output] = list(fn.process(source))
+    [output] = _run_bundle(DecodeRecordFn(500.0, False), [source])
     assert isinstance(output, beam.pvalue.TaggedOutput) and isinstance(output.value, Rejection)
     assert output.value.reason == Reason.UNREADABLE and "FileNotFoundError" in output.value.detail
 
@@ -88,7 +97,5 @@ def test_a_file_that_grew_past_the_limit_after_listing_is_refused_unread(tmp_pat
     monkeypatch.setattr(read, "MAX_FILE_BYTES", 1000)
     path = tmp_path / "BIG.mat"
     path.write_bytes(hf.contest(1))  # 240 kB, but listed as 10 bytes
-    fn = DecodeRecordFn(500.0, False)
-    fn.setup()
-    [output] = list(fn.process(RecordSource(str(path), "BIG", TEST_SPLIT, size_bytes=10)))
+    [output] = _run_bundle(DecodeRecordFn(500.0, False), [RecordSource(str(path), "BIG", TEST_SPLIT, size_bytes=10)])
     assert output.value.reason == Reason.TOO_LARGE
