@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import mmap
 import os
 import resource
 import select
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from typing import BinaryIO
 
 import numpy as np
@@ -93,6 +95,12 @@ def _parse_metadata(raw: bytes) -> dict:
     return metadata
 
 
+def _slot_view(slots: mmap.mmap, slot: int) -> np.ndarray:
+    """Slot `slot` of the shared result memory, as the (samples, leads) float32 array it holds."""
+    return np.frombuffer(slots, dtype=_RESULT_DTYPE, count=int(np.prod(ECG_SHAPE)),
+                         offset=slot * _RESULT_BYTES).reshape(ECG_SHAPE)
+
+
 # --- the child -------------------------------------------------------------------------------
 
 
@@ -134,7 +142,9 @@ def _read_local(metadata: dict) -> tuple[bytes, str | None] | DecodeError:
         return DecodeError(Reason.UNREADABLE, f"{type(error).__name__}: {error}")
 
 
-def _decode_request(metadata: dict, payload: bytes) -> tuple[dict, bytes]:
+def _decode_request(metadata: dict, payload: bytes, slots: mmap.mmap | None = None) -> tuple[dict, bytes]:
+    """The response to one request: an error, or the decoded record, in the slot the parent named
+    (when it shares them) or else as the response's payload."""
     from beam_pipeline.decode import decode_record
 
     header = metadata.get("header")
@@ -151,17 +161,23 @@ def _decode_request(metadata: dict, payload: bytes) -> tuple[dict, bytes]:
         result = DecodeError(Reason.TOO_LARGE, "ran out of memory while decoding the file")
     if isinstance(result, DecodeError):
         return {"reason": result.reason, "detail": result.detail}, b""
+    slot = metadata.get("slot")
+    if slots is not None and isinstance(slot, int) and 0 <= slot < len(slots) // _RESULT_BYTES:
+        _slot_view(slots, slot)[...] = result
+        return {"shape": list(result.shape), "slot": slot}, b""
     return {"shape": list(result.shape)}, np.ascontiguousarray(result, dtype=_RESULT_DTYPE).tobytes()
 
 
-def serve(memory_mb: int) -> None:
-    """The child's loop: one request frame in, one response frame out, until the parent goes away."""
+def serve(memory_mb: int, slots_fd: int | None = None) -> None:
+    """The child's loop: one request frame in, one response frame out, until the parent goes away.
+    `slots_fd`: the parent's shared result slots (see `DecoderProcess`), mapped before the memory limit."""
     from beam_pipeline import decode  # noqa: F401 - import the parsers before measuring the baseline
 
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash must not drop a core file in the cwd
     requests = os.fdopen(os.dup(0), "rb")
     responses = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints from C libraries go to stderr, never into the protocol
+    slots = mmap.mmap(slots_fd, 0) if slots_fd is not None else None
     _limit_address_space(memory_mb)
     responses.writelines(_pack({"ready": True}))
     responses.flush()
@@ -170,7 +186,7 @@ def serve(memory_mb: int) -> None:
             meta_size, payload_size = _FRAME.unpack(_read_exactly_blocking(requests, _FRAME.size))
             metadata = _parse_metadata(_read_exactly_blocking(requests, meta_size))
             payload = _read_exactly_blocking(requests, payload_size)
-            response, data = _decode_request(metadata, payload)
+            response, data = _decode_request(metadata, payload, slots)
             del payload
         except _ChildGone:
             return
@@ -198,8 +214,15 @@ of a few hundred kB) or result (240 kB) then fits in one write, instead of 64 kB
 context switch each. It is also what lets a second request wait in the pipe (see `DecoderProcess`)."""
 
 QUEUEABLE_REQUEST_BYTES = PIPE_BYTES // 2
-"""A request may wait behind another only if both fit in the request pipe together, so the parent's
-write never blocks on a child that is still busy (a hang would then block the parent, timeout and all)."""
+"""Requests may wait behind another only while all of them fit in the request pipe together, so the
+parent's write never blocks on a child that is still busy (a hang would then block the parent,
+timeout and all). A `LocalFile` request is a few hundred bytes; a file's bytes (remote storage) are
+a few hundred kB, so those queue two deep at most."""
+
+RESULT_SLOTS = 64
+"""Decoded records the child may be ahead of its caller: results go to slots of memory shared with
+the parent (64 x 240 kB), not through the pipe (which holds four). Deeper than a batch (32), so the
+child keeps decoding while its thread takes a whole batch through tf.Transform and the writer."""
 
 
 def _widen_pipes(process: subprocess.Popen) -> bool:
@@ -227,9 +250,23 @@ class LocalFile:
 
 @dataclasses.dataclass
 class _Request:
+    """One pending request: its frame (kept to send it again to a fresh child), its size in the pipe,
+    since when the child may be working on it, and the result slot it will fill."""
+
     frame: list[bytes | memoryview]
     size: int
     submitted: float
+    slot: int | None
+
+
+def _shared_slots() -> tuple[int, mmap.mmap] | None:
+    """RESULT_SLOTS result slots in anonymous shared memory (a file descriptor the child inherits and
+    maps); None where the OS has no memfd (results then travel through the pipe, two at a time)."""
+    if not hasattr(os, "memfd_create"):
+        return None
+    fd = os.memfd_create("ecg-decoder-results")
+    os.ftruncate(fd, RESULT_SLOTS * _RESULT_BYTES)
+    return fd, mmap.mmap(fd, RESULT_SLOTS * _RESULT_BYTES)
 
 
 def _request_size(data: bytes | LocalFile) -> int:
@@ -240,17 +277,16 @@ def _request_size(data: bytes | LocalFile) -> int:
 class DecoderProcess:
     """One child process; `decode` is the in-process `decode_record`, with a time and memory limit.
 
-    `submit` and `collect` split `decode` in two, so the child decodes one file while the caller does
-    something else (the rest of the previous record's path), and a second request can wait in the
-    pipe meanwhile (`has_room`). Results come back in submission order. When the child hangs or dies,
-    the request it was decoding is the oldest pending one: that one is rejected, and any request
-    queued behind it is sent again to a fresh child.
+    `submit` and `collect` split `decode` in two, so the child decodes the next files while the
+    caller does something else (takes earlier records down the rest of their path): requests queue
+    in the pipe (`has_room`) and results wait in shared memory slots. Results come back in
+    submission order. When the child hangs or dies, the request it was decoding is the oldest
+    pending one: that one is rejected, and the requests queued behind it are sent again to a fresh
+    child.
 
     Not thread-safe: a `DecoderPool` lends each one to one thread at a time. The child is started
     on first use and again after it was killed or died.
     """
-
-    MAX_PENDING = 2
 
     def __init__(self, limits: DecodeLimits, command: list[str] | None = None):
         self._limits = limits
@@ -258,6 +294,10 @@ class DecoderProcess:
         self._process: subprocess.Popen | None = None
         self._can_queue = False
         self._pending: collections.deque[_Request] = collections.deque()
+        self._slots = _shared_slots()
+        self._free_slots = list(range(RESULT_SLOTS)) if self._slots else []
+        if self._slots:
+            weakref.finalize(self, os.close, self._slots[0])
 
     def decode(self, data: bytes | LocalFile, header_text: str | None, *, default_sampling_rate: float,
                pad_short: bool) -> np.ndarray | DecodeError:
@@ -271,13 +311,19 @@ class DecoderProcess:
     def pending(self) -> int:
         return len(self._pending)
 
+    @property
+    def max_pending(self) -> int:
+        """How many requests may be pending at once (with small enough requests)."""
+        if self._slots:
+            return RESULT_SLOTS
+        return 2 if self._can_queue else 1
+
     def has_room(self, data: bytes | LocalFile) -> bool:
         """Whether `data` can be submitted now without waiting for a result first."""
-        size = _request_size(data)
         if not self._pending:
             return True
-        return (self._can_queue and len(self._pending) < self.MAX_PENDING and size <= QUEUEABLE_REQUEST_BYTES
-                and all(request.size <= QUEUEABLE_REQUEST_BYTES for request in self._pending))
+        queued_bytes = sum(request.size for request in self._pending) + _request_size(data)
+        return self._can_queue and len(self._pending) < self.max_pending and queued_bytes <= QUEUEABLE_REQUEST_BYTES
 
     def submit(self, data: bytes | LocalFile, header_text: str | None, *, default_sampling_rate: float,
                pad_short: bool) -> None:
@@ -285,11 +331,13 @@ class DecoderProcess:
         child; its result is what a later `collect` returns in turn."""
         if not self.has_room(data):
             raise RuntimeError("DecoderProcess.submit without room: collect a pending result first")
-        metadata = {"header": header_text, "default_sampling_rate": default_sampling_rate, "pad_short": pad_short}
+        slot = self._free_slots.pop() if self._free_slots else None
+        metadata = {"header": header_text, "default_sampling_rate": default_sampling_rate, "pad_short": pad_short,
+                    "slot": slot}
         if isinstance(data, LocalFile):
             metadata.update(dataclasses.asdict(data))
-            data = b""
-        request = _Request(_pack(metadata, data), len(data), time.monotonic())
+        frame = _pack(metadata, b"" if isinstance(data, LocalFile) else data)
+        request = _Request(frame, sum(len(part) for part in frame), time.monotonic(), slot)
         self._send_with_restart(request)
         self._pending.append(request)
 
@@ -306,15 +354,19 @@ class DecoderProcess:
             self.close(keep_pending=True)  # reaps it, for its exit status
             return self._lost_oldest(DecodeError(Reason.DECODER_CRASHED, f"the decoder process died on this file "
                                                                          f"({_signal_name(process.returncode)})"))
-        self._pending.popleft()
+        self._forget(self._pending.popleft())
         if self._pending:  # the child starts on the next one now, so its time limit starts now too
             self._pending[0].submitted = max(self._pending[0].submitted, time.monotonic())
-        return self._result(metadata, payload)
+        return self._result(metadata, payload, oldest.slot)
+
+    def _forget(self, request: _Request) -> None:
+        if request.slot is not None:
+            self._free_slots.append(request.slot)
 
     def _lost_oldest(self, error: DecodeError) -> DecodeError:
         """The child was stopped or died on the oldest request: reject it, resend the others to a fresh child."""
         self.close(keep_pending=True)
-        self._pending.popleft()
+        self._forget(self._pending.popleft())
         queued, self._pending = list(self._pending), collections.deque()
         for request in queued:
             request.submitted = time.monotonic()
@@ -341,7 +393,8 @@ class DecoderProcess:
         """Stops the child (it is started again on the next `submit`); forgets pending requests unless
         `keep_pending` (the caller resends them)."""
         if not keep_pending:
-            self._pending.clear()
+            while self._pending:
+                self._forget(self._pending.popleft())
         process, self._process = self._process, None
         if process is None:
             return
@@ -357,8 +410,9 @@ class DecoderProcess:
             return self._process
         self.close(keep_pending=True)
         env = {**os.environ, **_CHILD_ENV}
-        process = subprocess.Popen(self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-                                   close_fds=True)
+        shared = (self._slots[0],) if self._slots else ()
+        process = subprocess.Popen([*self._command, *map(str, shared)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   env=env, close_fds=True, pass_fds=shared)
         self._process = process
         self._can_queue = _widen_pipes(process)
         try:
@@ -404,12 +458,19 @@ class DecoderProcess:
             raise _ChildGone()  # not our protocol: treat the child as broken
         return _parse_metadata(self._read(fd, meta_size, deadline)), self._read(fd, payload_size, deadline)
 
-    @staticmethod
-    def _result(metadata: dict, payload: bytearray) -> np.ndarray | DecodeError:
+    def _result(self, metadata: dict, payload: bytearray, slot: int | None) -> np.ndarray | DecodeError:
+        """The record in the response's payload, or copied out of its slot (which is then reused)."""
         if "reason" in metadata:
             return DecodeError(str(metadata["reason"]), str(metadata.get("detail", "")))
-        if tuple(metadata.get("shape", ())) != ECG_SHAPE or len(payload) != _RESULT_BYTES:
-            return DecodeError(Reason.DECODER_CRASHED, "the decoder process returned a malformed result")
+        malformed = DecodeError(Reason.DECODER_CRASHED, "the decoder process returned a malformed result")
+        if tuple(metadata.get("shape", ())) != ECG_SHAPE:
+            return malformed
+        if metadata.get("slot") is not None:
+            if metadata["slot"] != slot or slot is None or payload:
+                return malformed
+            return _slot_view(self._slots[1], slot).copy()
+        if len(payload) != _RESULT_BYTES:
+            return malformed
         return np.frombuffer(payload, dtype=_RESULT_DTYPE).reshape(ECG_SHAPE)
 
 
@@ -467,4 +528,4 @@ def _close_pools() -> None:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+    serve(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else None)

@@ -10,15 +10,15 @@ from beam_pipeline import isolation
 _real = isolation._decode_request
 
 
-def _misbehaving(metadata: dict, payload: bytes):
+def _misbehaving(metadata: dict, payload: bytes, slots=None):
     if payload == b"hang":
         time.sleep(3600)
     if payload == b"crash":
         os.kill(os.getpid(), signal.SIGSEGV)
     if payload == b"allocate":
         bytearray(8 << 30)
-    return _real(metadata, payload)
+    return _real(metadata, payload, slots)
 
 
 isolation._decode_request = _misbehaving
-isolation.serve(int(sys.argv[1]))
+isolation.serve(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else None)

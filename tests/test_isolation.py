@@ -14,7 +14,8 @@ import pytest
 
 import hostile_files as hf
 from beam_pipeline.decode import decode_record
-from beam_pipeline.isolation import QUEUEABLE_REQUEST_BYTES, DecodeLimits, DecoderPool, DecoderProcess, LocalFile
+from beam_pipeline import isolation
+from beam_pipeline.isolation import RESULT_SLOTS, DecodeLimits, DecoderPool, DecoderProcess, LocalFile
 from beam_pipeline.rejections import DecodeError, Reason
 
 TESTS = Path(__file__).resolve().parent
@@ -114,39 +115,60 @@ def test_a_decoder_given_back_with_results_pending_is_reset():
         pool.close()
 
 
-def test_pipelined_results_come_back_in_order():
+@pytest.fixture(params=["shared_slots", "pipe_only"])
+def queueing_decoder(request, monkeypatch):
+    """A decoder whose results come back through shared memory slots, or (where the OS has no memfd)
+    through the pipe only."""
+    if request.param == "pipe_only":
+        monkeypatch.setattr(isolation, "_shared_slots", lambda: None)
     decoder = DecoderProcess(DecodeLimits())
-    try:
-        files = [hf.contest(seed) for seed in range(6)] + [b"garbage"]
-        results = []
-        for mat in files:
-            while not decoder.has_room(mat):
-                results.append(decoder.collect())
-            decoder.submit(mat, None, **OPTIONS)
-            assert decoder.pending <= DecoderProcess.MAX_PENDING
-        while decoder.pending:
-            results.append(decoder.collect())
-        assert decoder.pending == 0 and len(results) == len(files)
-        for mat, result in zip(files, results):
-            expected = decode_record(mat)
-            if isinstance(expected, DecodeError):
-                assert result == expected
-            else:
-                np.testing.assert_array_equal(result, expected)
-    finally:
-        decoder.close()
+    yield decoder
+    decoder.close()
 
 
-def test_a_second_request_queues_only_when_both_fit_in_the_pipe():
+def test_queued_results_come_back_in_order(queueing_decoder, tmp_path):
+    files = []
+    for seed in range(8):
+        path = tmp_path / f"R{seed}.mat"
+        path.write_bytes(hf.contest(seed) if seed != 5 else b"garbage")
+        files.append(path)
+    requests = [LocalFile(str(path), None, 1 << 20, 1 << 20) for path in files] + [hf.contest(9), hf.contest(10)]
+    results = []
+    for data in requests:
+        while not queueing_decoder.has_room(data):
+            results.append(queueing_decoder.collect())
+        queueing_decoder.submit(data, None, **OPTIONS)
+        assert queueing_decoder.pending <= queueing_decoder.max_pending
+    while queueing_decoder.pending:
+        results.append(queueing_decoder.collect())
+    expected = [decode_record(path.read_bytes()) for path in files] + [decode_record(hf.contest(9)),
+                                                                       decode_record(hf.contest(10))]
+    assert len(results) == len(expected)
+    for got, want in zip(results, expected):
+        if isinstance(want, DecodeError):
+            assert got == want
+        else:
+            np.testing.assert_array_equal(got, want)
+
+
+def test_requests_queue_while_they_fit_in_the_pipe_and_the_slots(tmp_path):
+    path = tmp_path / "R.mat"
+    path.write_bytes(hf.contest(1))
+    local = LocalFile(str(path), None, 1 << 20, 1 << 20)
     decoder = DecoderProcess(DecodeLimits())
     try:
+        assert decoder.max_pending == RESULT_SLOTS
         decoder.submit(hf.contest(1), None, **OPTIONS)
-        assert decoder.has_room(bytes(QUEUEABLE_REQUEST_BYTES)) and not decoder.has_room(bytes(QUEUEABLE_REQUEST_BYTES + 1))
-        decoder.submit(hf.contest(2), None, **OPTIONS)
-        assert not decoder.has_room(b"x")  # MAX_PENDING reached
+        decoder.submit(hf.contest(2), None, **OPTIONS)  # 2 x 240 kB fit in half the pipe; a third does not
+        assert not decoder.has_room(hf.contest(3)) and decoder.has_room(local)
+        while decoder.has_room(local):
+            decoder.submit(local, None, **OPTIONS)
+        assert decoder.pending == RESULT_SLOTS
         with pytest.raises(RuntimeError, match="without room"):
-            decoder.submit(hf.contest(3), None, **OPTIONS)
-        decoder.collect(), decoder.collect()
+            decoder.submit(local, None, **OPTIONS)
+        results = [decoder.collect() for _ in range(RESULT_SLOTS)]
+        np.testing.assert_array_equal(results[1], decode_record(hf.contest(2)))
+        np.testing.assert_array_equal(results[-1], decode_record(hf.contest(1)))
     finally:
         decoder.close()
 
