@@ -1,7 +1,7 @@
 """`python -m beam_pipeline`: see `beam_pipeline.cli`."""
-import sys
 
 from beam_pipeline.cli import main
+from beam_pipeline.fast_exit import exit_now
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -17,6 +17,7 @@ import sys
 from beam_pipeline.cli import (EXIT_FAILED, EXIT_OK, add_record_options, add_robustness_options, configure_logging,
                                decode_options, run_reporting_errors, write_options)
 from beam_pipeline.drift import MEAN_SHIFT_LIMIT_STD, STD_RATIO_LIMIT, DriftLimits
+from beam_pipeline.fast_exit import exit_now
 from beam_pipeline.job import DEFAULT_RUNNER
 from beam_pipeline.outcome import describe_excess
 from beam_pipeline.reprocess_job import DATA_SPLIT, Outcome, ReprocessConfig, ReprocessResult, run_reprocess
@@ -102,4 +103,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

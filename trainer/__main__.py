@@ -6,8 +6,8 @@ Exit codes (as the pipeline's CLI): 0 success, 1 the run failed, 2 usage or conf
 from __future__ import annotations
 
 import argparse
-import sys
 
+from beam_pipeline.fast_exit import exit_now
 from trainer.cli_support import EXIT_OK, add_verbose_flag, run_cli
 from trainer.evaluation import THRESHOLD_CRITERIA
 from trainer.train import TrainConfig, run
@@ -74,4 +74,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -12,10 +12,10 @@ import argparse
 import csv
 import dataclasses
 import os
-import sys
 
 import numpy as np
 
+from beam_pipeline.fast_exit import exit_now
 from beam_pipeline.rejections import ConfigurationError
 from beam_pipeline.schema import ECG_KEY, LABEL_KEY, RECORD_ID_KEY, TEST_SPLIT, UNKNOWN_LABEL
 from trainer import export, inputs
@@ -109,4 +109,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())
