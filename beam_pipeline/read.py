@@ -1,9 +1,10 @@
 """The Beam step that turns a `RecordSource` into a `DecodedRecord` or a `Rejection`.
 
-It only moves bytes and outcomes around: reading goes through Beam `FileSystems` (local paths and
-`gs://` alike), the signal logic lives in `decode.py` and runs in a time- and memory-limited child
-process (`isolation.py`), and the quality flags come from `quality.py`. Rejections and quality
-findings leave on tagged outputs, so nothing a bad file does can stop the run or vanish silently.
+It only moves file names, bytes and outcomes around: the signal logic lives in `decode.py` and runs
+in a time- and memory-limited child process (`isolation.py`), which reads local files itself; files
+on remote storage (`gs://` and the like) are read here through Beam's `FileSystems` and their bytes
+handed to the child. The quality flags come from `quality.py`. Rejections and quality findings
+leave on tagged outputs, so nothing a bad file does can stop the run or vanish silently.
 """
 from __future__ import annotations
 
