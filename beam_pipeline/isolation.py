@@ -405,6 +405,16 @@ class DecoderProcess:
             with contextlib.suppress(OSError):
                 stream.close()
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the current child (0 when there is none, or off Linux)."""
+        process = self._process
+        try:
+            with open(f"/proc/{process.pid}/stat", encoding="ascii") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (AttributeError, OSError, IndexError, ValueError):
+            return 0.0
+
     def _running(self) -> subprocess.Popen:
         if self._process is not None and self._process.poll() is None:
             return self._process
@@ -501,6 +511,12 @@ class DecoderPool:
         with self._lock:
             self._idle.append(decoder)
 
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the children alive now (Linux; 0 elsewhere)."""
+        with self._lock:
+            decoders = list(self._all)
+        return sum(decoder.cpu_seconds() for decoder in decoders)
+
     def close(self) -> None:
         """Stops every child, leased or idle (at exit, a bundle that failed may not have given its back)."""
         with self._lock:
@@ -519,6 +535,13 @@ def pool_for(limits: DecodeLimits) -> DecoderPool:
         if limits not in _pools:
             _pools[limits] = DecoderPool(limits)
         return _pools[limits]
+
+
+def decoder_cpu_seconds() -> float:
+    """CPU time used so far by this process's live decoder children, all pools."""
+    with _pools_lock:
+        pools = list(_pools.values())
+    return sum(pool.cpu_seconds() for pool in pools)
 
 
 @atexit.register

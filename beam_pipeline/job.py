@@ -27,6 +27,7 @@ from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 from beam_pipeline import pipeline as graphs
 from beam_pipeline.arrow_batches import raw_schema
 from beam_pipeline.discovery import RecordSource, find_records, label_file_findings
+from beam_pipeline.isolation import decoder_cpu_seconds
 from beam_pipeline.labels import Labels, parse_labels
 from beam_pipeline.outcome import DEFAULT_MAX_ERROR_RATE, error_rates, splits_over_budget
 from beam_pipeline import quality
@@ -161,6 +162,13 @@ def _peak_rss_mb() -> dict[str, float]:
             "largest_child": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * to_mb, 1)}
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process (all threads), of its finished worker processes (multi_processing)
+    and of its live decoder children: with wall time, how many cores the job kept busy."""
+    own, finished = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + finished.ru_utime + finished.ru_stime + decoder_cpu_seconds()
+
+
 def summarize(splits, out_dir: str, written: dict[str, int], runner: str, started: float,
               transform_dir: str | None = None, max_error_rate: float = DEFAULT_MAX_ERROR_RATE) -> dict:
     """The run summary of the output in `out_dir`; `lead_statistics` are those of the transform applied,
@@ -192,6 +200,11 @@ def summarize(splits, out_dir: str, written: dict[str, int], runner: str, starte
     }
 
 
+def _passes(wall_s: float, cpu_s: float) -> dict:
+    """What the Beam job itself cost (imports, discovery and the report excluded)."""
+    return {"wall_s": round(wall_s, 2), "cpu_s": round(cpu_s, 2), "cores_busy": round(cpu_s / max(wall_s, 1e-9), 2)}
+
+
 def run_job(config: JobConfig, beam_args: list[str]) -> dict:
     """Runs both passes and publishes `config.output_dir`; returns the run summary."""
     started = time.time()
@@ -207,12 +220,15 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
         with tft_beam.Context(temp_dir=tft_temp):
             pipeline = beam.Pipeline(options=options)
             graphs.build_job(pipeline, splits, findings, decode_options, staging, config.write)
+            beam_started, cpu_started = time.monotonic(), _cpu_seconds()
             result = pipeline.run()
             result.wait_until_finish()
             if is_dry_run(options):
                 _log.info("dry run: the job was built, not submitted")
                 return dry_run_summary(result, runner)
-            _log.info("both passes done after %.1f s", time.time() - started)
+            passes = _passes(time.monotonic() - beam_started, _cpu_seconds() - cpu_started)
+            _log.info("both passes done after %.1f s: %.1f s in Beam, %.2f cores busy", time.time() - started,
+                      passes["wall_s"], passes["cores_busy"])
         metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema()),
                                    FileSystems.join(staging, RAW_METADATA_DIR))
         written = {split: counter(result, f"{split}_examples_written") for split in splits}
@@ -220,6 +236,7 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
             kept = " and pass the quality flags (--reject_flagged)" if decode_options.reject_flagged else ""
             raise ConfigurationError(f"none of the training files in {config.train_dir} could be decoded{kept}")
         summary = summarize(splits, staging, written, runner, started, max_error_rate=config.max_error_rate)
+        summary["beam_passes"] = passes
         # Drawn before publishing, so the report is part of the atomic output; a failure is recorded, not raised.
         summary["report"] = run_report.build_safely(staging, summary, splits[TRAIN_SPLIT],
                                                     decode_options.default_sampling_rate, decode_options.pad_short)

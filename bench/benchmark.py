@@ -3,7 +3,8 @@
 For each size: generate N synthetic TRAIN records once (cached under --data_root), run the baseline
 loop (bench/baseline_loop.py) and the pipeline with its default options, each as a child process,
 and print wall time, peak memory of the whole process tree (sampled every 0.1 s, workers included),
-records/s, cores busy (CPU seconds of the tree / wall seconds) and the ratio pipeline / loop. Extra arguments after `--` go to the pipeline.
+records/s, cores busy (CPU seconds of the tree / wall seconds; for the pipeline also of its Beam
+job alone) and the ratio pipeline / loop. Extra arguments after `--` go to the pipeline.
 
     python bench/benchmark.py --sizes 1000 5000 [--skip_baseline] [-- --direct_running_mode=...]
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import resource
 import shutil
@@ -132,24 +134,28 @@ def main() -> None:
             beam_run = measure([sys.executable, "-m", "beam_pipeline", "--train_dir", os.path.join(root, "TRAIN"),
                                 "--labels", os.path.join(root, "reference.txt"),
                                 "--output_dir", os.path.join(scratch, "out"), *pipeline_args])
+            with open(os.path.join(scratch, "out", "run_summary.json")) as handle:
+                passes = json.load(handle)["beam_passes"]
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        rows.append((size, loop, beam_run))
+        rows.append((size, loop, beam_run, passes))
         _print(rows, pipeline_args)
 
 
 def _print(rows, pipeline_args) -> None:
     print(f"\npipeline options: {' '.join(pipeline_args) or '(defaults)'}; cores: {os.cpu_count()}")
     print(f"{'records':>8} | {'loop s':>7} {'loop MB':>8} {'rec/s':>6} {'cores':>5} "
-          f"| {'pipeline s':>10} {'MB':>6} {'rec/s':>6} {'cores':>5} | {'time ratio':>10} {'MB ratio':>8}")
-    for size, loop, beam_run in rows:
+          f"| {'pipeline s':>10} {'MB':>6} {'rec/s':>6} {'cores':>5} {'beam s':>6} {'cores':>5} "
+          f"| {'time ratio':>10} {'MB ratio':>8}")
+    for size, loop, beam_run, passes in rows:
         loop_cols = (f"{loop.wall_s:7.1f} {loop.peak_mb:8.0f} {size / loop.wall_s:6.1f} {loop.cores_busy:5.2f}"
                      if loop else f"{'-':>7} {'-':>8} {'-':>6} {'-':>5}")
         ratio = (f"{beam_run.wall_s / loop.wall_s:10.2f} {beam_run.peak_mb / loop.peak_mb:8.2f}"
                  if loop else f"{'-':>10} {'-':>8}")
         print(f"{size:8d} | {loop_cols} | {beam_run.wall_s:10.1f} {beam_run.peak_mb:6.0f} {size / beam_run.wall_s:6.1f} "
-              f"{beam_run.cores_busy:5.2f} | {ratio}")
-    print("cores: CPU seconds of the whole process tree / wall seconds (2.0 = both cores busy throughout on 2 cores)")
+              f"{beam_run.cores_busy:5.2f} {passes['wall_s']:6.1f} {passes['cores_busy']:5.2f} | {ratio}")
+    print("cores: CPU seconds / wall seconds of the whole process tree (2.0 = both cores busy throughout on 2 cores);"
+          "\nbeam s, cores: the same for the Beam job alone (run_summary.json's beam_passes: no imports, no report)")
     sys.stdout.flush()
 
 

@@ -16,9 +16,11 @@ def test_benchmark_prints_both_runs_and_their_ratio(tmp_path):
     row = [line for line in result.stdout.splitlines() if line.strip().startswith("24 |")]
     assert row, result.stdout
     numbers = [float(x) for x in re.findall(r"\d+\.\d+|\d+", row[0].replace("|", " "))]
-    size, loop_s, loop_mb, _, loop_cores, beam_s, beam_mb, _, beam_cores, time_ratio, mb_ratio = numbers
+    (size, loop_s, loop_mb, _, loop_cores, beam_s, beam_mb, _, beam_cores, job_s, job_cores, time_ratio,
+     mb_ratio) = numbers
     assert size == 24 and loop_s > 0 and beam_s > 0 and loop_mb > 50 and beam_mb > 50
     assert 0.3 < loop_cores <= 1.2  # one process, one busy thread (the sampled CPU time is not lost)
     assert 0.3 < beam_cores <= (os.cpu_count() or 1) + 0.2
+    assert 0 < job_s < beam_s and 0.1 < job_cores <= (os.cpu_count() or 1) + 0.2
     assert time_ratio == pytest.approx(beam_s / loop_s, rel=0.03)
     assert mb_ratio == pytest.approx(beam_mb / loop_mb, rel=0.03)
