@@ -8,14 +8,15 @@ crafted files). A Python thread can be neither stopped nor protected from a segf
 process can be limited (`RLIMIT_AS`), timed out, killed and replaced.
 
 Cost: one child per thread that decodes at the same time (started once, ~0.5 s and ~70 MB, then
-reused across records, stages and both passes); per record, the file's bytes go to the child and
-the 240 kB float32 result comes back through a pipe (well under a millisecond, README).
+reused across records, stages and both passes). Per record, the child gets a local file's name (or
+a remote file's bytes) and leaves the 240 kB float32 result in a slot of memory shared with the
+parent; it works up to RESULT_SLOTS records ahead of its caller (README, Performance).
 
 Protocol: length-prefixed frames of JSON metadata plus raw bytes, in both directions. Nothing is
 pickled, so neither side can make the other run code. The child's real stdout carries only frames:
 anything a C library prints goes to stderr.
 
-    python -m beam_pipeline.isolation MEMORY_MB   # the child; the parent starts it
+    python -m beam_pipeline.isolation MEMORY_MB [SLOTS_FD]   # the child; the parent starts it
 """
 from __future__ import annotations
 

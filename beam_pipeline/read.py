@@ -83,10 +83,11 @@ class DecodeRecordFn(beam.DoFn):
     QualityFinding (`QUALITY_TAG` output) for a decoded record that raises a quality flag; with
     `reject_flagged` such a record is rejected (`poor_quality`) instead of written.
 
-    The decoder child works on the next file while this thread takes the previous one down the rest
-    of its path (quality flags, batching, transform, encoding: Beam runs those inside our `yield`).
-    So a record's outputs may leave while a later element is processed; the last ones leave in
-    `finish_bundle`. Each bundle keeps one decoder child for itself.
+    The decoder child works on the next files (up to `isolation.RESULT_SLOTS` ahead) while this
+    thread takes earlier ones down the rest of their path (quality flags, batching, transform,
+    encoding: Beam runs those inside our `yield`). So a record's outputs may leave while a later
+    element is processed; the last ones leave in `finish_bundle`. Each bundle keeps one decoder
+    child for itself.
 
     Logs progress (records decoded so far and the rate) at most every PROGRESS_INTERVAL_S seconds,
     so a long local run shows it is alive.
