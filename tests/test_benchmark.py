@@ -24,3 +24,15 @@ def test_benchmark_prints_both_runs_and_their_ratio(tmp_path):
     assert 0 < job_s < beam_s and 0.1 < job_cores <= (os.cpu_count() or 1) + 0.2
     assert time_ratio == pytest.approx(beam_s / loop_s, rel=0.03)
     assert mb_ratio == pytest.approx(beam_mb / loop_mb, rel=0.03)
+
+
+def test_cpu_timeline_prints_cores_busy_per_interval_and_the_log_lines():
+    busy = ("import logging, time; logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s'); "
+            "logging.info('phase one'); end = time.time() + 1.5\nwhile time.time() < end: pass")
+    result = subprocess.run([sys.executable, os.path.join(REPO, "bench", "cpu_timeline.py"), "--interval", "0.25", "--",
+                             sys.executable, "-c", busy], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split() for line in result.stdout.splitlines() if re.match(r"\s*\d+\.\d+\s+\d+\.\d+", line)]
+    assert len(rows) >= 4 and any("phase one" in line for line in result.stdout.splitlines())
+    assert max(float(row[1]) for row in rows) > 0.7  # one core spinning shows as ~1.0
+    assert re.search(r"exit 0; \d+\.\d CPU s in \d+\.\d s", result.stdout)
