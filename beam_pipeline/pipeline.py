@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 
 import apache_beam as beam
+import pyarrow as pa
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 
-from beam_pipeline.arrow_batches import tensor_adapter_config, to_record_batch
+from beam_pipeline.arrow_batches import DecodedRecord, tensor_adapter_config, to_record_batch
 from beam_pipeline.discovery import RecordSource
 from beam_pipeline.encode import EncodeExamplesFn
 from beam_pipeline.preprocessing import preprocessing_fn
@@ -63,8 +65,9 @@ class DecodeAndBatch(beam.PTransform):
         ).with_outputs(REJECTED_TAG, QUALITY_TAG, main=DECODED_TAG)
         batch_size = self._options.batch_size
         batches = (outcome[DECODED_TAG]
-                   | "Batch" >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size)
-                   | "ToArrow" >> beam.Map(to_record_batch))
+                   | "Batch" >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size
+                                                   ).with_output_types(typing.List[DecodedRecord])
+                   | "ToArrow" >> beam.Map(to_record_batch).with_output_types(pa.RecordBatch))
         return batches, outcome[REJECTED_TAG], outcome[QUALITY_TAG]
 
 
