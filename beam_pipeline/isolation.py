@@ -251,8 +251,8 @@ class LocalFile:
 
 @dataclasses.dataclass
 class _Request:
-    """One pending request: its frame (kept to send it again to a fresh child), its size in the pipe,
-    since when the child may be working on it, and the result slot it will fill."""
+    """One pending request: its frame (kept to send it again to a fresh child), its size in the pipe
+    (`_request_size`), since when the child may be working on it, and the result slot it will fill."""
 
     frame: list[bytes | memoryview]
     size: int
@@ -270,9 +270,18 @@ def _shared_slots() -> tuple[int, mmap.mmap] | None:
     return fd, mmap.mmap(fd, RESULT_SLOTS * _RESULT_BYTES)
 
 
-def _request_size(data: bytes | LocalFile) -> int:
-    """Bytes the request puts in the pipe, near enough (a LocalFile sends only its names)."""
-    return len(data.path) + len(data.header_path or "") if isinstance(data, LocalFile) else len(data)
+_FIXED_METADATA_BYTES = 512
+"""More than a request's frame header, JSON keys, numbers and slot take (the rest is measured)."""
+
+
+def _request_size(data: bytes | LocalFile, header_text: str | None) -> int:
+    """At least the bytes the request puts in the pipe: a LocalFile's names or a file's bytes, plus
+    its header text, as JSON escapes them (a hostile header may grow several times over)."""
+    if isinstance(data, LocalFile):
+        variable = len(json.dumps(data.path)) + len(json.dumps(data.header_path))
+    else:
+        variable = len(data)
+    return variable + len(json.dumps(header_text)) + _FIXED_METADATA_BYTES
 
 
 class DecoderProcess:
@@ -319,18 +328,18 @@ class DecoderProcess:
             return RESULT_SLOTS
         return 2 if self._can_queue else 1
 
-    def has_room(self, data: bytes | LocalFile) -> bool:
-        """Whether `data` can be submitted now without waiting for a result first."""
+    def has_room(self, data: bytes | LocalFile, header_text: str | None) -> bool:
+        """Whether `data` (and `header_text`) can be submitted now without waiting for a result first."""
         if not self._pending:
             return True
-        queued_bytes = sum(request.size for request in self._pending) + _request_size(data)
+        queued_bytes = sum(request.size for request in self._pending) + _request_size(data, header_text)
         return self._can_queue and len(self._pending) < self.max_pending and queued_bytes <= QUEUEABLE_REQUEST_BYTES
 
     def submit(self, data: bytes | LocalFile, header_text: str | None, *, default_sampling_rate: float,
                pad_short: bool) -> None:
         """Sends one file (its bytes and header text, or a `LocalFile` for the child to read) to the
         child; its result is what a later `collect` returns in turn."""
-        if not self.has_room(data):
+        if not self.has_room(data, header_text):
             raise RuntimeError("DecoderProcess.submit without room: collect a pending result first")
         slot = self._free_slots.pop() if self._free_slots else None
         metadata = {"header": header_text, "default_sampling_rate": default_sampling_rate, "pad_short": pad_short,
@@ -338,7 +347,7 @@ class DecoderProcess:
         if isinstance(data, LocalFile):
             metadata.update(dataclasses.asdict(data))
         frame = _pack(metadata, b"" if isinstance(data, LocalFile) else data)
-        request = _Request(frame, sum(len(part) for part in frame), time.monotonic(), slot)
+        request = _Request(frame, _request_size(data, header_text), time.monotonic(), slot)
         self._send_with_restart(request)
         self._pending.append(request)
 

@@ -120,7 +120,7 @@ class DecodeRecordFn(beam.DoFn):
             yield from self._outputs(source, request)
             return
         data, header = request
-        while not self._decoder.has_room(data):
+        while not self._decoder.has_room(data, header):
             yield from self._collect_oldest()
         self._decoder.submit(data, header, default_sampling_rate=self._default_sampling_rate,
                              pad_short=self._pad_short)

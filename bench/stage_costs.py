@@ -59,7 +59,7 @@ def main() -> None:
 
     def queued(files) -> None:  # as the pipeline does: the child works ahead, up to its result slots
         for f in files:
-            while not child.has_room(f):
+            while not child.has_room(f, None):
                 child.collect()
             child.submit(f, None, default_sampling_rate=SAMPLING_RATE_HZ, pad_short=False)
         while child.pending:

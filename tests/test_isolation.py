@@ -2,6 +2,7 @@
 that hangs, crashes or bloats the decoder costs one rejection, never the worker."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -135,7 +136,7 @@ def test_queued_results_come_back_in_order(queueing_decoder, tmp_path):
     requests = [LocalFile(str(path), None, 1 << 20, 1 << 20) for path in files] + [hf.contest(9), hf.contest(10)]
     results = []
     for data in requests:
-        while not queueing_decoder.has_room(data):
+        while not queueing_decoder.has_room(data, None):
             results.append(queueing_decoder.collect())
         queueing_decoder.submit(data, None, **OPTIONS)
         assert queueing_decoder.pending <= queueing_decoder.max_pending
@@ -160,8 +161,8 @@ def test_requests_queue_while_they_fit_in_the_pipe_and_the_slots(tmp_path):
         assert decoder.max_pending == RESULT_SLOTS
         decoder.submit(hf.contest(1), None, **OPTIONS)
         decoder.submit(hf.contest(2), None, **OPTIONS)  # 2 x 240 kB fit in half the pipe; a third does not
-        assert not decoder.has_room(hf.contest(3)) and decoder.has_room(local)
-        while decoder.has_room(local):
+        assert not decoder.has_room(hf.contest(3), None) and decoder.has_room(local, None)
+        while decoder.has_room(local, None):
             decoder.submit(local, None, **OPTIONS)
         assert decoder.pending == RESULT_SLOTS
         with pytest.raises(RuntimeError, match="without room"):
@@ -171,6 +172,29 @@ def test_requests_queue_while_they_fit_in_the_pipe_and_the_slots(tmp_path):
         np.testing.assert_array_equal(results[-1], decode_record(hf.contest(1)))
     finally:
         decoder.close()
+
+
+def test_a_large_header_counts_against_the_pipe_as_json_escapes_it():
+    """A remote file's header travels in the request's JSON: a hostile one (control characters grow
+    six-fold) must not let a request queue that could block the parent's write."""
+    decoder = DecoderProcess(DecodeLimits())
+    try:
+        decoder.submit(hf.contest(1), None, **OPTIONS)
+        hostile_header = "\x01" * 60_000  # 60 kB of text, 360 kB of JSON
+        assert decoder.has_room(hf.contest(2), None) and not decoder.has_room(hf.contest(2), hostile_header)
+        decoder.collect()
+    finally:
+        decoder.close()
+
+
+def test_the_size_a_request_is_counted_for_covers_its_frame():
+    local = LocalFile("/data/r\u00e9c\n.mat", "/data/r\u00e9c.hea", 1 << 20, 1 << 20)
+    for data, header in [(local, None), (hf.contest(1), None), (hf.contest(1), hf.wfdb_header() + "\x00\u00e9" * 500)]:
+        metadata = {"header": header, "default_sampling_rate": 500.0, "pad_short": True, "slot": isolation.RESULT_SLOTS - 1}
+        if isinstance(data, LocalFile):
+            metadata.update(dataclasses.asdict(data))
+        frame = isolation._pack(metadata, b"" if isinstance(data, LocalFile) else data)
+        assert sum(len(part) for part in frame) <= isolation._request_size(data, header)
 
 
 @pytest.mark.parametrize("payload, reason", [(b"hang", Reason.TIMEOUT), (b"crash", Reason.DECODER_CRASHED)])
