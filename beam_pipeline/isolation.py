@@ -200,6 +200,16 @@ def serve(memory_mb: int, slots_fd: int | None = None) -> None:
 # --- the parent ------------------------------------------------------------------------------
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process `pid` has used so far, from /proc (0 once it is gone, or off Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _signal_name(returncode: int | None) -> str:
     if returncode is None or returncode >= 0:
         return f"exit status {returncode}"
@@ -417,13 +427,7 @@ class DecoderProcess:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the current child (0 when there is none, or off Linux)."""
-        process = self._process
-        try:
-            with open(f"/proc/{process.pid}/stat", encoding="ascii") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (AttributeError, OSError, IndexError, ValueError):
-            return 0.0
+        return process_cpu_seconds(self._process.pid) if self._process is not None else 0.0
 
     def _running(self) -> subprocess.Popen:
         if self._process is not None and self._process.poll() is None:

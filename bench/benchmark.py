@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 
+from beam_pipeline.isolation import process_cpu_seconds
 from beam_pipeline.synthetic import generate_dataset
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -55,16 +56,6 @@ def _rss_mb(pid: int) -> float:
         return 0.0
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds `pid` has used so far (0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 @dataclasses.dataclass(frozen=True)
 class Run:
     wall_s: float
@@ -94,7 +85,7 @@ def measure(command: list[str]) -> Run:
             tree = [process.pid, *_children(process.pid)]
             peak = max(peak, sum(_rss_mb(p) for p in tree))
             for pid in tree:
-                cpu_by_pid[pid] = max(cpu_by_pid.get(pid, 0.0), _cpu_s(pid))
+                cpu_by_pid[pid] = max(cpu_by_pid.get(pid, 0.0), process_cpu_seconds(pid))
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)

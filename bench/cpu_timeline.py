@@ -17,7 +17,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark import _children, _cpu_s  # noqa: E402 - the same /proc readers as the benchmark
+from benchmark import _children  # noqa: E402 - the same /proc reader as the benchmark
+
+from beam_pipeline.isolation import process_cpu_seconds  # noqa: E402
 
 
 def _log_lines(stream, lines: queue.Queue) -> None:
@@ -41,7 +43,7 @@ def main() -> None:
     while process.poll() is None:
         time.sleep(args.interval)
         for pid in [process.pid, *_children(process.pid)]:
-            seen[pid] = max(seen.get(pid, 0.0), _cpu_s(pid))
+            seen[pid] = max(seen.get(pid, 0.0), process_cpu_seconds(pid))
         now = {"own": seen.get(process.pid, 0.0), "children": sum(v for p, v in seen.items() if p != process.pid)}
         busy = {key: (now[key] - previous[key]) / args.interval for key in now}
         previous = now
