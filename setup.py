@@ -15,7 +15,7 @@ REQUIRED_PACKAGES = [
     "numpy==2.4.6",
     "scipy==1.17.1",
     "h5py==3.14.0",
-    "isal==1.9.1",  # GZIP at 10-20x the speed of zlib (README, Performance)
+    "isal==1.9.1",  # GZIP at 10-20x the speed of zlib (docs/performance.md)
     "matplotlib==3.11.2",  # the run and training reports (imported lazily, never on Beam workers)
 ]
 
@@ -27,5 +27,7 @@ setuptools.setup(
     python_requires=">=3.10,<3.13",
     install_requires=REQUIRED_PACKAGES,
     extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17"]},
-    packages=setuptools.find_packages(include=["beam_pipeline", "beam_pipeline.*", "trainer", "trainer.*"]),
+    # The demo generator (`beam_pipeline.synthetic`) stays out of the package Beam installs on workers.
+    packages=setuptools.find_packages(include=["ecg_common", "beam_pipeline", "beam_pipeline.*", "trainer", "trainer.*"],
+                                      exclude=["beam_pipeline.synthetic"]),
 )

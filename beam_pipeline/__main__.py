@@ -1,7 +1,6 @@
-"""`python -m beam_pipeline`: see `beam_pipeline.cli`."""
-
-from beam_pipeline.cli import main
-from beam_pipeline.fast_exit import exit_now
+"""`python -m beam_pipeline`: the main job (see `cli/main_command.py`)."""
+from beam_pipeline.cli.main_command import main
+from ecg_common.cli import exit_now
 
 if __name__ == "__main__":
     exit_now(main())

@@ -22,8 +22,8 @@ import tempfile
 import threading
 import time
 
-from beam_pipeline.isolation import process_cpu_seconds
-from beam_pipeline.synthetic import generate_dataset
+from beam_pipeline.synthetic.generator import generate_dataset
+from ecg_common.cpu_time import process_cpu_seconds
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH_DIR)

@@ -19,7 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark import _children  # noqa: E402 - the same /proc reader as the benchmark
 
-from beam_pipeline.isolation import process_cpu_seconds  # noqa: E402
+from ecg_common.cpu_time import process_cpu_seconds  # noqa: E402
 
 
 def _log_lines(stream, lines: queue.Queue) -> None:

@@ -1,7 +1,7 @@
 """Where the time goes: the cost of each step of a record's path, measured one at a time.
 
 Runs each step over the same records in one thread and prints milliseconds per record, so the
-table in the README's Performance section can be reproduced and compared with the pipeline's
+table in docs/performance.md can be reproduced and compared with the pipeline's
 wall time. Usage: python bench/stage_costs.py TRAIN_DIR TRANSFORM_OUTPUT_DIR [--records 300]
 (TRANSFORM_OUTPUT_DIR: any earlier pipeline output, for its transform graph.)
 """
@@ -19,13 +19,14 @@ import tensorflow_transform as tft
 from isal import isal_zlib
 from tfx_bsl.public import tfxio
 
-from beam_pipeline.arrow_batches import DecodedRecord, to_record_batch
-from beam_pipeline.decode import decode_record
-from beam_pipeline.file_limits import MAX_FILE_BYTES, MAX_HEADER_BYTES
-from beam_pipeline.isolation import DecodeLimits, DecoderProcess, LocalFile
-from beam_pipeline.quality import assess
-from beam_pipeline.schema import ECG_KEY, LABEL_KEY, RECORD_ID_KEY, SAMPLING_RATE_HZ
-from beam_pipeline.tfrecord_sink import DEFAULT_GZIP_LEVEL
+from beam_pipeline.decoding.decode import decode_record
+from beam_pipeline.decoding.quality import assess
+from beam_pipeline.graph.arrow_batches import DecodedRecord, to_record_batch
+from beam_pipeline.graph.tfrecord_sink import DEFAULT_GZIP_LEVEL
+from beam_pipeline.inputs.file_limits import MAX_FILE_BYTES, MAX_HEADER_BYTES
+from beam_pipeline.sandbox.parent import DecoderProcess
+from beam_pipeline.sandbox.protocol import DecodeLimits, LocalFile
+from ecg_common.schema import ECG_KEY, LABEL_KEY, RECORD_ID_KEY, SAMPLING_RATE_HZ
 
 BATCH = 32
 

@@ -7,9 +7,9 @@ import time
 import numpy as np
 import scipy.io
 
-from beam_pipeline.cli import EXIT_OK
-from beam_pipeline.cli import main as pipeline_main
-from beam_pipeline.schema import ECG_SHAPE, NUM_LEADS
+from beam_pipeline.cli.main_command import main as pipeline_main
+from ecg_common.cli import EXIT_OK
+from ecg_common.schema import ECG_SHAPE, NUM_LEADS
 
 LEAD_MEAN = np.linspace(-1.0, 2.0, NUM_LEADS)
 LEAD_STD = np.linspace(0.2, 1.5, NUM_LEADS)

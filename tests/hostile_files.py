@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import scipy.io
 
-from beam_pipeline.schema import ECG_SHAPE, LEAD_NAMES, NUM_LEADS, NUM_SAMPLES, SAMPLING_RATE_HZ
+from ecg_common.schema import ECG_SHAPE, LEAD_NAMES, NUM_LEADS, NUM_SAMPLES, SAMPLING_RATE_HZ
 
 V73_TEXT = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: test HDF5 schema 1.00 ."
 _MI_INT8, _MI_INT32, _MI_UINT32, _MI_MATRIX, _MI_COMPRESSED = 1, 5, 6, 14, 15

@@ -5,9 +5,9 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.coders import registry
 
-from beam_pipeline import pipeline as graphs
-from beam_pipeline.arrow_batches import DecodedRecord, DecodedRecordCoder, RecordBatchCoder, to_record_batch
-from beam_pipeline.schema import ECG_SHAPE
+from beam_pipeline.graph import pipeline as graphs
+from beam_pipeline.graph.arrow_batches import DecodedRecord, DecodedRecordCoder, RecordBatchCoder, to_record_batch
+from ecg_common.schema import ECG_SHAPE
 
 
 def _records(count: int) -> list[DecodedRecord]:

@@ -19,11 +19,12 @@ import scipy.signal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from beam_pipeline import decode
-from beam_pipeline.decode import MAX_SAMPLES_PER_LEAD, decode_record
-from beam_pipeline.rejections import DecodeError, Reason
-from beam_pipeline.schema import ECG_SHAPE, LEAD_NAMES, NUM_LEADS, NUM_SAMPLES, SAMPLING_RATE_HZ
-from beam_pipeline.wfdb_header import WfdbHeader, parse_header
+from beam_pipeline.decoding import container, decode
+from beam_pipeline.decoding.container import MAX_SAMPLES_PER_LEAD
+from beam_pipeline.decoding.decode import decode_record
+from beam_pipeline.decoding.wfdb_header import WfdbHeader, parse_header
+from ecg_common.rejections import DecodeError, Reason
+from ecg_common.schema import ECG_SHAPE, LEAD_NAMES, NUM_LEADS, NUM_SAMPLES, SAMPLING_RATE_HZ
 
 RNG_SEED = 20240611
 
@@ -489,7 +490,7 @@ def test_compressed_struct_inflating_beyond_the_limit_is_too_large(monkeypatch: 
     mat = savemat_bytes({"ECG": {"data": np.zeros((NUM_LEADS, 20_000))}}, do_compression=True)
     assert len(mat) < 10_000
     assert_ecg(decode_record(mat))
-    monkeypatch.setattr(decode, "MAX_DECOMPRESSED_BYTES", 100_000)
+    monkeypatch.setattr(container, "MAX_DECOMPRESSED_BYTES", 100_000)
     assert_rejected(decode_record(mat), Reason.TOO_LARGE)
 
 
@@ -550,7 +551,7 @@ def test_parse_header_defaults_and_units() -> None:
 
 
 def test_decode_imports_neither_tensorflow_nor_beam() -> None:
-    code = "import sys, beam_pipeline.decode; print(sorted({'tensorflow', 'apache_beam'} & set(sys.modules)))"
+    code = "import sys, beam_pipeline.decoding.decode, beam_pipeline.decoding.quality; print(sorted({'tensorflow', 'apache_beam'} & set(sys.modules)))"
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"
 
@@ -566,5 +567,5 @@ def test_unexpected_exceptions_become_decode_errors(
     def explode(*args: object, **kwargs: object) -> None:
         raise error
 
-    monkeypatch.setattr(decode, "_standardize", explode)
+    monkeypatch.setattr(decode, "standardize", explode)
     assert_rejected(decode_record(savemat_bytes({"data": leads_signal().T})), reason)

@@ -8,17 +8,19 @@ libhdf5 is the one outcome accepted as a typed rejection: see `_native_crash`.
 """
 from __future__ import annotations
 
+import hostile_files as hf
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import hostile_files as hf
-from beam_pipeline.decode import MAX_SAMPLING_RATE_HZ, MIN_SAMPLING_RATE_HZ, RESAMPLE_MAX_DENOMINATOR, \
-    _resample_factors, decode_record
-from beam_pipeline.isolation import DecodeLimits, DecoderProcess
-from beam_pipeline.rejections import DecodeError, Reason
-from beam_pipeline.schema import ECG_SHAPE, SAMPLING_RATE_HZ
+from beam_pipeline.decoding.decode import decode_record
+from beam_pipeline.decoding.standardize import (MAX_SAMPLING_RATE_HZ, MIN_SAMPLING_RATE_HZ, RESAMPLE_MAX_DENOMINATOR,
+                                                _resample_factors)
+from beam_pipeline.sandbox.parent import DecoderProcess
+from beam_pipeline.sandbox.protocol import DecodeLimits
+from ecg_common.rejections import DecodeError, Reason
+from ecg_common.schema import ECG_SHAPE, SAMPLING_RATE_HZ
 
 FUZZ_TIMEOUT_S = 30.0
 LAYOUTS = {

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from apache_beam.testing.util import assert_that
 
-from beam_pipeline.arrow_batches import DecodedRecord, to_record_batch
-from beam_pipeline.drift import DriftLimits, LeadMoments, LeadMomentsFn, drift_report
-from beam_pipeline.schema import ECG_SHAPE, LEAD_NAMES, NUM_LEADS
+from beam_pipeline.graph.arrow_batches import DecodedRecord, to_record_batch
+from beam_pipeline.graph.drift import DriftLimits, LeadMoments, LeadMomentsFn, drift_report
+from ecg_common.schema import ECG_SHAPE, LEAD_NAMES, NUM_LEADS
 
 FROZEN_MEAN = np.linspace(-0.5, 0.5, NUM_LEADS)
 FROZEN_STD = np.linspace(0.1, 0.4, NUM_LEADS)

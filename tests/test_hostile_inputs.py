@@ -11,15 +11,16 @@ import os
 import re
 from pathlib import Path
 
+import hostile_files as hf
 import numpy as np
 import pytest
 import scipy.io
-
-import hostile_files as hf
-from beam_pipeline.cli import EXIT_FAILED, EXIT_OK, main
-from beam_pipeline.rejections import Reason
-from beam_pipeline.schema import ECG_SHAPE, NUM_LEADS, NUM_SAMPLES
 from test_pipeline import read_errors, read_examples
+
+from beam_pipeline.cli.main_command import main
+from ecg_common.cli import EXIT_FAILED, EXIT_OK
+from ecg_common.rejections import Reason
+from ecg_common.schema import ECG_SHAPE, NUM_LEADS, NUM_SAMPLES
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 GOOD = [f"G{k:02d}" for k in range(12)]

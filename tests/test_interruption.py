@@ -15,12 +15,13 @@ import sys
 import time
 from pathlib import Path
 
+import hostile_files as hf
 import numpy as np
 import pytest
-
-import hostile_files as hf
-from beam_pipeline.cli import EXIT_FAILED, EXIT_OK, main
 from test_pipeline import read_examples
+
+from beam_pipeline.cli.main_command import main
+from ecg_common.cli import EXIT_FAILED, EXIT_OK
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT_S = 600
@@ -63,7 +64,7 @@ def _decoder_children(pid: int) -> list[int]:
             pids += [int(p) for p in children.read_text().split()]
         except OSError:
             continue  # the thread ended meanwhile
-    return [p for p in pids if _cmdline(p).find(b"beam_pipeline.isolation") >= 0]
+    return [p for p in pids if _cmdline(p).find(b"beam_pipeline.sandbox.child") >= 0]
 
 
 def _cmdline(pid: int) -> bytes:

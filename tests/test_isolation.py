@@ -10,14 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hostile_files as hf
 import numpy as np
 import pytest
 
-import hostile_files as hf
-from beam_pipeline.decode import decode_record
-from beam_pipeline import isolation
-from beam_pipeline.isolation import RESULT_SLOTS, DecodeLimits, DecoderPool, DecoderProcess, LocalFile
-from beam_pipeline.rejections import DecodeError, Reason
+from beam_pipeline.decoding.decode import decode_record
+from beam_pipeline.sandbox import parent as isolation
+from beam_pipeline.sandbox import protocol
+from beam_pipeline.sandbox.parent import RESULT_SLOTS, DecoderProcess
+from beam_pipeline.sandbox.pool import DecoderPool
+from beam_pipeline.sandbox.protocol import DecodeLimits, LocalFile
+from ecg_common.rejections import DecodeError, Reason
 
 TESTS = Path(__file__).resolve().parent
 MISBEHAVING = [sys.executable, str(TESTS / "misbehaving_decoder.py")]
@@ -193,7 +196,7 @@ def test_the_size_a_request_is_counted_for_covers_its_frame():
         metadata = {"header": header, "default_sampling_rate": 500.0, "pad_short": True, "slot": isolation.RESULT_SLOTS - 1}
         if isinstance(data, LocalFile):
             metadata.update(dataclasses.asdict(data))
-        frame = isolation._pack(metadata, b"" if isinstance(data, LocalFile) else data)
+        frame = protocol.pack(metadata, b"" if isinstance(data, LocalFile) else data)
         assert sum(len(part) for part in frame) <= isolation._request_size(data, header)
 
 
@@ -212,8 +215,9 @@ _RSS_PROBE = r"""
 import json, resource, sys
 sys.path.insert(0, sys.argv[1])
 import hostile_files as hf
-from beam_pipeline.decode import decode_record
-from beam_pipeline.isolation import DecodeLimits, DecoderProcess
+from beam_pipeline.decoding.decode import decode_record
+from beam_pipeline.sandbox.parent import DecoderProcess
+from beam_pipeline.sandbox.protocol import DecodeLimits
 
 def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

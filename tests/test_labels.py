@@ -1,6 +1,6 @@
 """Label-file parsing: the separators, headers and encodings people actually send."""
-from beam_pipeline.labels import parse_labels
-from beam_pipeline.rejections import Reason
+from beam_pipeline.inputs.labels import parse_labels
+from ecg_common.rejections import Reason
 
 
 def test_contest_format_tab_separated():

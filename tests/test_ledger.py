@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from beam_pipeline.discovery import list_file_metadata
-from beam_pipeline.ledger import (LEDGER_FILE, FileState, Ledger, read_ledger, reconcile, scan, sha256_of,
-                                  write_ledger, write_manifest)
-from beam_pipeline.reprocess_job import ReprocessConfig, select
-from beam_pipeline.labels import Labels
-from beam_pipeline.run_lock import LOCK_FILE, try_lock
+from beam_pipeline.inputs.discovery import list_file_metadata
+from beam_pipeline.inputs.labels import Labels
+from beam_pipeline.runs.ledger import (LEDGER_FILE, FileState, Ledger, read_ledger, reconcile, scan, sha256_of,
+                                       write_ledger, write_manifest)
+from beam_pipeline.runs.reprocess_job import ReprocessConfig, select
+from beam_pipeline.runs.run_lock import LOCK_FILE, try_lock
 
 NO_LABELS = Labels({}, ())
 HOUR = 3600

@@ -5,14 +5,14 @@ import os
 from pathlib import Path
 
 import apache_beam as beam
-
 import hostile_files as hf
-from beam_pipeline import local_inputs
-from beam_pipeline.discovery import RecordSource, find_records, list_files
-from beam_pipeline.labels import parse_labels
-from beam_pipeline.read import DecodeRecordFn
-from beam_pipeline.rejections import Reason, Rejection
-from beam_pipeline.schema import TEST_SPLIT
+
+from beam_pipeline.graph.read import DecodeRecordFn
+from beam_pipeline.inputs import local_files as local_inputs
+from beam_pipeline.inputs.discovery import RecordSource, find_records, list_files
+from beam_pipeline.inputs.labels import parse_labels
+from ecg_common.rejections import Reason, Rejection
+from ecg_common.schema import TEST_SPLIT
 
 
 def _tree(tmp_path: Path) -> Path:
@@ -92,9 +92,9 @@ def test_a_file_gone_before_reading_is_unreadable(tmp_path):
 
 
 def test_a_file_that_grew_past_the_limit_after_listing_is_refused_unread(tmp_path, monkeypatch):
-    from beam_pipeline import read
+    from beam_pipeline.sandbox import requests
 
-    monkeypatch.setattr(read, "MAX_FILE_BYTES", 1000)
+    monkeypatch.setattr(requests, "MAX_FILE_BYTES", 1000)
     path = tmp_path / "BIG.mat"
     path.write_bytes(hf.contest(1))  # 240 kB, but listed as 10 bytes
     [output] = _run_bundle(DecodeRecordFn(500.0, False), [RecordSource(str(path), "BIG", TEST_SPLIT, size_bytes=10)])

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import errno
 
-from beam_pipeline import outcome
+from beam_pipeline.runs import outcome
+from ecg_common.cli import describe_failure
 
 
 def test_error_rate_is_per_split_and_only_above_the_budget_fails():
@@ -19,5 +20,5 @@ def test_a_full_disk_is_named_whether_the_errno_survives_or_only_its_text():
     wrapped.__cause__ = direct
     as_text = RuntimeError("Error in stage 3: OSError: [Errno 27] File too large")
     for error in (direct, wrapped, as_text):
-        assert outcome.describe_failure(error).startswith("run failed: the disk is full")
-    assert outcome.describe_failure(ValueError("boom\nmore")) == "run failed: ValueError: boom"
+        assert describe_failure(error).startswith("run failed: the disk is full")
+    assert describe_failure(ValueError("boom\nmore")) == "run failed: ValueError: boom"

@@ -12,9 +12,10 @@ import scipy.io
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from beam_pipeline.cli import EXIT_CONFIG, EXIT_OK, main
-from beam_pipeline.rejections import Reason
-from beam_pipeline.schema import ECG_KEY, ECG_SHAPE, LABEL_KEY, NUM_LEADS, NUM_SAMPLES, RECORD_ID_KEY
+from beam_pipeline.cli.main_command import main
+from ecg_common.cli import EXIT_CONFIG, EXIT_OK
+from ecg_common.rejections import Reason
+from ecg_common.schema import ECG_KEY, ECG_SHAPE, LABEL_KEY, NUM_LEADS, NUM_SAMPLES, RECORD_ID_KEY
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -201,11 +202,11 @@ def test_help_documents_the_project_options():
 
 
 def test_long_runs_log_progress(contest_set, tmp_path, monkeypatch, caplog):
-    import beam_pipeline.read
+    import beam_pipeline.graph.read
 
-    monkeypatch.setattr(beam_pipeline.read, "PROGRESS_INTERVAL_S", 0.0)  # every record is "a few seconds later"
+    monkeypatch.setattr(beam_pipeline.graph.read, "PROGRESS_INTERVAL_S", 0.0)  # every record is "a few seconds later"
     root, _, _ = contest_set
-    with caplog.at_level("INFO", logger="beam_pipeline.read"):
+    with caplog.at_level("INFO", logger="beam_pipeline.graph.read"):
         assert main(["--train_dir", str(root / "TRAIN"), "--labels", str(root / "reference.txt"),
                      "--output_dir", str(tmp_path / "out"), "--max_error_rate", "0.5"]) == EXIT_OK
     counts = [int(m.split()[1]) for m in caplog.messages if m.startswith("decoded ")]

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pytest
 import tensorflow_transform.beam as tft_beam
 
-from beam_pipeline.arrow_batches import DecodedRecord, tensor_adapter_config, to_record_batch
-from beam_pipeline.preprocessing import preprocessing_fn
-from beam_pipeline.schema import ECG_KEY, ECG_SHAPE, LABEL_KEY, NUM_LEADS, RECORD_ID_KEY
+from beam_pipeline.graph.arrow_batches import DecodedRecord, tensor_adapter_config, to_record_batch
+from beam_pipeline.graph.preprocessing import preprocessing_fn
+from ecg_common.schema import ECG_KEY, ECG_SHAPE, LABEL_KEY, NUM_LEADS, RECORD_ID_KEY
 
 
 def _records(n: int, seed: int = 0) -> list[DecodedRecord]:

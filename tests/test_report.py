@@ -11,18 +11,21 @@ import os
 import re
 import struct
 
-import trainer  # noqa: F401 - sets TF_USE_LEGACY_KERAS / KERAS_BACKEND before TensorFlow is imported
-
 import numpy as np
 import pytest
 
-from beam_pipeline import ecg_plot, report, report_page
-from beam_pipeline.cli import EXIT_OK, main as pipeline_main
-from beam_pipeline.schema import ECG_SHAPE, LEAD_NAMES, NUM_LEADS, SAMPLING_RATE_HZ
-from beam_pipeline.synthetic import generate_dataset
-from trainer import evaluation
+import trainer  # noqa: F401 - sets TF_USE_LEGACY_KERAS / KERAS_BACKEND before TensorFlow is imported
+from beam_pipeline.cli.main_command import main as pipeline_main
+from beam_pipeline.report import build as report
+from beam_pipeline.report import ecg_plot, figures
+from beam_pipeline.synthetic.generator import generate_dataset
+from ecg_common import report_page
+from ecg_common.cli import EXIT_OK
+from ecg_common.layout import REPORT_DIR
+from ecg_common.schema import ECG_SHAPE, LEAD_NAMES, NUM_LEADS, SAMPLING_RATE_HZ
+from trainer import evaluation, layout
 from trainer import report as training_report
-from trainer.train import METRICS_FILE
+from trainer.layout import METRICS_FILE
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MIN_SIDE_PX = 300
@@ -93,18 +96,18 @@ SUMMARY = {
 }
 
 
-@pytest.mark.parametrize("draw", [report.counts_figure, report.class_balance_figure, report.lead_statistics_figure,
-                                  report.quality_figure])
+@pytest.mark.parametrize("draw", [figures.counts_figure, figures.class_balance_figure, figures.lead_statistics_figure,
+                                  figures.quality_figure])
 def test_pipeline_summary_figures_render(draw, tmp_path):
     assert_sensible_png(render(draw(SUMMARY), tmp_path))
 
 
 def test_quality_figure_without_per_lead_counts_shows_records_per_flag(tmp_path):
     summary = dict(SUMMARY, quality={"train": {"records_flagged": 3, "flat_lead": {"records": 3}}})
-    assert_sensible_png(render(report.quality_figure(summary), tmp_path))
+    assert_sensible_png(render(figures.quality_figure(summary), tmp_path))
 
 
-@pytest.mark.parametrize("unit, scale", [("mV", 1.0), (report.NORMALIZED_UNIT, 8.0)])
+@pytest.mark.parametrize("unit, scale", [("mV", 1.0), (figures.NORMALIZED_UNIT, 8.0)])
 def test_twelve_lead_figure_renders_standard_layout(unit, scale, tmp_path):
     figure = ecg_plot.twelve_lead_figure(_ecg() * scale, "synthetic", unit=unit)
     assert len(figure.axes) == len(ecg_plot.STANDARD_ROWS) + 1  # three rows of four leads, one rhythm strip
@@ -117,11 +120,11 @@ def test_twelve_lead_figure_renders_standard_layout(unit, scale, tmp_path):
 
 def test_pipeline_page_references_every_figure_and_degrades_without_optional_sections(tmp_path):
     index = report.build(str(tmp_path), SUMMARY, example=None)
-    assert_page_shows(index, {report.COUNTS_PNG, report.CLASS_BALANCE_PNG, report.LEAD_STATISTICS_PNG,
-                              report.QUALITY_PNG})
+    assert_page_shows(index, {figures.COUNTS_PNG, figures.CLASS_BALANCE_PNG, figures.LEAD_STATISTICS_PNG,
+                              figures.QUALITY_PNG})
     bare = {k: v for k, v in SUMMARY.items() if k not in ("quality", "class_balance")}
     index = report.build(str(tmp_path), bare, example=None)
-    assert_page_shows(index, {report.COUNTS_PNG, report.LEAD_STATISTICS_PNG})
+    assert_page_shows(index, {figures.COUNTS_PNG, figures.LEAD_STATISTICS_PNG})
     page = open(index, encoding="utf-8").read()
     assert "no <code>quality</code> section" in page and "no <code>class_balance</code>" in page
 
@@ -129,7 +132,7 @@ def test_pipeline_page_references_every_figure_and_degrades_without_optional_sec
 def test_a_report_failure_is_recorded_not_raised(tmp_path):
     entry = report.build_safely(str(tmp_path), {"files_found": {"train": 1}}, [], SAMPLING_RATE_HZ, False)
     assert entry["status"] == report.STATUS_FAILED and "KeyError" in entry["error"]
-    assert not os.path.exists(tmp_path / report.REPORT_DIR)
+    assert not os.path.exists(tmp_path / REPORT_DIR)
 
 
 # --- training report ----------------------------------------------------------------------------------
@@ -150,7 +153,7 @@ def _training_run(model_dir) -> dict:
                "history": {"loss": (0.3 + 0.5 * decay).tolist(), "auc": (0.95 - 0.4 * decay).tolist(),
                            "val_loss": (0.35 + 0.45 * decay).tolist(), "val_auc": (0.9 - 0.4 * decay).tolist()}}
     os.makedirs(model_dir, exist_ok=True)
-    training_report.write_validation_predictions(os.path.join(model_dir, training_report.VALIDATION_PREDICTIONS_FILE),
+    layout.write_validation_predictions(os.path.join(model_dir, layout.VALIDATION_PREDICTIONS_FILE),
                                                  labels, scores)
     with open(os.path.join(model_dir, METRICS_FILE), "w", encoding="utf-8") as handle:
         json.dump(metrics, handle)
@@ -159,8 +162,8 @@ def _training_run(model_dir) -> dict:
 
 def test_training_figures_render(tmp_path):
     metrics = _training_run(tmp_path)
-    labels, scores = training_report.read_validation_predictions(
-        str(tmp_path / training_report.VALIDATION_PREDICTIONS_FILE))
+    labels, scores = layout.read_validation_predictions(
+        str(tmp_path / layout.VALIDATION_PREDICTIONS_FILE))
     threshold = metrics["threshold"]
     for k, figure in enumerate([training_report.learning_curves_figure(metrics["history"], metrics["best_epoch"]),
                                 training_report.roc_figure(labels, scores, threshold),
@@ -204,6 +207,6 @@ def test_pipeline_run_publishes_its_report(tmp_path):
     assert summary["class_balance"]["train"]["normal"] + summary["class_balance"]["train"]["abnormal"] == 8
     assert summary["class_balance"]["test"]["unlabelled"] == 2
     index = out / summary["report"]["index"]
-    assert_page_shows(str(index), {report.COUNTS_PNG, report.CLASS_BALANCE_PNG, report.LEAD_STATISTICS_PNG,
-                                   report.QUALITY_PNG, report.EXAMPLE_RAW_PNG, report.EXAMPLE_NORMALIZED_PNG})
+    assert_page_shows(str(index), {figures.COUNTS_PNG, figures.CLASS_BALANCE_PNG, figures.LEAD_STATISTICS_PNG,
+                                   figures.QUALITY_PNG, figures.EXAMPLE_RAW_PNG, figures.EXAMPLE_NORMALIZED_PNG})
     assert summary["report"]["example"]["record_id"] in index.read_text(encoding="utf-8")

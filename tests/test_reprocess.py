@@ -13,15 +13,15 @@ import time
 
 import numpy as np
 import pytest
-
 from batch_data import HOUR, ecg, lead_moments, run_base, save_record
-from beam_pipeline.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
-from beam_pipeline.ledger import LEDGER_FILE, MANIFEST_FILE
-from beam_pipeline.rejections import Reason
-from beam_pipeline.reprocess import EXIT_DRIFT, EXIT_LOCKED, main
-from beam_pipeline.run_lock import LOCK_FILE
-from beam_pipeline.schema import ECG_SHAPE, LEAD_NAMES, NUM_LEADS
 from test_pipeline import read_errors, read_examples
+
+from beam_pipeline.cli.reprocess_command import EXIT_DRIFT, EXIT_LOCKED, main
+from beam_pipeline.runs.ledger import LEDGER_FILE, MANIFEST_FILE
+from beam_pipeline.runs.run_lock import LOCK_FILE
+from ecg_common.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+from ecg_common.rejections import Reason
+from ecg_common.schema import ECG_SHAPE, LEAD_NAMES, NUM_LEADS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILL_TEST_RECORDS = 120

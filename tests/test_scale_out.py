@@ -15,20 +15,20 @@ import tarfile
 import time
 
 import apache_beam as beam
+import fake_object_store
 import numpy as np
 import pytest
-from tensorflow_transform import __version__ as tft_version
-
-import fake_object_store
 from batch_data import ecg, lead_moments, run_base, save_record, write_training_set
-from beam_pipeline.cli import EXIT_OK
-from beam_pipeline.cli import main as pipeline_main
-from beam_pipeline.job import JobConfig, run_job
-from beam_pipeline.ledger import LEDGER_FILE
-from beam_pipeline.reprocess import main as reprocess_main
-from beam_pipeline.reprocess_job import Outcome, ReprocessConfig, run_reprocess
-from beam_pipeline.schema import ECG_SHAPE, NUM_LEADS, TEST_SPLIT, TRAIN_SPLIT
+from tensorflow_transform import __version__ as tft_version
 from test_pipeline import read_examples
+
+from beam_pipeline.cli.main_command import main as pipeline_main
+from beam_pipeline.cli.reprocess_command import main as reprocess_main
+from beam_pipeline.runs.job import JobConfig, run_job
+from beam_pipeline.runs.ledger import LEDGER_FILE
+from beam_pipeline.runs.reprocess_job import Outcome, ReprocessConfig, run_reprocess
+from ecg_common.cli import EXIT_OK
+from ecg_common.schema import ECG_SHAPE, NUM_LEADS, TEST_SPLIT, TRAIN_SPLIT
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATAFLOW_DRY_RUN = ["--runner", "DataflowRunner", "--dry_run=True", "--project", "fake-project",
@@ -210,18 +210,22 @@ def test_reprocess_runs_on_a_portable_runner_with_an_external_worker_pool(portab
 
 # --- Packaging ---------------------------------------------------------------------------------------
 
-def test_the_sdist_workers_install_carries_every_module(tmp_path):
+def test_the_sdist_workers_install_carries_every_module_but_the_demo_generator(tmp_path):
     """`--setup_file` makes Beam run `python setup.py sdist` (this environment has no `build` module) and
-    install the result on every worker; a module missing from it fails only there, at import time."""
+    install the result on every worker; a module missing from it fails only there, at import time. The
+    demo data generator is not needed there and is left out."""
     subprocess.run([sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(tmp_path)], cwd=REPO, check=True,
                    capture_output=True)
     (tarball,) = tmp_path.glob("*.tar.gz")
     with tarfile.open(tarball) as archive:
         packaged = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-    modules = {os.path.relpath(path, REPO) for package in ("beam_pipeline", "trainer")
+    modules = {os.path.relpath(path, REPO) for package in ("ecg_common", "beam_pipeline", "trainer")
                for path in glob.glob(os.path.join(REPO, package, "**", "*.py"), recursive=True)}
-    assert "beam_pipeline/reprocess_job.py" in modules and "trainer/__init__.py" in modules
-    assert modules - packaged == set()
+    demo = {m for m in modules if m.startswith("beam_pipeline/synthetic/")}
+    assert "beam_pipeline/runs/reprocess_job.py" in modules and "trainer/__init__.py" in modules
+    assert "ecg_common/schema.py" in modules and demo
+    assert modules - demo - packaged == set()
+    assert not demo & packaged
     assert "setup.py" in packaged
 
 

@@ -10,8 +10,8 @@ import pytest
 import scipy.io
 import scipy.signal
 
-from beam_pipeline import synthetic
-from beam_pipeline.schema import ABNORMAL, LEAD_NAMES, NORMAL, NUM_LEADS, NUM_SAMPLES, SAMPLING_RATE_HZ
+from beam_pipeline.synthetic import generator as synthetic
+from ecg_common.schema import ABNORMAL, LEAD_NAMES, NORMAL, NUM_LEADS, NUM_SAMPLES, SAMPLING_RATE_HZ
 
 LEAD = {name: i for i, name in enumerate(LEAD_NAMES)}
 SPLIT_FILES = {"TRAIN": "reference.txt", "TEST": "test_answers.txt"}

@@ -2,7 +2,7 @@
 
 The fixture writes the output contract the pipeline produces (`transform_fn/`, `transformed_metadata/`,
 `metadata/`, `train|test/part-*.tfrecord.gz`, unlabelled test examples without `label`) with
-`beam_pipeline.preprocessing.preprocessing_fn`, and keeps the raw signals so the serving export can
+`beam_pipeline.graph.preprocessing.preprocessing_fn`, and keeps the raw signals so the serving export can
 be checked against them.
 """
 from __future__ import annotations
@@ -13,8 +13,6 @@ import json
 import os
 import shutil
 
-import trainer  # noqa: F401 - sets TF_USE_LEGACY_KERAS / KERAS_BACKEND before TensorFlow is imported
-
 import apache_beam as beam
 import keras
 import numpy as np
@@ -23,11 +21,12 @@ import tensorflow as tf
 import tensorflow_transform.beam as tft_beam
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
-from beam_pipeline.schema import SHARD_PREFIX, TFRECORD_SUFFIX
-from beam_pipeline.preprocessing import preprocessing_fn
-from beam_pipeline.schema import (ABNORMAL, ECG_KEY, ECG_SHAPE, LABEL_KEY, NORMAL, NUM_SAMPLES, RECORD_ID_KEY,
-                                  SAMPLING_RATE_HZ, TEST_SPLIT, TRAIN_SPLIT, UNKNOWN_LABEL, raw_feature_spec)
-from trainer import evaluation, export, inputs, predict, train
+import trainer  # noqa: F401 - sets TF_USE_LEGACY_KERAS / KERAS_BACKEND before TensorFlow is imported
+from beam_pipeline.graph.preprocessing import preprocessing_fn
+from ecg_common.layout import SHARD_PREFIX, TFRECORD_SUFFIX
+from ecg_common.schema import (ABNORMAL, ECG_KEY, ECG_SHAPE, LABEL_KEY, NORMAL, NUM_SAMPLES, RECORD_ID_KEY,
+                               SAMPLING_RATE_HZ, TEST_SPLIT, TRAIN_SPLIT, UNKNOWN_LABEL, raw_feature_spec)
+from trainer import evaluation, export, inputs, layout, predict, train
 from trainer.__main__ import main as train_main
 
 NUM_TRAIN = 48
@@ -112,7 +111,7 @@ def trained(pipeline_output, tmp_path_factory) -> tuple[str, dict]:
     code = train_main(["--data_dir", pipeline_output.path, "--model_dir", model_dir, "--epochs", "4",
                        "--batch_size", str(BATCH), "--seed", "7", "--filters", "8,16,16,32"])
     assert code == 0
-    with open(os.path.join(model_dir, train.METRICS_FILE), encoding="utf-8") as handle:
+    with open(os.path.join(model_dir, layout.METRICS_FILE), encoding="utf-8") as handle:
         return model_dir, json.load(handle)
 
 
@@ -263,8 +262,8 @@ def test_short_training_run_learns(pipeline_output, tmp_path):
     for key in ("accuracy", "auc", "precision", "recall", "f1"):
         assert 0.0 <= metrics["validation"][key] <= 1.0
     assert 0.0 <= metrics["threshold"] <= 1.0
-    assert os.path.isfile(tmp_path / train.MODEL_FILE)
-    events = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path / train.LOGS_DIR) for f in fs]
+    assert os.path.isfile(tmp_path / layout.MODEL_FILE)
+    events = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path / layout.LOGS_DIR) for f in fs]
     tags = {value.tag for path in events for event in tf.compat.v1.train.summary_iterator(path)
             for value in event.summary.value}
     assert {"epoch_loss", "epoch_auc"} <= tags
@@ -286,9 +285,9 @@ def test_serving_raw_matches_model_on_transformed_examples(pipeline_output, trai
     raw = np.stack([row[ECG_KEY] for row in rows])
     normalized = np.stack([transformed[row[RECORD_ID_KEY].decode()] for row in rows])
 
-    model = keras.saving.load_model(os.path.join(model_dir, train.MODEL_FILE))
+    model = keras.saving.load_model(os.path.join(model_dir, layout.MODEL_FILE))
     expected = model.predict(normalized, verbose=0).reshape(-1)
-    loaded = export.load_serving_model(os.path.join(model_dir, export.SERVING_DIR))
+    loaded = export.load_serving_model(os.path.join(model_dir, layout.SERVING_DIR))
     served = loaded.signatures[export.SERVING_SIGNATURE](**{ECG_KEY: tf.constant(raw)})[export.PROBABILITY_KEY]
     assert served.shape == (len(rows),)
     np.testing.assert_allclose(served.numpy(), expected, rtol=0, atol=1e-5)
@@ -327,7 +326,7 @@ def test_predict_uses_the_threshold_from_metrics(pipeline_output, trained, tmp_p
     shutil.copytree(model_dir, copy)
     probabilities = sorted(p.probability for p in predict.predict(str(copy), pipeline_output.path, TRAIN_SPLIT))
     metrics = dict(metrics, threshold=(probabilities[NUM_TRAIN // 2 - 1] + probabilities[NUM_TRAIN // 2]) / 2)
-    (copy / train.METRICS_FILE).write_text(json.dumps(metrics), encoding="utf-8")
+    (copy / layout.METRICS_FILE).write_text(json.dumps(metrics), encoding="utf-8")
     predictions = predict.predict(str(copy), pipeline_output.path, TRAIN_SPLIT)
     assert sum(p.label for p in predictions) == NUM_TRAIN // 2
     assert all(p.label == int(p.probability >= metrics["threshold"]) for p in predictions)

@@ -10,18 +10,17 @@ import csv
 import json
 import os
 
-import trainer  # noqa: F401 - sets TF_USE_LEGACY_KERAS / KERAS_BACKEND before TensorFlow is imported
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from beam_pipeline import cli as pipeline_cli
-from beam_pipeline.decode import decode_record
-from beam_pipeline.schema import ECG_KEY, TEST_SPLIT, TRAIN_SPLIT
-from beam_pipeline.synthetic import generate_dataset
-from trainer import export, predict, train
+import trainer  # noqa: F401 - sets TF_USE_LEGACY_KERAS / KERAS_BACKEND before TensorFlow is imported
+from beam_pipeline.cli import main_command as pipeline_cli
+from beam_pipeline.decoding.decode import decode_record
+from beam_pipeline.synthetic.generator import generate_dataset
+from ecg_common.schema import ECG_KEY, TEST_SPLIT, TRAIN_SPLIT
+from trainer import export, layout, predict
 from trainer.__main__ import main as train_main
 
 QUICK = ["--epochs", "3", "--batch_size", "8", "--filters", "8,16,16,32", "--seed", "3"]
@@ -54,7 +53,7 @@ def test_demo_pipeline_to_predictions(demo_run):
     data, _, model, predictions = demo_run
     rows = _read_predictions(str(predictions))
     assert sorted(r["record_id"] for r in rows) == sorted(name[:-4] for name in os.listdir(data / "TEST"))
-    with open(model / train.METRICS_FILE, encoding="utf-8") as handle:
+    with open(model / layout.METRICS_FILE, encoding="utf-8") as handle:
         metrics = json.load(handle)
     assert metrics["class_counts"]["train"]["normal"] + metrics["class_counts"]["train"]["abnormal"] == 32
     assert sum(metrics["class_counts"]["validation"].values()) == 8
@@ -67,7 +66,7 @@ def test_serving_raw_mat_matches_predict(demo_run):
     expected = {r["record_id"]: float(r["probability"]) for r in _read_predictions(str(predictions))}
     ids = sorted(expected)
     raw = np.stack([decode_record((data / "TEST" / f"{record_id}.mat").read_bytes()) for record_id in ids])
-    loaded = export.load_serving_model(str(model / export.SERVING_DIR))
+    loaded = export.load_serving_model(str(model / layout.SERVING_DIR))
     served = loaded.signatures[export.SERVING_SIGNATURE](**{ECG_KEY: tf.constant(raw)})[export.PROBABILITY_KEY]
     np.testing.assert_allclose(served.numpy(), [expected[i] for i in ids], rtol=0, atol=1e-5)
     assert np.ptp(served.numpy()) > 0  # a constant model would make the comparison trivial
@@ -89,7 +88,7 @@ def test_real_cinc2021_train_and_predict(real_ecg_dir, tmp_path, monkeypatch):
     assert train_main(["--data_dir", str(out), "--model_dir", str(model), *QUICK]) == 0
     # Training sees 9 normal / 31 abnormal: balanced weights n / (2 * n_class) reach model.fit.
     assert fit_calls == [pytest.approx({0: 40 / 18, 1: 40 / 62})]
-    with open(model / train.METRICS_FILE, encoding="utf-8") as handle:
+    with open(model / layout.METRICS_FILE, encoding="utf-8") as handle:
         metrics = json.load(handle)
     # Stratified 20% hold-out of 11 / 39, and balanced class weights for the 80% abnormal set.
     assert metrics["class_counts"]["validation"] == {"normal": 2, "abnormal": 8}

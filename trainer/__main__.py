@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from beam_pipeline.fast_exit import exit_now
-from trainer.cli_support import EXIT_OK, add_verbose_flag, run_cli
+from ecg_common.cli import EXIT_OK, add_verbose_flag, exit_now, run_command
 from trainer.evaluation import THRESHOLD_CRITERIA
 from trainer.train import TrainConfig, run
 
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{metrics['training_seconds']} s")
         return EXIT_OK
 
-    return run_cli(work, args.verbose)
+    return run_command(work, "trainer", args.verbose)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ import time
 
 import tensorflow as tf
 
-from beam_pipeline.schema import TRAIN_SPLIT
+from ecg_common.cli import EXIT_OK, add_verbose_flag, run_command
+from ecg_common.schema import TRAIN_SPLIT
 from trainer import inputs
-from trainer.cli_support import EXIT_OK, add_verbose_flag, run_cli
 from trainer.model import build_model
 from trainer.train import TrainConfig
 
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.data_dir, args.batch_size), indent=2))
         return EXIT_OK
 
-    return run_cli(work, args.verbose)
+    return run_command(work, "trainer", args.verbose)
 
 
 if __name__ == "__main__":

@@ -17,9 +17,8 @@ import keras
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from beam_pipeline.schema import ECG_KEY, ECG_SHAPE
+from ecg_common.schema import ECG_KEY, ECG_SHAPE
 
-SERVING_DIR = "serving"
 SERVING_SIGNATURE = "serving_default"
 TRANSFORMED_SIGNATURE = "transformed"
 PROBABILITY_KEY = "probability"

@@ -14,9 +14,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from beam_pipeline.schema import SHARD_PREFIX, TFRECORD_SUFFIX
-from beam_pipeline.rejections import ConfigurationError
-from beam_pipeline.schema import ECG_KEY, LABEL_KEY, RECORD_ID_KEY, UNKNOWN_LABEL, VALID_LABELS
+from ecg_common.layout import SHARD_PREFIX, TFRECORD_SUFFIX
+from ecg_common.rejections import ConfigurationError
+from ecg_common.schema import ECG_KEY, LABEL_KEY, RECORD_ID_KEY, UNKNOWN_LABEL, VALID_LABELS
 
 AUTOTUNE = tf.data.AUTOTUNE
 COMPRESSION = "GZIP"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import keras
 
-from beam_pipeline.schema import ECG_KEY, ECG_SHAPE
+from ecg_common.schema import ECG_KEY, ECG_SHAPE
 
 DEFAULT_FILTERS = (16, 32, 48, 64, 96, 128)
 

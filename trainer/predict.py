@@ -15,13 +15,12 @@ import os
 
 import numpy as np
 
-from beam_pipeline.fast_exit import exit_now
-from beam_pipeline.rejections import ConfigurationError
-from beam_pipeline.schema import ECG_KEY, LABEL_KEY, RECORD_ID_KEY, TEST_SPLIT, UNKNOWN_LABEL
+from ecg_common.cli import EXIT_OK, add_verbose_flag, exit_now, run_command
+from ecg_common.rejections import ConfigurationError
+from ecg_common.schema import ECG_KEY, LABEL_KEY, RECORD_ID_KEY, TEST_SPLIT, UNKNOWN_LABEL
 from trainer import export, inputs
-from trainer.cli_support import EXIT_OK, add_verbose_flag, run_cli
 from trainer.evaluation import binary_metrics
-from trainer.train import read_threshold
+from trainer.layout import SERVING_DIR, read_threshold
 
 CSV_HEADER = ("record_id", "probability", "label")
 
@@ -37,7 +36,7 @@ class Prediction:
 
 def predict(model_dir: str, data_dir: str, split: str, batch_size: int = 64) -> list[Prediction]:
     """Predictions for every example of `data_dir/<split>`, sorted by record id."""
-    serving_dir = os.path.join(model_dir, export.SERVING_DIR)
+    serving_dir = os.path.join(model_dir, SERVING_DIR)
     if not os.path.isfile(os.path.join(serving_dir, "saved_model.pb")):
         raise ConfigurationError(f"no exported model at {serving_dir} (run `python -m trainer` first)")
     threshold = read_threshold(model_dir)
@@ -105,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
               f"abnormal" + (f"; {summary}" if summary else ""))
         return EXIT_OK
 
-    return run_cli(work, args.verbose)
+    return run_command(work, "trainer", args.verbose)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ and the histogram need every validation score, which training saves beside it as
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
@@ -24,15 +23,12 @@ import sys
 
 import numpy as np
 
-from beam_pipeline import report_page
-from beam_pipeline.report_page import Section, Table, text
-from beam_pipeline.schema import ABNORMAL, CLASS_NAMES, NORMAL
+from ecg_common import report_page
+from ecg_common.report_page import Section, Table, text
+from ecg_common.schema import ABNORMAL, CLASS_NAMES, NORMAL
 from trainer.evaluation import roc_auc, roc_curve
-from trainer import train  # module, not names: train imports this module too
+from trainer.layout import METRICS_FILE, REPORT_DIR, VALIDATION_PREDICTIONS_FILE, read_validation_predictions
 
-REPORT_DIR = "report"
-VALIDATION_PREDICTIONS_FILE = "validation_predictions.csv"
-PREDICTIONS_HEADER = ("label", "probability")
 STATUS_WRITTEN, STATUS_FAILED = "written", "failed"
 
 LEARNING_CURVES_PNG = "learning_curves.png"
@@ -47,22 +43,6 @@ CLASS_COLORS = {NORMAL: "#27ae60", ABNORMAL: "#d35400"}
 TRAIN_COLOR, VALIDATION_COLOR = "#2e86c1", "#c0392b"
 VALIDATION_PREFIX = "val_"
 _log = logging.getLogger(__name__)
-
-
-def write_validation_predictions(path: str, labels: np.ndarray, scores: np.ndarray) -> None:
-    """The validation labels and scores, full precision, so the ROC can be recomputed exactly."""
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(PREDICTIONS_HEADER)
-        writer.writerows((int(label), repr(float(score))) for label, score in zip(labels, scores))
-
-
-def read_validation_predictions(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, probabilities) from `write_validation_predictions`' file."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    labels = np.array([int(row[PREDICTIONS_HEADER[0]]) for row in rows], dtype=np.int64)
-    return labels, np.array([float(row[PREDICTIONS_HEADER[1]]) for row in rows], dtype=np.float64)
 
 
 # --- figures ------------------------------------------------------------------------------------------
@@ -194,7 +174,7 @@ def build(model_dir: str, metrics: dict | None = None) -> str:
     """Draws `model_dir/report/` from `metrics` (default: `model_dir/metrics.json`) and the validation
     predictions; returns the index's path."""
     if metrics is None:
-        with open(os.path.join(model_dir, train.METRICS_FILE), encoding="utf-8") as handle:
+        with open(os.path.join(model_dir, METRICS_FILE), encoding="utf-8") as handle:
             metrics = json.load(handle)
     labels, scores = read_validation_predictions(os.path.join(model_dir, VALIDATION_PREDICTIONS_FILE))
     report_page.use_agg()
@@ -208,7 +188,7 @@ def build(model_dir: str, metrics: dict | None = None) -> str:
     }
     figures = {name: report_page.save_figure(figure, folder, name) for name, figure in drawn.items()}
     auc, seconds = float(metrics["validation"]["auc"]), metrics.get("training_seconds", "?")
-    intro = [f"Every number here comes from <a href=\"../{train.METRICS_FILE}\">{train.METRICS_FILE}</a> and "
+    intro = [f"Every number here comes from <a href=\"../{METRICS_FILE}\">{METRICS_FILE}</a> and "
              f"<a href=\"../{VALIDATION_PREDICTIONS_FILE}\">{VALIDATION_PREDICTIONS_FILE}</a>. Validation AUC "
              f"{auc:.4f}, training {text(seconds)} s."]
     return report_page.write_page(folder, "ECG classifier training report", intro,

@@ -24,14 +24,13 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from beam_pipeline.rejections import ConfigurationError
-from beam_pipeline.schema import CLASS_NAMES, TRAIN_SPLIT, UNKNOWN_LABEL
+from ecg_common.rejections import ConfigurationError
+from ecg_common.schema import CLASS_NAMES, TRAIN_SPLIT, UNKNOWN_LABEL
 from trainer import evaluation, export, inputs, report
+from trainer.layout import (LOGS_DIR, METRICS_FILE, MODEL_FILE, SERVING_DIR, VALIDATION_PREDICTIONS_FILE,
+                            write_validation_predictions)
 from trainer.model import DEFAULT_FILTERS, build_model
 
-METRICS_FILE = "metrics.json"
-MODEL_FILE = "model.keras"
-LOGS_DIR = "logs"
 _log = logging.getLogger(__name__)
 
 
@@ -143,7 +142,7 @@ def _predict(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, 
 
 def _clear_previous_run(model_dir: str) -> None:
     """A model dir holds one run: stale event files or SavedModel assets would mix with the new ones."""
-    for name in (LOGS_DIR, export.SERVING_DIR):
+    for name in (LOGS_DIR, SERVING_DIR):
         shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)
     os.makedirs(model_dir, exist_ok=True)
 
@@ -204,19 +203,9 @@ def run(data_dir: str, model_dir: str, config: TrainConfig = TrainConfig()) -> d
         "history": {name: [float(v) for v in values] for name, values in history.history.items()},
     }
     model.save(os.path.join(model_dir, MODEL_FILE))
-    export.export_serving_model(model, tft_output, os.path.join(model_dir, export.SERVING_DIR))
-    report.write_validation_predictions(os.path.join(model_dir, report.VALIDATION_PREDICTIONS_FILE), labels, scores)
+    export.export_serving_model(model, tft_output, os.path.join(model_dir, SERVING_DIR))
+    write_validation_predictions(os.path.join(model_dir, VALIDATION_PREDICTIONS_FILE), labels, scores)
     metrics["report"] = report.build_safely(model_dir, metrics)  # never raises: a report cannot cost the model
     with open(os.path.join(model_dir, METRICS_FILE), "w", encoding="utf-8") as handle:
         json.dump(metrics, handle, indent=2)
     return metrics
-
-
-def read_threshold(model_dir: str) -> float:
-    """The decision threshold chosen at training time."""
-    path = os.path.join(model_dir, METRICS_FILE)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return float(json.load(handle)["threshold"])
-    except (OSError, KeyError, ValueError) as error:
-        raise ConfigurationError(f"cannot read the threshold from {path}: {error}") from None

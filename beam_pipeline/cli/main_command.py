@@ -1,0 +1,56 @@
+"""Command line: `python -m beam_pipeline --train_dir DIR --labels FILE [--test_dir DIR] --output_dir DIR [Beam options]`.
+
+The project's own options are parsed here; everything else is handed to Beam untouched, so every
+standard pipeline option (--runner, --direct_num_workers, --temp_location, ...) works.
+Exit codes: 0 success, 1 the run failed (nothing published) or it rejected more than
+--max_error_rate of a split's files (output and report published), 2 usage or configuration error.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from beam_pipeline.cli.options import add_record_options, add_robustness_options, decode_options, write_options
+from beam_pipeline.runs.beam_runner import DEFAULT_RUNNER
+from beam_pipeline.runs.job import JobConfig, run_job
+from beam_pipeline.runs.outcome import describe_excess
+from ecg_common.cli import EXIT_FAILED, EXIT_OK, configure_logging, run_reporting_errors
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m beam_pipeline",
+        description="Decode 12-lead ECG .mat files, normalize every lead with tf.Transform statistics of the "
+                    "training set, and write sharded GZIP TFRecords plus the transform graph.",
+        epilog=f"Any other option is passed to Apache Beam (default --runner={DEFAULT_RUNNER}). "
+               "Exit codes: 0 success, 1 run failed, 2 usage or configuration error.")
+    parser.add_argument("--train_dir", required=True,
+                        help="labelled records: *.mat found recursively; the record id is the file stem")
+    parser.add_argument("--labels", required=True,
+                        help="labels file: 'id<sep>label' per line (tab, comma or spaces; 0 normal, 1 abnormal); "
+                             "header line, BOM, CRLF and blank lines are tolerated")
+    parser.add_argument("--test_dir", help="records transformed with the training statistics; labels optional")
+    parser.add_argument("--output_dir", required=True, help="where the output contract is written (replaced atomically)")
+    add_record_options(parser)
+    add_robustness_options(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, beam_args = build_parser().parse_known_args(argv)
+    configure_logging("beam_pipeline", args.verbose)
+    config = JobConfig(train_dir=args.train_dir, labels_path=args.labels, output_dir=args.output_dir,
+                       test_dir=args.test_dir, decode=decode_options(args), write=write_options(args),
+                       max_error_rate=args.max_error_rate)
+    code, summary = run_reporting_errors(lambda: run_job(config, beam_args), "beam_pipeline")
+    if code != EXIT_OK:
+        return code
+    if summary.get("dry_run"):
+        print(f"dry run: built the job ({len(summary['steps'])} steps) on {summary['runner']}; nothing written")
+        return EXIT_OK
+    print(f"wrote {args.output_dir}: examples {summary['examples_written']}, rejected {summary['rejected_total']}, "
+          f"{summary['wall_time_s']} s, peak RSS {summary['peak_rss_mb']['driver']} MB")
+    if summary["error_rate_exceeded"]:
+        print(f"error: {describe_excess(summary, args.output_dir)}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK

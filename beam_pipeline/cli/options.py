@@ -1,0 +1,73 @@
+"""The option groups both commands share (decoding, limits, output), so a reprocessed batch is decoded
+and written exactly as the training records were, and the defaults are written once."""
+from __future__ import annotations
+
+import argparse
+import typing
+
+from beam_pipeline.graph.pipeline import DEFAULT_BATCH_SIZE, DecodeOptions, WriteOptions
+from beam_pipeline.graph.tfrecord_sink import DEFAULT_GZIP_LEVEL
+from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
+from beam_pipeline.sandbox.protocol import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, DecodeLimits
+from ecg_common.cli import add_verbose_flag
+from ecg_common.schema import DURATION_S, SAMPLING_RATE_HZ
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
+def _positive(kind: type) -> typing.Callable[[str], float | int]:
+    def parse(text: str):
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text} is not positive")
+        return value
+    return parse
+
+
+def add_robustness_options(parser: argparse.ArgumentParser) -> None:
+    """How much bad input a run tolerates, and what one file's decoding may cost."""
+    parser.add_argument("--max_error_rate", type=_fraction, default=DEFAULT_MAX_ERROR_RATE,
+                        help=f"fail the run (exit 1, after publishing output and report) when more than this "
+                             f"fraction of a split's files is rejected (default {DEFAULT_MAX_ERROR_RATE})")
+    parser.add_argument("--reject_flagged", action="store_true",
+                        help="reject records with a signal-quality flag (flat lead, clipping, noise) instead of only "
+                             "counting them")
+    parser.add_argument("--decode_timeout_s", type=_positive(float), default=DEFAULT_TIMEOUT_S,
+                        help=f"reject a file whose decoding takes longer (default {DEFAULT_TIMEOUT_S:g} s)")
+    add_verbose_flag(parser)
+    parser.add_argument("--decode_memory_mb", type=_positive(int), default=DEFAULT_MEMORY_MB,
+                        help=f"reject a file whose decoding needs more memory (default {DEFAULT_MEMORY_MB} MB)")
+
+
+def add_record_options(parser: argparse.ArgumentParser) -> None:
+    """Decoding and output options, shared with `beam_pipeline.reprocess` so a batch is decoded as training was."""
+    parser.add_argument("--sampling_rate", type=float, default=SAMPLING_RATE_HZ,
+                        help=f"sampling rate (Hz) of records without a WFDB .hea header (default {SAMPLING_RATE_HZ}); "
+                             f"other rates are resampled to {SAMPLING_RATE_HZ} Hz")
+    parser.add_argument("--pad_short", action="store_true",
+                        help=f"zero-pad records shorter than {DURATION_S} s at the end instead of rejecting them. "
+                             f"Longer records are cropped to their first {DURATION_S} s")
+    parser.add_argument("--num_shards", type=int, default=0,
+                        help="TFRecord shards per split; 0 (default) lets the runner decide, which keeps memory "
+                             "flat; a fixed count makes Beam group all examples first")
+    parser.add_argument("--batch_size", type=_positive(int), default=DEFAULT_BATCH_SIZE,
+                        help=f"records per Arrow batch fed to tf.Transform (default {DEFAULT_BATCH_SIZE})")
+    parser.add_argument("--gzip_level", type=int, choices=range(4), default=DEFAULT_GZIP_LEVEL,
+                        help=f"ISA-L GZIP level of the TFRecord shards, 0 fastest .. 3 smallest (default "
+                             f"{DEFAULT_GZIP_LEVEL})")
+
+
+def decode_options(args: argparse.Namespace) -> DecodeOptions:
+    """The decoding options of `add_record_options` and `add_robustness_options`, as the pipeline takes them."""
+    return DecodeOptions(args.sampling_rate, args.pad_short, args.batch_size,
+                         DecodeLimits(args.decode_timeout_s, args.decode_memory_mb), args.reject_flagged)
+
+
+def write_options(args: argparse.Namespace) -> WriteOptions:
+    """The shard options of `add_record_options`, as the pipeline takes them."""
+    return WriteOptions(args.num_shards, args.gzip_level)

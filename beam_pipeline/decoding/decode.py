@@ -1,0 +1,86 @@
+"""Turns the bytes of one `.mat` ECG file into a (5000, 12) float32 array in millivolts, or a reason why not.
+
+`decode_record` is the only entry point (the Beam DoFn calls it). It never raises: any input,
+however broken or hostile, becomes either the array or a `DecodeError(reason, detail)` that the
+pipeline writes to `errors/`, so every file found is accounted for.
+
+Layouts understood (signal keys are looked up in the order `data`, `val`, `ECG.data`):
+
+1. Contest layout: MATLAB v5, variable `data`, float, (5000, 12) samples x leads, in mV.
+2. PhysioNet/CinC 2020-2021: MATLAB v4, variable `val`, int16, (12, N) leads x samples, with a
+   sibling WFDB header (`NAME.hea`, passed as `header_text`) giving the sampling rate and, per
+   lead, gain and baseline: physical mV = (adc - baseline) / gain. Leads are reordered to the
+   standard order when the header names them; otherwise file order is kept.
+   Without a header, an integer `val` is divided by 1000, the gain (ADC units per mV) that every
+   CinC 2020-2021 record documents; a float `val` is taken as mV already.
+3. Original CPSC 2018: MATLAB v5 struct `ECG` with fields `sex`, `age`, `data` ((12, N) in mV).
+4. Any of the above saved as MATLAB v7.3 (HDF5 inside, read with h5py from memory). Only hard
+   links are followed; external links, virtual datasets and external raw storage are refused so
+   a crafted file cannot make a worker read other files.
+
+When a header is given it describes the signal whatever the key, as in WFDB; when it is not, the
+sampling rate is `default_sampling_rate` and non-`val` data are taken as mV.
+
+Normalizing rules, in this order:
+- orientation: the lead axis is the one of length exactly 12; (12, 12) or no such axis is refused;
+- finiteness: NaN or Inf anywhere in the stored array, or a value that overflows float32 after
+  applying the gain, is refused;
+- sampling rate: anything other than 500 Hz is resampled to 500 Hz (polyphase, `resample_poly`);
+- length: the first 10 s are kept (samples 0..4999 at 500 Hz) and the rest is cropped; a shorter
+  record is refused as too short, or zero-padded at the end when `pad_short=True`.
+
+Size limits are checked before anything large is allocated: array shapes are read from the
+MATLAB variable headers (`whosmat`) or the HDF5 dataset shape, and zlib-compressed v5 variables
+are measured by streaming decompression without keeping the output. See `container.MAX_SAMPLES_PER_LEAD`.
+An HDF5 dataset's element type and chunk shape are checked too (either can multiply what libhdf5
+allocates). What no header declares (e.g. a huge cell array inside a struct) is bounded by running
+this module in a memory-limited child process (`sandbox/`); a MemoryError here is `too_large`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from beam_pipeline.decoding.container import load_signal
+from beam_pipeline.decoding.standardize import standardize
+from beam_pipeline.decoding.wfdb_header import parse_header
+from ecg_common.rejections import DecodeError, Reason
+from ecg_common.schema import SAMPLING_RATE_HZ
+
+
+def decode_record(
+    mat_bytes: bytes,
+    header_text: str | None = None,
+    *,
+    default_sampling_rate: float = SAMPLING_RATE_HZ,
+    pad_short: bool = False,
+) -> np.ndarray | DecodeError:
+    """Decodes one `.mat` file to a C-contiguous float32 array of shape `ECG_SHAPE` in mV, or a `DecodeError`.
+
+    `header_text` is the content of the record's WFDB `.hea` file when one sits beside it; its
+    sampling rate overrides `default_sampling_rate`. Leads come out in `LEAD_NAMES` order. The
+    module docstring lists the layouts and rules. Never raises: any exception escaping the
+    parsers is reported as `Reason.NOT_MATLAB` (corrupt file) and a `MemoryError` as
+    `Reason.TOO_LARGE`, because one bad file must not fail a pipeline of thousands.
+    """
+    try:
+        return _decode(mat_bytes, header_text, default_sampling_rate, pad_short)
+    except MemoryError:
+        return DecodeError(Reason.TOO_LARGE, "ran out of memory while decoding the file")
+    except Exception as error:  # noqa: BLE001 - the contract is "never raise" for any input
+        return DecodeError(Reason.NOT_MATLAB, f"could not decode the file: {type(error).__name__}: {error}")
+
+
+def _decode(
+    mat_bytes: bytes, header_text: str | None, default_sampling_rate: float, pad_short: bool
+) -> np.ndarray | DecodeError:
+    """`decode_record` without the safety net: header first (cheap), then the file, then normalizing."""
+    header = None
+    if header_text is not None:
+        header = parse_header(header_text)
+        if isinstance(header, DecodeError):
+            return header
+    signal = load_signal(bytes(mat_bytes))
+    if isinstance(signal, DecodeError):
+        return signal
+    sampling_rate = header.sampling_rate if header is not None else default_sampling_rate
+    return standardize(signal, header, sampling_rate, pad_short)

@@ -1,0 +1,137 @@
+"""Signal-quality findings on a decoded record: flags, not errors.
+
+A lead that was unplugged (flat), an amplifier that saturated (clipping) or a noisy electrode leaves a record that
+decodes fine but carries less information. Such records are kept and counted (`quality` in
+`run_summary.json`, one line per flagged record in `OUT/quality/<split>.jsonl`); they are rejected
+(`poor_quality`) only when the run asks for it with `--reject_flagged`.
+
+Rules, per lead of the decoded (5000, 12) mV record (measured on the 60 real recordings: no
+physiological lead has a peak-to-peak below 0.23 mV, and the exact extreme of a lead is reached in
+at most one stretch of 56 samples or in five short ones of 18 samples in total):
+
+- `flat_lead`: peak-to-peak below FLAT_PEAK_TO_PEAK_MV. Two real Chapman/Ningbo records have three
+  leads that are exactly zero throughout.
+- `clipped`: the lead sits exactly at its own maximum (or minimum) in at least CLIPPED_MIN_STRETCHES
+  separate stretches that together hold at least CLIPPED_MIN_FRACTION of its samples. Saturation
+  (at the ADC's limit, e.g. int16 +-32767 in CinC files, or an analogue front end's) cuts every
+  large wave at the same value; a real signal reaches its exact extreme once or in a few samples.
+  Measured at the 500 Hz output, so plateaus smoothed by resampling from another rate may go unflagged.
+- `noisy`: the lead's sample-to-sample noise (a robust standard deviation of its first difference,
+  1.4826 x MAD / sqrt 2, which the slow P-QRS-T waves barely move) is above NOISY_HF_NOISE_MV.
+  Muscle tremor and loose electrodes add broadband noise of about 0.1 mV and more; across the 60
+  real recordings the median is 5 uV, the 99th percentile 51 uV, the noisiest lead 0.10 mV.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+from typing import Iterable
+
+import numpy as np
+
+from ecg_common.schema import LEAD_NAMES
+
+FLAT_LEAD = "flat_lead"
+CLIPPED = "clipped"
+NOISY = "noisy"
+FLAGS = (FLAT_LEAD, CLIPPED, NOISY)
+
+FLAT_PEAK_TO_PEAK_MV = 0.05
+"""Below this peak-to-peak amplitude a lead records no heart: 4.6x under the smallest real lead seen."""
+
+CLIPPED_MIN_STRETCHES = 3
+CLIPPED_MIN_FRACTION = 0.01
+"""At least 3 plateaus at the extreme holding at least 1% (50) of the samples: several beats cut off."""
+
+NOISY_HF_NOISE_MV = 0.15
+"""1.5x the noisiest real lead seen (0.10 mV), 5x the synthetic records' noise: only gross noise flags."""
+
+SUMMARY_MAX_IDS = 100
+"""Record ids listed per flag in `run_summary.json`; the full list is in `quality/<split>.jsonl`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class QualityFinding:
+    """One flagged record: flag -> names of the leads that raised it."""
+
+    record_id: str
+    path: str
+    flags: dict[str, tuple[str, ...]]
+
+    def to_json(self) -> str:
+        return json.dumps({"record_id": self.record_id, "path": self.path,
+                           "flags": {flag: list(leads) for flag, leads in self.flags.items()}}, sort_keys=True)
+
+    def describe(self) -> str:
+        """`flat_lead: V2, V4; clipped: I` (the detail of a `poor_quality` rejection)."""
+        return "; ".join(f"{flag}: {', '.join(leads)}" for flag, leads in self.flags.items())
+
+
+def _row_medians(rows: np.ndarray) -> np.ndarray:
+    """`np.median(rows, axis=1)` for finite data, about 10x faster (measured 0.05 vs 0.5 ms on (12, 5000)):
+    np.median partitions around two positions at once, which numpy does slowly; one partition and a
+    max give the same two middle values."""
+    middle = rows.shape[1] // 2
+    ordered = np.partition(rows, middle, axis=1)
+    upper = ordered[:, middle]
+    if rows.shape[1] % 2:
+        return upper
+    return (ordered[:, :middle].max(axis=1) + upper) / 2
+
+
+def _clipped(leads: np.ndarray, flat: np.ndarray) -> np.ndarray:
+    """Per lead (row): whether it sits at its own maximum or minimum in enough separate stretches."""
+    clipped = np.zeros(leads.shape[0], dtype=bool)
+    min_samples = CLIPPED_MIN_FRACTION * leads.shape[1]
+    for extreme in (leads.max(axis=1), leads.min(axis=1)):
+        at = leads == extreme[:, None]
+        candidates = np.flatnonzero(at.view(np.uint8).sum(axis=1, dtype=np.int32) >= min_samples)
+        if candidates.size:  # rare: a real lead reaches its exact extreme in a handful of samples
+            at = at[candidates]
+            stretches = np.count_nonzero(at[:, 1:] & ~at[:, :-1], axis=1) + at[:, 0]
+            clipped[candidates[stretches >= CLIPPED_MIN_STRETCHES]] = True
+    return clipped & ~flat
+
+
+def _noise_mv(leads: np.ndarray) -> np.ndarray:
+    """Per lead (row), a robust estimate of the white-noise standard deviation (mV), from the first difference."""
+    step = np.diff(leads, axis=1)
+    mad = _row_medians(np.abs(step - _row_medians(step)[:, None]))
+    return 1.4826 * mad / np.sqrt(2.0)
+
+
+def high_frequency_noise_mv(ecg: np.ndarray) -> np.ndarray:
+    """`_noise_mv` of a decoded (samples, leads) record."""
+    return _noise_mv(np.ascontiguousarray(ecg.T))
+
+
+def assess(ecg: np.ndarray) -> dict[str, tuple[str, ...]]:
+    """The flags raised by a decoded (samples, leads) mV record; empty when none."""
+    leads = np.ascontiguousarray(ecg.T)  # one row per lead: every reduction below runs on contiguous memory
+    flat = leads.max(axis=1) - leads.min(axis=1) < FLAT_PEAK_TO_PEAK_MV
+    flags = {FLAT_LEAD: flat, CLIPPED: _clipped(leads, flat), NOISY: _noise_mv(leads) > NOISY_HF_NOISE_MV}
+    return {flag: tuple(LEAD_NAMES[k] for k in np.flatnonzero(hits)) for flag, hits in flags.items() if hits.any()}
+
+
+def summarize(findings: Iterable[dict]) -> dict:
+    """Per flag: records flagged, count per lead, and the first SUMMARY_MAX_IDS record ids (sorted).
+
+    `findings` are the parsed lines of `quality/<split>.jsonl`.
+    """
+    records: dict[str, list[str]] = {flag: [] for flag in FLAGS}
+    by_lead: dict[str, collections.Counter] = {flag: collections.Counter() for flag in FLAGS}
+    flagged = 0
+    for finding in findings:
+        flagged += 1
+        for flag, leads in finding["flags"].items():
+            records.setdefault(flag, []).append(finding["record_id"])
+            by_lead.setdefault(flag, collections.Counter()).update(leads)
+    summary: dict = {"records_flagged": flagged}
+    for flag in records:
+        ids = sorted(records[flag])
+        summary[flag] = {"records": len(ids),
+                         "by_lead": {lead: by_lead[flag][lead] for lead in LEAD_NAMES if by_lead[flag][lead]},
+                         "record_ids": ids[:SUMMARY_MAX_IDS], "record_ids_truncated": len(ids) > SUMMARY_MAX_IDS}
+    return summary
+

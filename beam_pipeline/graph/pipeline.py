@@ -1,0 +1,149 @@
+"""The Beam wiring: the path of a record from file to TFRecord, and nothing else.
+
+The main command's job (`build_job`) is one pipeline with two passes over the file names:
+  analyze:   train sources -> decode -> Arrow batches -> AnalyzeDataset -> transform_fn (written)
+  transform: sources -> decode -> Arrow batches -> TransformDataset(transform_fn) -> encode -> TFRecord shards
+                \\-> rejections -> errors/<split>.jsonl
+                \\-> quality findings -> quality/<split>.jsonl
+The transform pass decodes the files again rather than reusing the analyze pass's records: holding
+decoded records between the passes would grow memory with the data set, while decoding a file
+again costs a fraction of a millisecond. Reprocessing (`build_transform`) runs the transform pass
+alone, with a transform_fn read from disk.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+
+import apache_beam as beam
+import pyarrow as pa
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+
+from beam_pipeline.graph.arrow_batches import DecodedRecord, tensor_adapter_config, to_record_batch
+from beam_pipeline.graph.encode import EncodeExamplesFn
+from beam_pipeline.graph.preprocessing import preprocessing_fn
+from beam_pipeline.graph.read import QUALITY_TAG, REJECTED_TAG, DecodeRecordFn
+from beam_pipeline.graph.tfrecord_sink import DEFAULT_GZIP_LEVEL, WriteGzipTFRecords
+from beam_pipeline.inputs.discovery import RecordSource
+from beam_pipeline.sandbox.protocol import DecodeLimits
+from ecg_common.layout import ERRORS_DIR, QUALITY_DIR, SHARD_PREFIX, TFRECORD_SUFFIX
+from ecg_common.rejections import Rejection
+from ecg_common.schema import SAMPLING_RATE_HZ, TRAIN_SPLIT
+
+DECODED_TAG = "decoded"
+
+DEFAULT_BATCH_SIZE = 32
+"""Records per Arrow batch fed to tf.Transform (8 and 64 measured no faster: docs/performance.md)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+    """What decoding and batching need to know; the same for both passes."""
+
+    default_sampling_rate: float = SAMPLING_RATE_HZ
+    pad_short: bool = False
+    batch_size: int = DEFAULT_BATCH_SIZE
+    limits: DecodeLimits = DecodeLimits()
+    reject_flagged: bool = False
+
+
+class DecodeAndBatch(beam.PTransform):
+    """RecordSources -> (Arrow record batches, rejections, quality findings).
+
+    `assess_quality=False` skips the quality flags where nobody reads them (the analyze pass, unless
+    flagged records are rejected and so must be left out of the statistics too)."""
+
+    def __init__(self, options: DecodeOptions, assess_quality: bool = True):
+        super().__init__()
+        self._options = options
+        self._assess_quality = assess_quality
+
+    def expand(self, sources):
+        outcome = sources | "Decode" >> beam.ParDo(
+            DecodeRecordFn(self._options.default_sampling_rate, self._options.pad_short, self._options.limits,
+                           self._options.reject_flagged, self._assess_quality)
+        ).with_outputs(REJECTED_TAG, QUALITY_TAG, main=DECODED_TAG)
+        batch_size = self._options.batch_size
+        batches = (outcome[DECODED_TAG]
+                   | "Batch" >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size
+                                                   ).with_output_types(typing.List[DecodedRecord])
+                   | "ToArrow" >> beam.Map(to_record_batch).with_output_types(pa.RecordBatch))
+        return batches, outcome[REJECTED_TAG], outcome[QUALITY_TAG]
+
+
+@beam.ptransform_fn
+def WriteJsonLines(items, path_prefix: str):  # noqa: N802 (a PTransform, named like one)
+    """Rejections or quality findings -> one JSON object per line in `<path_prefix>.jsonl` (an empty
+    file when none). Record ids and paths from the input are JSON data here, never file names."""
+    return (items
+            | "ToJson" >> beam.Map(lambda item: item.to_json())
+            | "WriteErrors" >> beam.io.WriteToText(path_prefix, file_name_suffix=".jsonl", shard_name_template=""))
+
+
+def _analyze(pipeline: beam.Pipeline, train: list[RecordSource], options: DecodeOptions):
+    """Learns the per-lead statistics over the training records: TFT's (transform_fn, transformed metadata)."""
+    batches, _, _ = pipeline | "CreateTrain" >> beam.Create(train) | "DecodeTrain" >> DecodeAndBatch(
+        options, assess_quality=options.reject_flagged)
+    return (batches, tensor_adapter_config()) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteOptions:
+    """How the TFRecord shards are written; the same for the main command and reprocessing."""
+
+    num_shards: int = 0
+    """0: the runner decides, which keeps memory flat; a fixed count makes Beam group all examples first."""
+    gzip_level: int = DEFAULT_GZIP_LEVEL
+
+
+def build_job(pipeline: beam.Pipeline, splits: dict[str, list[RecordSource]], extra_rejections: list[Rejection],
+              options: DecodeOptions, out_dir: str, write: WriteOptions = WriteOptions()) -> None:
+    """The main command's job, both passes in one pipeline: learns the statistics over the valid training
+    sources and writes `out_dir/transform_fn`, then applies them to every split (as `build_transform`).
+
+    The transform pass reads the files again rather than reusing the decoded records, and only waits
+    for the (small) transform_fn as a side input: nothing large is held between the passes, and worker
+    processes (multi_processing, Dataflow) start once for both."""
+    train = [source for source in splits[TRAIN_SPLIT] if source.rejection is None]
+    transform_fn = _analyze(pipeline, train, options)
+    _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out_dir)
+    _, transformed_metadata = transform_fn
+    _transform_splits(pipeline, transform_fn, transformed_metadata.dataset_metadata.schema, splits, extra_rejections,
+                      options, out_dir, write)
+
+
+def build_transform(pipeline: beam.Pipeline, splits: dict[str, list[RecordSource]], extra_rejections: list[Rejection],
+                    options: DecodeOptions, transform_dir: str, out_dir: str,
+                    write: WriteOptions = WriteOptions()) -> dict[str, beam.PCollection]:
+    """Applies the transform saved in `transform_dir` to every split; writes `out_dir/<split>/part-*.tfrecord.gz`
+    and `out_dir/errors/`, `out_dir/quality/`. The statistics are frozen: nothing is re-analyzed here.
+
+    Returns each split's raw (decoded, untransformed) Arrow batches, for callers that measure the raw
+    signal in the same pass (the drift check of reprocessing)."""
+    transformed_schema = tft.TFTransformOutput(transform_dir).transformed_metadata.schema
+    transform_fn = pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(transform_dir)
+    return _transform_splits(pipeline, transform_fn, transformed_schema, splits, extra_rejections, options, out_dir,
+                             write)
+
+
+def _transform_splits(pipeline: beam.Pipeline, transform_fn, transformed_schema, splits: dict[str, list[RecordSource]],
+                      extra_rejections: list[Rejection], options: DecodeOptions, out_dir: str,
+                      write: WriteOptions) -> dict[str, beam.PCollection]:
+    raw_batches = {}
+    for split, sources in splits.items():
+        batches, rejections, findings = (pipeline | f"Create[{split}]" >> beam.Create(sources)
+                                         | f"Decode[{split}]" >> DecodeAndBatch(options))
+        transformed, _ = (((batches, tensor_adapter_config()), transform_fn)
+                          | f"Transform[{split}]" >> tft_beam.TransformDataset(output_record_batches=True))
+        _ = (transformed
+             | f"Encode[{split}]" >> beam.ParDo(EncodeExamplesFn(transformed_schema, split))
+             | f"Write[{split}]" >> WriteGzipTFRecords(os.path.join(out_dir, split, SHARD_PREFIX), TFRECORD_SUFFIX,
+                                                      write.num_shards, write.gzip_level))
+        _ = rejections | f"Errors[{split}]" >> WriteJsonLines(os.path.join(out_dir, ERRORS_DIR, split))
+        _ = findings | f"Quality[{split}]" >> WriteJsonLines(os.path.join(out_dir, QUALITY_DIR, split))
+        raw_batches[split] = batches
+    _ = (pipeline | "CreateLabelFindings" >> beam.Create(extra_rejections)
+         | "Errors[labels]" >> WriteJsonLines(os.path.join(out_dir, ERRORS_DIR, "labels")))
+    return raw_batches

@@ -1,0 +1,156 @@
+"""The Beam step that turns a `RecordSource` into a `DecodedRecord` or a `Rejection`.
+
+It only moves file names, bytes and outcomes around: the signal logic lives in `decoding/` and runs
+in a time- and memory-limited child process (`sandbox/`), which reads local files itself; files on
+remote storage (`gs://` and the like) are read here through Beam's `FileSystems` and their bytes
+handed to the child (`sandbox/requests.py`). The quality flags come from `decoding/quality.py`. Rejections and quality findings
+leave on tagged outputs, so nothing a bad file does can stop the run or vanish silently.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+import uuid
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.transforms.window import GlobalWindows
+
+from beam_pipeline.decoding.quality import QualityFinding, assess
+from beam_pipeline.graph.arrow_batches import DecodedRecord
+from beam_pipeline.inputs.discovery import RecordSource
+from beam_pipeline.sandbox.parent import DecoderProcess
+from beam_pipeline.sandbox.pool import pool_for
+from beam_pipeline.sandbox.protocol import DecodeLimits
+from beam_pipeline.sandbox.requests import decoder_request
+from ecg_common.rejections import DecodeError, Reason, Rejection
+
+REJECTED_TAG = "rejected"
+QUALITY_TAG = "quality"
+METRICS_NAMESPACE = "ecg_pipeline"
+PROGRESS_INTERVAL_S = 5.0
+_log = logging.getLogger(__name__)
+
+
+class _Progress:
+    """Records decoded by every copy of one decode step in this process, logged every PROGRESS_INTERVAL_S.
+
+    Beam makes several copies of a DoFn (per thread, per bundle); counting per copy would log rarely
+    or never on short bundles, so the copies of one step share this counter through a token.
+    """
+
+    _by_token: dict[str, "_Progress"] = {}
+    _registry_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._started = self._last_log = time.monotonic()
+
+    @classmethod
+    def for_step(cls, token: str) -> "_Progress":
+        with cls._registry_lock:
+            return cls._by_token.setdefault(token, cls())
+
+    def tick(self) -> None:
+        with self._lock:
+            self._count += 1
+            now = time.monotonic()
+            if now - self._last_log < PROGRESS_INTERVAL_S:
+                return
+            self._last_log = now
+            count, rate = self._count, self._count / (now - self._started)
+        _log.info("decoded %d records (%.1f records/s)", count, rate)
+
+
+def _in_global_window(output):
+    """An output of `finish_bundle`, which Beam needs windowed explicitly (all records are in the global window)."""
+    if isinstance(output, beam.pvalue.TaggedOutput):
+        return beam.pvalue.TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
+    return GlobalWindows.windowed_value(output)
+
+
+class DecodeRecordFn(beam.DoFn):
+    """RecordSource -> DecodedRecord (main output) or Rejection (`REJECTED_TAG` output), plus a
+    QualityFinding (`QUALITY_TAG` output) for a decoded record that raises a quality flag; with
+    `reject_flagged` such a record is rejected (`poor_quality`) instead of written.
+
+    The decoder child works on the next files (up to `parent.RESULT_SLOTS` ahead) while this
+    thread takes earlier ones down the rest of their path (quality flags, batching, transform,
+    encoding: Beam runs those inside our `yield`). So a record's outputs may leave while a later
+    element is processed; the last ones leave in `finish_bundle`. Each bundle keeps one decoder
+    child for itself.
+
+    Logs progress (records decoded so far and the rate) at most every PROGRESS_INTERVAL_S seconds,
+    so a long local run shows it is alive.
+    """
+
+    def __init__(self, default_sampling_rate: float, pad_short: bool, limits: DecodeLimits = DecodeLimits(),
+                 reject_flagged: bool = False, assess_quality: bool = True):
+        self._default_sampling_rate = default_sampling_rate
+        self._pad_short = pad_short
+        self._limits = limits
+        self._reject_flagged = reject_flagged
+        self._assess_quality = assess_quality or reject_flagged
+        self._progress_token = uuid.uuid4().hex  # shared by the copies Beam makes of this step
+        self._decoder: DecoderProcess | None = None
+        self._in_flight: collections.deque[RecordSource] = collections.deque()
+
+    def setup(self) -> None:
+        self._decoded = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_decoded")
+        self._rejected = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_rejected")
+        self._progress = _Progress.for_step(self._progress_token)
+        self._pool = pool_for(self._limits)
+
+    def start_bundle(self) -> None:
+        self._give_back_decoder()  # still held if the previous bundle failed half-way
+        self._decoder = self._pool.acquire()
+
+    def process(self, source: RecordSource):
+        request = source.rejection or decoder_request(source)
+        if isinstance(request, Rejection):
+            yield from self._outputs(source, request)
+            return
+        data, header = request
+        while not self._decoder.has_room(data, header):
+            yield from self._collect_oldest()
+        self._decoder.submit(data, header, default_sampling_rate=self._default_sampling_rate,
+                             pad_short=self._pad_short)
+        self._in_flight.append(source)
+
+    def finish_bundle(self):
+        while self._in_flight:
+            for output in self._collect_oldest():
+                yield _in_global_window(output)
+        self._give_back_decoder()
+
+    def teardown(self) -> None:
+        self._give_back_decoder()
+
+    def _give_back_decoder(self) -> None:
+        self._in_flight.clear()
+        if self._decoder is not None:
+            self._pool.release(self._decoder)
+            self._decoder = None
+
+    def _collect_oldest(self):
+        source, result = self._in_flight.popleft(), self._decoder.collect()
+        if isinstance(result, DecodeError):
+            result = Rejection(source.record_id, source.path, result.reason, result.detail)
+        yield from self._outputs(source, result)
+
+    def _outputs(self, source: RecordSource, outcome: np.ndarray | Rejection):
+        if self._assess_quality and not isinstance(outcome, Rejection) and (flags := assess(outcome)):
+            finding = QualityFinding(source.record_id, source.path, flags)
+            yield beam.pvalue.TaggedOutput(QUALITY_TAG, finding)
+            if self._reject_flagged:
+                outcome = Rejection(source.record_id, source.path, Reason.POOR_QUALITY, finding.describe())
+        if isinstance(outcome, Rejection):
+            self._rejected.inc()
+            yield beam.pvalue.TaggedOutput(REJECTED_TAG, outcome)
+            return
+        self._decoded.inc()
+        self._progress.tick()
+        yield DecodedRecord(source.record_id, source.label, outcome)

@@ -1,0 +1,130 @@
+"""Finding the input files of a run and pairing them with their labels (driver side, no decoding).
+
+Listing goes through Beam's `FileSystems`, so the same code lists a local folder or a `gs://`
+bucket. Every `.mat` file found becomes exactly one `RecordSource`; problems that are known before
+decoding (a duplicate record id, a training record with no usable label) ride along on the source
+as a `Rejection`, so the pipeline reports them through the same `errors/` output as decoding failures.
+A local directory is listed by `local_inputs.py`, which also says which entries must not be opened
+(symbolic links leaving the directory, FIFOs, broken links).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import posixpath
+
+from apache_beam.io.filesystem import FileMetadata
+from apache_beam.io.filesystems import FileSystems
+
+from beam_pipeline.inputs import local_files as local_inputs
+from beam_pipeline.inputs.labels import LabelProblem, Labels
+from beam_pipeline.inputs.local_files import is_local
+from ecg_common.rejections import ConfigurationError, Reason, Rejection
+from ecg_common.schema import TRAIN_SPLIT, UNKNOWN_LABEL
+
+MAT_SUFFIX = ".mat"
+HEADER_SUFFIX = ".hea"
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordSource:
+    """One `.mat` file to process: where it is, its id, split and label, and its WFDB header if any."""
+
+    path: str
+    record_id: str
+    split: str
+    label: int = UNKNOWN_LABEL
+    size_bytes: int = 0
+    header_path: str | None = None
+    rejection: Rejection | None = None
+
+
+def _stem(path: str) -> str:
+    """The record id: the file name without `.mat`. Bytes that are not UTF-8 (possible in local file
+    names) are spelled `\\xNN`, so the id can be written to JSON and to a TFRecord as it is."""
+    stem = posixpath.splitext(posixpath.basename(path))[0]
+    return os.fsencode(stem).decode("utf-8", "backslashreplace") if is_local(path) else stem
+
+
+def list_file_metadata(directory: str) -> list[FileMetadata]:
+    """All files under `directory`, recursively, with size and modification time, sorted by path.
+
+    Raises ConfigurationError when a local directory does not exist: that is broken configuration, not
+    a bad record. An object store (gs://) has no directories, only objects under a prefix, so there a
+    missing prefix simply lists nothing.
+    """
+    if is_local(directory) and not FileSystems.exists(directory):
+        raise ConfigurationError(f"input directory not found: {directory}")
+    if is_local(directory):
+        return local_inputs.walk(directory)
+    pattern = FileSystems.join(directory.rstrip("/"), "**")
+    return sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path)
+
+
+def list_files(directory: str) -> list[tuple[str, int]]:
+    """All files under `directory`, recursively, as (path, size) sorted by path."""
+    return [(m.path, m.size_in_bytes) for m in list_file_metadata(directory)]
+
+
+def find_records(directory: str, split: str, labels: Labels,
+                 files: list[tuple[str, int]] | None = None) -> list[RecordSource]:
+    """The `.mat` files under `directory` as RecordSources of `split`, with labels and headers attached.
+
+    The record id is the file stem. When two files share an id, the first by path is processed and the
+    others are rejected as duplicates. A training record needs a valid label; a test record keeps its
+    label when the labels file has one. `files` is a listing of `directory` already taken (so a caller
+    comparing it with a ledger decides on the same files); by default the directory is listed here.
+    """
+    files = list_files(directory) if files is None else files
+    headers = {p[: -len(HEADER_SUFFIX)]: p for p, _ in files if p.lower().endswith(HEADER_SUFFIX)}
+    sources: list[RecordSource] = []
+    first_path_of: dict[str, str] = {}
+    for path, size in files:
+        if not path.lower().endswith(MAT_SUFFIX):
+            continue
+        record_id = _stem(path)
+        base = dict(path=path, record_id=record_id, split=split, size_bytes=size,
+                    header_path=headers.get(path[: -len(MAT_SUFFIX)]))
+        if (refusal := _refusal(directory, path, base["header_path"])) is not None:
+            sources.append(RecordSource(**base, rejection=Rejection(record_id, path, *refusal)))
+            continue  # not registered as this id's file: a good file with the same id is still read
+        if record_id in first_path_of:
+            detail = f"record id {record_id!r} also at {first_path_of[record_id]}"
+            sources.append(RecordSource(**base, rejection=Rejection(record_id, path, Reason.DUPLICATE_ID, detail)))
+            continue
+        first_path_of[record_id] = path
+        label = labels.by_id.get(record_id, UNKNOWN_LABEL)
+        problem = labels.problem_for(record_id)
+        if split == TRAIN_SPLIT and label == UNKNOWN_LABEL:
+            problem = problem or LabelProblem(record_id, Reason.MISSING_LABEL, "no label for this record in the labels file")
+            sources.append(RecordSource(**base, rejection=Rejection(record_id, path, problem.reason, problem.detail)))
+            continue
+        sources.append(RecordSource(**base, label=label))
+    return sources
+
+
+def _refusal(directory: str, path: str, header_path: str | None) -> tuple[str, str] | None:
+    """Why a local `.mat` file (or its `.hea` header) must not be opened, if it must not."""
+    if not is_local(path):
+        return None
+    if (refusal := local_inputs.refusal(path, directory)) is not None:
+        return refusal
+    if header_path is not None and (refusal := local_inputs.refusal(header_path, directory)) is not None:
+        return refusal[0], f"header {header_path}: {refusal[1]}"
+    return None
+
+
+def label_file_findings(labels: Labels, sources: list[RecordSource], labels_path: str) -> list[Rejection]:
+    """Labels-file findings not already reported as a rejected record: ids without a file, and
+    unusable lines (also those naming a test record, which is then kept without a label).
+
+    They go to `errors/labels.jsonl`; they are not input files, so they are not part of the
+    found = written + rejected reconciliation.
+    """
+    with_file = {s.record_id for s in sources}
+    reported = {s.record_id for s in sources if s.rejection is not None}
+    findings = [Rejection(record_id, labels_path, Reason.LABEL_WITHOUT_FILE, "labelled record has no .mat file")
+                for record_id in sorted(set(labels.by_id) - with_file)]
+    findings += [Rejection(p.record_id, labels_path, p.reason, p.detail)
+                 for p in labels.problems if p.record_id not in reported]
+    return findings

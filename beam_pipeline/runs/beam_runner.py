@@ -1,0 +1,76 @@
+"""What both runs need from Beam around their graphs: the options with this project's local defaults,
+how the runner is described, dry runs, the job's counters and tf.Transform's scratch space."""
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions,
+                                                  TestOptions)
+
+from beam_pipeline.graph.read import METRICS_NAMESPACE
+
+DEFAULT_RUNNER = "FnApiRunner"
+"""Beam 2.77's DirectRunner first tries to download the Prism binary, which cannot work offline."""
+
+LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
+DEFAULT_LOCAL_RUNNING_MODE = "multi_threading"
+"""Measured fastest on 2 cores (docs/performance.md): zlib and TensorFlow release the GIL, so threads
+use both cores, while multi_processing pays for moving record batches between processes."""
+
+
+def pipeline_options(beam_args: list[str]) -> PipelineOptions:
+    """Beam options as given, with the measured-fastest local defaults for what was not given:
+    FnApiRunner, `multi_threading` with one worker per core."""
+    options = PipelineOptions(beam_args)
+    standard = options.view_as(StandardOptions)
+    if standard.runner is None:
+        standard.runner = DEFAULT_RUNNER
+    given = " ".join(beam_args)
+    if str(standard.runner) in LOCAL_RUNNERS:
+        direct = options.view_as(DirectOptions)
+        if "--direct_running_mode" not in given:
+            direct.direct_running_mode = DEFAULT_LOCAL_RUNNING_MODE
+        if "--direct_num_workers" not in given:
+            direct.direct_num_workers = os.cpu_count() or 1
+    return options
+
+
+def describe_runner(options: PipelineOptions) -> str:
+    runner = str(options.view_as(StandardOptions).runner)
+    if runner in LOCAL_RUNNERS:
+        direct = options.view_as(DirectOptions)
+        return f"{runner} ({direct.direct_running_mode}, {direct.direct_num_workers} workers)"
+    return runner
+
+
+def is_dry_run(options: PipelineOptions) -> bool:
+    """`--dry_run=True`: DataflowRunner builds and validates the whole job but does not submit it."""
+    return bool(options.view_as(TestOptions).dry_run)
+
+
+def dry_run_summary(result, runner: str) -> dict:
+    """What a dry run can report: the names of the job's top-level steps (when the runner kept the job)."""
+    job = getattr(result, "job", None)
+    transforms = job.proto_pipeline.components.transforms.values() if job is not None else []
+    steps = sorted(t.unique_name for t in transforms if t.unique_name and "/" not in t.unique_name)
+    return {"dry_run": True, "runner": runner, "steps": steps}
+
+
+def counter(result, name: str) -> int:
+    """A counter of this job's metrics namespace, summed over steps."""
+    counters = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE).with_name(name))["counters"]
+    return sum((c.committed if c.committed is not None else c.attempted) or 0 for c in counters)
+
+
+def tft_temp_dir(options: PipelineOptions) -> str:
+    """tf.Transform's scratch space: under --temp_location when given (it must be shared with remote
+    workers), else a local temporary folder. Never inside the output directory. A dry run keeps it
+    local: tf.Transform creates it while the graph is built, and a dry run must work offline."""
+    temp_location = options.view_as(GoogleCloudOptions).temp_location
+    if temp_location and not is_dry_run(options):
+        return FileSystems.join(temp_location, f"tft-{uuid.uuid4().hex[:12]}")
+    return tempfile.mkdtemp(prefix="ecg-tft-")

@@ -1,0 +1,105 @@
+"""One run of the job: labels and file discovery, the two Beam passes, the summary, publication.
+
+This is the only place that knows the order of things; `graph/pipeline.py` holds the Beam graphs and
+`cli/main_command.py` the command line. Broken configuration raises `ConfigurationError`; bad records never do.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+
+import apache_beam as beam
+import tensorflow_transform.beam as tft_beam
+from apache_beam.io.filesystems import FileSystems
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
+
+from beam_pipeline.graph import pipeline as graphs
+from beam_pipeline.graph.arrow_batches import raw_schema
+from beam_pipeline.inputs.discovery import RecordSource, find_records, label_file_findings
+from beam_pipeline.inputs.labels import Labels, read_labels
+from beam_pipeline.inputs.local_files import is_local
+from beam_pipeline.report import build as run_report
+from beam_pipeline.runs.beam_runner import (counter, describe_runner, dry_run_summary, is_dry_run, pipeline_options,
+                                            tft_temp_dir)
+from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
+from beam_pipeline.runs.publish import discard, publish, staging_dir_for
+from beam_pipeline.runs.summary import cpu_seconds, passes, summarize
+from ecg_common.layout import RAW_METADATA_DIR, SUMMARY_FILE
+from ecg_common.rejections import ConfigurationError
+from ecg_common.schema import TEST_SPLIT, TRAIN_SPLIT
+
+_log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobConfig:
+    """The project's own options (Beam's options travel separately, untouched)."""
+
+    train_dir: str
+    labels_path: str
+    output_dir: str
+    test_dir: str | None = None
+    decode: graphs.DecodeOptions = graphs.DecodeOptions()
+    write: graphs.WriteOptions = graphs.WriteOptions()
+    max_error_rate: float = DEFAULT_MAX_ERROR_RATE
+
+
+def discover(config: JobConfig, labels: Labels) -> dict[str, list[RecordSource]]:
+    splits = {TRAIN_SPLIT: find_records(config.train_dir, TRAIN_SPLIT, labels)}
+    if config.test_dir:
+        splits[TEST_SPLIT] = find_records(config.test_dir, TEST_SPLIT, labels)
+    if not any(source.rejection is None for source in splits[TRAIN_SPLIT]):
+        found = len(splits[TRAIN_SPLIT])
+        raise ConfigurationError(f"no training record with a valid label: {found} .mat files in {config.train_dir}, "
+                                 f"{len(labels.by_id)} usable labels in {config.labels_path}")
+    return splits
+
+
+def run_job(config: JobConfig, beam_args: list[str]) -> dict:
+    """Runs both passes and publishes `config.output_dir`; returns the run summary."""
+    started = time.time()
+    labels = read_labels(config.labels_path)
+    splits = discover(config, labels)
+    findings = label_file_findings(labels, [s for sources in splits.values() for s in sources], config.labels_path)
+    options = pipeline_options(beam_args)
+    runner = describe_runner(options)
+    decode_options = config.decode
+    staging, tft_temp = staging_dir_for(config.output_dir), tft_temp_dir(options)
+    _log.info("found %s .mat files; running on %s", {k: len(v) for k, v in splits.items()}, runner)
+    try:
+        with tft_beam.Context(temp_dir=tft_temp):
+            pipeline = beam.Pipeline(options=options)
+            graphs.build_job(pipeline, splits, findings, decode_options, staging, config.write)
+            beam_started, cpu_started = time.monotonic(), cpu_seconds()
+            result = pipeline.run()
+            result.wait_until_finish()
+            if is_dry_run(options):
+                _log.info("dry run: the job was built, not submitted")
+                return dry_run_summary(result, runner)
+            beam_cost = passes(time.monotonic() - beam_started, cpu_seconds() - cpu_started)
+            _log.info("both passes done after %.1f s: %.1f s in Beam, %.2f cores busy", time.time() - started,
+                      beam_cost["wall_s"], beam_cost["cores_busy"])
+        metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema()),
+                                   FileSystems.join(staging, RAW_METADATA_DIR))
+        written = {split: counter(result, f"{split}_examples_written") for split in splits}
+        if written[TRAIN_SPLIT] == 0:  # the statistics were learned from nothing: publish none of it
+            kept = " and pass the quality flags (--reject_flagged)" if decode_options.reject_flagged else ""
+            raise ConfigurationError(f"none of the training files in {config.train_dir} could be decoded{kept}")
+        summary = summarize(splits, staging, written, runner, started, max_error_rate=config.max_error_rate)
+        summary["beam_passes"] = beam_cost
+        # Drawn before publishing, so the report is part of the atomic output; a failure is recorded, not raised.
+        summary["report"] = run_report.build_safely(staging, summary, splits[TRAIN_SPLIT],
+                                                    decode_options.default_sampling_rate, decode_options.pad_short)
+        with FileSystems.create(FileSystems.join(staging, SUMMARY_FILE)) as handle:
+            handle.write(json.dumps(summary, indent=2).encode("utf-8"))
+        publish(staging, config.output_dir)
+    except BaseException:
+        discard(staging, config.output_dir)
+        raise
+    finally:
+        if is_local(tft_temp):
+            shutil.rmtree(tft_temp, ignore_errors=True)
+    return summary

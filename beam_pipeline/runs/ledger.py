@@ -1,0 +1,195 @@
+"""Which input files have been published, in which batch: the ledger under ROOT and each batch's manifest.
+
+    ROOT/ledger.jsonl             a header line {"format", "batches"}, then one line per input file:
+                                  {"path", "size", "mtime", "sha256", "batch"}, sorted by path
+    ROOT/batch-*/inputs.jsonl     the same lines for the files that batch consumed (its manifest)
+
+A file is new when its path is not in the ledger, changed when its size or content hash differs.
+Hashing every file every night would read the whole archive, so a file whose size and modification
+time both match its ledger line is taken as unchanged without reading it; one whose time moved but
+whose content hash did not (touched, copied with a new time) is not reprocessed either.
+
+The rename that publishes a batch folder is the commit point. The ledger is rewritten after it, so
+a run killed between the two leaves a published batch the ledger does not list yet: `reconcile`
+rolls the ledger forward from that batch's manifest at the start of the next run. A batch folder
+deleted by hand is rolled back the same way: its files count as new again, which is how a batch is
+redone. Every read and write goes through Beam `FileSystems`, so ROOT may be a `gs://` prefix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterable, Mapping
+
+from apache_beam.io.filesystem import CompressionTypes, FileMetadata
+from apache_beam.io.filesystems import FileSystems
+
+from beam_pipeline.inputs.local_files import is_local
+from ecg_common.rejections import ConfigurationError
+
+LEDGER_FILE = "ledger.jsonl"
+MANIFEST_FILE = "inputs.jsonl"
+LEDGER_FORMAT = "ecg-reprocess-ledger/1"
+_TEMP_INFIX = ".tmp-"
+_HASH_CHUNK_BYTES = 4 * 2**20
+_log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class FileState:
+    """What the ledger remembers of one input file; `batch` is empty until the file is published."""
+
+    path: str
+    size: int
+    mtime: float
+    sha256: str
+    batch: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+
+@dataclasses.dataclass(frozen=True)
+class Ledger:
+    """The published batches, oldest first, and the latest state of every file they consumed."""
+
+    batches: tuple[str, ...] = ()
+    files: Mapping[str, FileState] = dataclasses.field(default_factory=dict)
+
+    def with_batch(self, batch: str, states: Iterable[FileState]) -> Ledger:
+        """The ledger after `batch` consumed `states` (later batches win for a file seen before)."""
+        files = dict(self.files)
+        files.update((s.path, dataclasses.replace(s, batch=batch)) for s in states)
+        return Ledger((*self.batches, batch), files)
+
+    def without_batch(self, batch: str) -> Ledger:
+        return Ledger(tuple(b for b in self.batches if b != batch),
+                      {p: s for p, s in self.files.items() if s.batch != batch})
+
+    def with_states(self, states: Iterable[FileState]) -> Ledger:
+        files = dict(self.files)
+        files.update((s.path, s) for s in states)
+        return Ledger(self.batches, files)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scan:
+    """The incoming files against the ledger: current states, and which files are new or changed."""
+
+    states: Mapping[str, FileState]
+    changed: frozenset[str]
+    touched: tuple[FileState, ...]
+    """Unchanged content under a new modification time: recorded so the next run does not hash them again."""
+    unsettled: frozenset[str]
+    """Modified too recently (maybe still being uploaded): left for a later run."""
+
+
+def sha256_of(path: str) -> str:
+    """The content hash, streamed in chunks through `FileSystems` (local or object store)."""
+    digest = hashlib.sha256()
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        while chunk := handle.read(_HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def scan(listing: Iterable[FileMetadata], ledger: Ledger, settled_before: float) -> Scan:
+    """Compares listed files with the ledger, hashing only those whose size or time moved.
+
+    Files modified at or after `settled_before` (epoch seconds) are not looked at: a writer that is
+    not done yet would otherwise have half a file published.
+    """
+    states: dict[str, FileState] = {}
+    changed, unsettled, touched = set(), set(), []
+    for meta in listing:
+        if meta.last_updated_in_seconds >= settled_before:
+            unsettled.add(meta.path)
+            continue
+        known = ledger.files.get(meta.path)
+        if known and known.size == meta.size_in_bytes and known.mtime == meta.last_updated_in_seconds:
+            states[meta.path] = known
+            continue
+        state = FileState(meta.path, meta.size_in_bytes, meta.last_updated_in_seconds, sha256_of(meta.path))
+        if known and (known.size, known.sha256) == (state.size, state.sha256):
+            state = dataclasses.replace(state, batch=known.batch)
+            touched.append(state)
+        else:
+            changed.add(meta.path)
+        states[meta.path] = state
+    return Scan(states, frozenset(changed), tuple(touched), frozenset(unsettled))
+
+
+def _read_lines(path: str) -> list[dict]:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        return [json.loads(line) for line in handle.read().decode("utf-8").splitlines() if line.strip()]
+
+
+def _write_text(path: str, text: str) -> None:
+    """Replaces `path` whole: a local file through a temporary sibling and `os.replace` (a reader
+    sees the old or the new ledger, never half of one); an object-store object is replaced whole
+    when its upload completes."""
+    data = text.encode("utf-8")
+    if not is_local(path):
+        with FileSystems.create(path) as handle:
+            handle.write(data)
+        return
+    temp = f"{os.path.join(os.path.dirname(path), '.' + os.path.basename(path))}{_TEMP_INFIX}{uuid.uuid4().hex[:12]}"
+    with open(temp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+
+
+def read_ledger(root: str) -> Ledger:
+    path = FileSystems.join(root, LEDGER_FILE)
+    if not FileSystems.exists(path):
+        return Ledger()
+    header, *rows = _read_lines(path)
+    if header.get("format") != LEDGER_FORMAT:
+        raise ConfigurationError(f"{path} is not a ledger this version understands (format {header.get('format')!r})")
+    files = {row["path"]: FileState(**row) for row in rows}
+    return Ledger(tuple(header["batches"]), files)
+
+
+def write_ledger(root: str, ledger: Ledger) -> None:
+    header = json.dumps({"format": LEDGER_FORMAT, "batches": list(ledger.batches)})
+    lines = [header] + [ledger.files[p].to_json() for p in sorted(ledger.files)]
+    _write_text(FileSystems.join(root, LEDGER_FILE), "\n".join(lines) + "\n")
+
+
+def write_manifest(batch_dir: str, states: Iterable[FileState]) -> None:
+    lines = [s.to_json() for s in sorted(states, key=lambda s: s.path)]
+    with FileSystems.create(FileSystems.join(batch_dir, MANIFEST_FILE)) as handle:
+        handle.write(("\n".join(lines) + "\n").encode("utf-8"))
+
+
+def read_manifest(batch_dir: str) -> list[FileState]:
+    return [FileState(**row) for row in _read_lines(FileSystems.join(batch_dir, MANIFEST_FILE))]
+
+
+def reconcile(root: str, ledger: Ledger, complete_batches: list[str]) -> Ledger:
+    """The ledger agreeing with the batch folders that exist: batches published after the ledger
+    was last written are rolled forward from their manifests, batches deleted since are dropped."""
+    present = set(complete_batches)
+    for batch in [b for b in ledger.batches if b not in present]:
+        _log.warning("batch %s is listed in the ledger but no longer exists: its files will be processed again",
+                     batch)
+        ledger = ledger.without_batch(batch)
+    for batch in sorted(present - set(ledger.batches)):
+        _log.warning("batch %s was published but not yet recorded (a run stopped right after publishing): "
+                     "recording it now", batch)
+        ledger = ledger.with_batch(batch, read_manifest(FileSystems.join(root, batch)))
+    return ledger
+
+
+def remove_leftover_temp_files(root: str) -> None:
+    """Deletes half-written ledger copies of a killed run (only ever called under the run lock)."""
+    if is_local(root):
+        for path in glob.glob(os.path.join(root, f".{LEDGER_FILE}{_TEMP_INFIX}*")):
+            os.remove(path)

@@ -1,0 +1,257 @@
+"""One reprocessing run: the new recordings in INCOMING -> one published batch under ROOT, normalized
+with the frozen statistics of an earlier run (its `transform_fn`, applied as is, never re-analyzed).
+
+    ROOT/.lock                       flock held for the whole run (run_lock.py)
+    ROOT/ledger.jsonl                every input file published so far, and in which batch (ledger.py)
+    ROOT/batch-<UTC time>/           one folder per run that found something new:
+        data/part-*.tfrecord.gz      the pipeline's output layout, split "data"
+        errors/data.jsonl, errors/labels.jsonl
+        inputs.jsonl                 the files this batch consumed (its manifest)
+        run_summary.json             counts, the frozen statistics, the batch's own, drift flags
+        _SUCCESS                     written last
+
+The order of a run is what makes it safe to kill at any moment:
+  1. lock ROOT, then remove what killed runs left (only now is it certain that no run is writing);
+  2. reconcile the ledger with the published batch folders (ledger.reconcile);
+  3. list INCOMING once, hash what moved, select the records whose `.mat` or `.hea` is new or changed;
+  4. one Beam pass into a hidden staging sibling: decode, TransformDataset, encode, and the batch's
+     per-lead moments for the drift check;
+  5. summary and manifest into the staging folder, then rename it to `batch-<time>`: the commit point;
+  6. rewrite the ledger. A kill before 5 leaves ROOT as it was; a kill between 5 and 6 is rolled
+     forward by step 2 of the next run, so no file is published twice.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import json
+import logging
+import math
+import posixpath
+import shutil
+import time
+
+import apache_beam as beam
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from apache_beam.io.filesystems import FileSystems
+
+from beam_pipeline.graph import pipeline as graphs
+from beam_pipeline.graph.drift import DriftLimits, WriteLeadMoments, drift_report, read_lead_moments
+from beam_pipeline.inputs.discovery import (HEADER_SUFFIX, MAT_SUFFIX, RecordSource, find_records, label_file_findings,
+                                            list_file_metadata)
+from beam_pipeline.inputs.labels import Labels, read_labels
+from beam_pipeline.inputs.local_files import is_local
+from beam_pipeline.report import build as run_report
+from beam_pipeline.runs.beam_runner import (counter, describe_runner, dry_run_summary, is_dry_run, pipeline_options,
+                                            tft_temp_dir)
+from beam_pipeline.runs.ledger import (FileState, Ledger, read_ledger, reconcile, remove_leftover_temp_files, scan,
+                                       write_ledger, write_manifest)
+from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
+from beam_pipeline.runs.publish import discard, leftover_staging_dirs, publish, staging_dir_for
+from beam_pipeline.runs.run_lock import try_lock
+from beam_pipeline.runs.summary import summarize
+from ecg_common.layout import SUCCESS_MARKER, SUMMARY_FILE
+from ecg_common.rejections import ConfigurationError
+
+DATA_SPLIT = "data"
+BATCH_PREFIX = "batch-"
+BATCH_TIME_FORMAT = "%Y%m%dT%H%M%S"
+"""UTC, to the millisecond (appended): names sort in the order the batches were made."""
+MOMENTS_FILE = "lead_moments.json"
+_log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReprocessConfig:
+    """The reprocess command's own options (Beam's options travel separately, untouched)."""
+
+    incoming: str
+    transform_dir: str
+    output_root: str
+    labels_path: str | None = None
+    decode: graphs.DecodeOptions = graphs.DecodeOptions()
+    """Give the base run's decoding options, so a batch is decoded as the training records were."""
+    write: graphs.WriteOptions = graphs.WriteOptions()
+    max_error_rate: float = DEFAULT_MAX_ERROR_RATE
+    min_file_age_s: float = 0.0
+    drift_limits: DriftLimits = DriftLimits()
+
+
+class Outcome(enum.Enum):
+    PUBLISHED = "published"
+    NOTHING_NEW = "nothing_new"
+    LOCKED = "locked"
+    DRY_RUN = "dry_run"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReprocessResult:
+    outcome: Outcome
+    batch_dir: str | None = None
+    summary: dict | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """The records of this batch, the file states to record for them, and what else the scan learned."""
+
+    sources: list[RecordSource]
+    consumed: list[FileState]
+    touched: tuple[FileState, ...]
+    unchanged: int
+    unsettled: int
+
+
+def batch_name(now: datetime.datetime) -> str:
+    return f"{BATCH_PREFIX}{now.strftime(BATCH_TIME_FORMAT)}.{now.microsecond // 1000:03d}Z"
+
+
+def complete_batches(root: str) -> list[str]:
+    """Names of the published batch folders under `root` (those holding `_SUCCESS`), oldest first."""
+    pattern = FileSystems.join(root, f"{BATCH_PREFIX}*", SUCCESS_MARKER)
+    matches = FileSystems.match([pattern])[0].metadata_list
+    return sorted(posixpath.basename(posixpath.dirname(m.path)) for m in matches)
+
+
+def _check_transform_dir(transform_dir: str) -> None:
+    """Looks for the saved graph file itself: on an object store a folder cannot be checked, only an object."""
+    graph = FileSystems.join(transform_dir, tft.TFTransformOutput.TRANSFORM_FN_DIR, tf.saved_model.SAVED_MODEL_FILENAME_PB)
+    if not FileSystems.exists(graph):
+        raise ConfigurationError(f"no {tft.TFTransformOutput.TRANSFORM_FN_DIR}/ in {transform_dir}: "
+                                 "--transform_dir must be the output directory of an earlier pipeline run")
+
+
+def _remove_leftovers(root: str) -> None:
+    """What killed runs left: staging folders and half-written ledger copies (never a published batch)."""
+    for leftover in leftover_staging_dirs(root, f"{BATCH_PREFIX}*"):
+        _log.info("removing %s, left by a run that did not finish", leftover)
+        shutil.rmtree(leftover, ignore_errors=True)
+    remove_leftover_temp_files(root)
+
+
+def _labels(config: ReprocessConfig) -> Labels:
+    return read_labels(config.labels_path) if config.labels_path else Labels({}, ())
+
+
+def select(config: ReprocessConfig, ledger: Ledger, labels: Labels) -> Selection:
+    """The records whose `.mat` file or `.hea` header is new or changed since the ledger's state."""
+    listing = list_file_metadata(config.incoming)
+    if not listing:
+        _log.warning("no file at all under %s (on an object store a mistyped prefix looks the same)", config.incoming)
+    relevant = [m for m in listing if m.path.lower().endswith((MAT_SUFFIX, HEADER_SUFFIX))]
+    settled_before = time.time() - config.min_file_age_s if config.min_file_age_s > 0 else math.inf
+    scanned = scan(relevant, ledger, settled_before)
+    sources = find_records(config.incoming, DATA_SPLIT, labels, [(m.path, m.size_in_bytes) for m in listing])
+
+    def files_of(source: RecordSource) -> list[str]:
+        return [p for p in (source.path, source.header_path) if p]
+
+    selected = [s for s in sources
+                if not any(p in scanned.unsettled for p in files_of(s))
+                and any(p in scanned.changed for p in files_of(s))]
+    consumed = [scanned.states[p] for s in selected for p in files_of(s)]
+    unchanged = sum(1 for s in sources if not any(p in scanned.changed or p in scanned.unsettled for p in files_of(s)))
+    return Selection(selected, consumed, scanned.touched, unchanged, len(scanned.unsettled))
+
+
+def _batch_findings(labels: Labels, sources: list[RecordSource], labels_path: str | None):
+    """Labels-file findings about this batch's records only (the labels file covers the whole archive)."""
+    if not labels_path:
+        return []
+    ids = {s.record_id for s in sources}
+    return [f for f in label_file_findings(labels, sources, labels_path) if f.record_id in ids]
+
+
+def _drift(summary: dict, moments_path: str, limits: DriftLimits) -> dict:
+    frozen = summary["lead_statistics"]
+    return drift_report(read_lead_moments(moments_path), np.array(frozen["mean_mv"]), np.array(frozen["std_mv"]),
+                        limits)
+
+
+def _run_batch(config: ReprocessConfig, selection: Selection, labels: Labels, batch: str, staging: str,
+               beam_args: list[str], started: float) -> dict:
+    """The Beam pass into `staging`; returns the run summary (or a dry run's report)."""
+    options = pipeline_options(beam_args)
+    runner = describe_runner(options)
+    tft_temp = tft_temp_dir(options)
+    moments_path = FileSystems.join(tft_temp, MOMENTS_FILE)
+    splits = {DATA_SPLIT: selection.sources}
+    _log.info("%s: %d new or changed records (%d unchanged) from %s, on %s", batch, len(selection.sources),
+              selection.unchanged, config.incoming, runner)
+    try:
+        with tft_beam.Context(temp_dir=tft_temp):
+            pipeline = beam.Pipeline(options=options)
+            raw = graphs.build_transform(pipeline, splits, _batch_findings(labels, selection.sources, config.labels_path),
+                                         config.decode, config.transform_dir, staging, config.write)
+            _ = raw[DATA_SPLIT] | "BatchStatistics" >> WriteLeadMoments(moments_path)
+            result = pipeline.run()
+            result.wait_until_finish()
+        if is_dry_run(options):
+            return dry_run_summary(result, runner)
+        written = {DATA_SPLIT: counter(result, f"{DATA_SPLIT}_examples_written")}
+        summary = summarize(splits, staging, written, runner, started, transform_dir=config.transform_dir,
+                            max_error_rate=config.max_error_rate)
+        summary["drift"] = _drift(summary, moments_path, config.drift_limits)
+    finally:
+        if is_local(tft_temp):
+            shutil.rmtree(tft_temp, ignore_errors=True)
+    summary.update(batch=batch, incoming=config.incoming, transform_dir=config.transform_dir,
+                   records_unchanged=selection.unchanged, files_not_settled=selection.unsettled)
+    return summary
+
+
+def _publish_batch(config: ReprocessConfig, selection: Selection, labels: Labels, ledger: Ledger,
+                   beam_args: list[str], started: float) -> ReprocessResult:
+    batch = batch_name(datetime.datetime.now(datetime.timezone.utc))
+    batch_dir = FileSystems.join(config.output_root, batch)
+    staging = staging_dir_for(batch_dir)
+    try:
+        summary = _run_batch(config, selection, labels, batch, staging, beam_args, started)
+        if summary.get("dry_run"):
+            discard(staging, batch_dir)
+            return ReprocessResult(Outcome.DRY_RUN, summary=summary)
+        write_manifest(staging, selection.consumed)
+        # Drawn before publishing, so the report is part of the atomic batch; a failure is recorded, not raised.
+        summary["report"] = run_report.build_safely(staging, summary, selection.sources,
+                                                    config.decode.default_sampling_rate, config.decode.pad_short,
+                                                    split=DATA_SPLIT, transform_dir=config.transform_dir)
+        with FileSystems.create(FileSystems.join(staging, SUMMARY_FILE)) as handle:
+            handle.write(json.dumps(summary, indent=2).encode("utf-8"))
+        publish(staging, batch_dir)
+    except BaseException:
+        discard(staging, batch_dir)
+        raise
+    write_ledger(config.output_root, ledger.with_states(selection.touched).with_batch(batch, selection.consumed))
+    if summary["drift"]["flagged_leads"]:
+        _log.error("%s: leads %s moved beyond the drift limits (units? export settings?); see drift in %s",
+                   batch, ", ".join(summary["drift"]["flagged_leads"]), FileSystems.join(batch_dir, SUMMARY_FILE))
+    return ReprocessResult(Outcome.PUBLISHED, batch_dir, summary)
+
+
+def run_reprocess(config: ReprocessConfig, beam_args: list[str]) -> ReprocessResult:
+    """Publishes one batch of the new or changed records in `config.incoming`, or nothing when there are none."""
+    started = time.time()
+    _check_transform_dir(config.transform_dir)
+    labels = _labels(config)
+    lock = try_lock(config.output_root)
+    if lock is None:
+        return ReprocessResult(Outcome.LOCKED)
+    try:
+        _remove_leftovers(config.output_root)
+        recorded = read_ledger(config.output_root)
+        ledger = reconcile(config.output_root, recorded, complete_batches(config.output_root))
+        selection = select(config, ledger, labels)
+        if not selection.sources:
+            _log.info("nothing new in %s: %d records unchanged since the last batch, %d files not settled; "
+                      "no batch written", config.incoming, selection.unchanged, selection.unsettled)
+            updated = ledger.with_states(selection.touched)
+            if updated != recorded:
+                write_ledger(config.output_root, updated)
+            return ReprocessResult(Outcome.NOTHING_NEW)
+        return _publish_batch(config, selection, labels, ledger, beam_args, started)
+    finally:
+        lock.release()

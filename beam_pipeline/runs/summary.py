@@ -1,0 +1,83 @@
+"""The run summary (`run_summary.json`): what was found, written and rejected, the statistics applied,
+the quality flags, class balance and what the run cost. Both runs write one."""
+from __future__ import annotations
+
+import collections
+import json
+import resource
+import time
+
+from apache_beam.io.filesystems import FileSystems
+
+from beam_pipeline.decoding import quality
+from beam_pipeline.graph.statistics import lead_statistics
+from beam_pipeline.report.written import class_balance, written_sources
+from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE, error_rates, splits_over_budget
+from beam_pipeline.sandbox.pool import decoder_cpu_seconds
+from ecg_common.layout import ERRORS_DIR, QUALITY_DIR
+from ecg_common.schema import LEAD_NAMES, NUM_SAMPLES, SAMPLING_RATE_HZ
+
+
+def _rejection_counts(out_dir: str, split: str) -> dict[str, int]:
+    path = FileSystems.join(out_dir, ERRORS_DIR, f"{split}.jsonl")
+    with FileSystems.open(path) as handle:
+        reasons = [json.loads(line)["reason"] for line in handle.read().decode("utf-8").splitlines() if line]
+    return dict(sorted(collections.Counter(reasons).items()))
+
+
+def _quality_findings(out_dir: str, split: str) -> list[dict]:
+    path = FileSystems.join(out_dir, QUALITY_DIR, f"{split}.jsonl")
+    if not FileSystems.exists(path):
+        return []
+    with FileSystems.open(path) as handle:
+        return [json.loads(line) for line in handle.read().decode("utf-8").splitlines() if line]
+
+
+def _peak_rss_mb() -> dict[str, float]:
+    """Peak resident memory of this process and of its (finished) worker subprocesses, in MB."""
+    to_mb = 1 / 1024  # ru_maxrss is in KB on Linux
+    return {"driver": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * to_mb, 1),
+            "largest_child": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * to_mb, 1)}
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads), of its finished worker processes (multi_processing)
+    and of its live decoder children: with wall time, how many cores the job kept busy."""
+    own, finished = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + finished.ru_utime + finished.ru_stime + decoder_cpu_seconds()
+
+
+def summarize(splits, out_dir: str, written: dict[str, int], runner: str, started: float,
+              transform_dir: str | None = None, max_error_rate: float = DEFAULT_MAX_ERROR_RATE) -> dict:
+    """The run summary of the output in `out_dir`; `lead_statistics` are those of the transform applied,
+    read from `transform_dir` (default: `out_dir`, where the main command writes its transform).
+    `error_rate_exceeded` lists the splits above `max_error_rate` (see `outcome.py`)."""
+    means, stds = lead_statistics(transform_dir or out_dir)
+    rejected = {split: _rejection_counts(out_dir, split) for split in splits}
+    found = {split: len(sources) for split, sources in splits.items()}
+    rejected_total = {split: sum(counts.values()) for split, counts in rejected.items()}
+    rates = error_rates(found, rejected_total)
+    return {
+        "files_found": found,
+        "examples_written": written,
+        "rejected": rejected,
+        "rejected_total": rejected_total,
+        "reconciled": all(found[s] == written[s] + sum(rejected[s].values()) for s in splits),
+        "error_rate": rates,
+        "max_error_rate": max_error_rate,
+        "error_rate_exceeded": splits_over_budget(rates, max_error_rate),
+        "quality": {split: quality.summarize(_quality_findings(out_dir, split)) for split in splits},
+        "class_balance": {split: class_balance(written_sources(sources, out_dir, split))
+                          for split, sources in splits.items()},
+        "label_file_findings": _rejection_counts(out_dir, "labels"),
+        "lead_statistics": {"leads": list(LEAD_NAMES), "mean_mv": means.tolist(), "std_mv": stds.tolist()},
+        "signal": {"sampling_rate_hz": SAMPLING_RATE_HZ, "num_samples": NUM_SAMPLES, "crop": "first 10 s"},
+        "runner": runner,
+        "wall_time_s": round(time.time() - started, 2),
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def passes(wall_s: float, cpu_s: float) -> dict:
+    """What the Beam job itself cost (imports, discovery and the report excluded)."""
+    return {"wall_s": round(wall_s, 2), "cpu_s": round(cpu_s, 2), "cores_busy": round(cpu_s / max(wall_s, 1e-9), 2)}

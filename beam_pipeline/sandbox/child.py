@@ -1,0 +1,112 @@
+"""The decoder child: reads requests from stdin, decodes, answers on stdout, under a memory limit.
+
+Started by `parent.DecoderProcess`, never by hand:
+
+    python -m beam_pipeline.sandbox.child MEMORY_MB [SLOTS_FD]
+
+The child's real stdout carries only frames: anything a C library prints goes to stderr.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import resource
+import sys
+from typing import BinaryIO
+
+import numpy as np
+
+from beam_pipeline.decoding.decode import decode_record
+from beam_pipeline.inputs.file_limits import TooLarge, read_at_most
+from beam_pipeline.sandbox.protocol import FRAME, RESULT_BYTES, RESULT_DTYPE, ChildGone, pack, parse_metadata, slot_view
+from ecg_common.rejections import DecodeError, Reason
+
+
+def _read_exactly_blocking(stream: BinaryIO, size: int) -> bytes:
+    """A buffered read of `size` bytes; EOF (the parent went away) ends the child."""
+    data = stream.read(size)
+    if data is None or len(data) != size:
+        raise ChildGone("parent closed the pipe")
+    return data
+
+
+def _limit_address_space(memory_mb: int) -> None:
+    """RLIMIT_AS = what the child uses now (interpreter + libraries) + `memory_mb`, so an
+    allocation beyond it fails with MemoryError (-> `too_large`) instead of swapping the host."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            vm_kb = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
+    except (OSError, StopIteration, ValueError):
+        return  # not Linux: the wall-clock limit still applies
+    limit = (vm_kb << 10) + (memory_mb << 20)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _read_local(metadata: dict) -> tuple[bytes, str | None] | DecodeError:
+    """A `LocalFile` request: the file and its header, read here within the limits the parent sent."""
+    path, header_path = str(metadata["path"]), metadata.get("header_path")
+    try:
+        with open(path, "rb") as handle:
+            payload = read_at_most(handle, int(metadata["max_bytes"]), path)
+        if header_path is None:
+            return payload, None
+        with open(str(header_path), "rb") as handle:
+            return payload, read_at_most(handle, int(metadata["max_header_bytes"]), header_path).decode("utf-8", "replace")
+    except TooLarge as error:
+        return DecodeError(Reason.TOO_LARGE, str(error))
+    except OSError as error:  # permissions, vanished file
+        return DecodeError(Reason.UNREADABLE, f"{type(error).__name__}: {error}")
+
+
+def _decode_request(metadata: dict, payload: bytes, slots: mmap.mmap | None = None) -> tuple[dict, bytes]:
+    """The response to one request: an error, or the decoded record, in the slot the parent named
+    (when it shares them) or else as the response's payload."""
+    header = metadata.get("header")
+    if "path" in metadata:
+        read = _read_local(metadata)
+        if isinstance(read, DecodeError):
+            return {"reason": read.reason, "detail": read.detail}, b""
+        payload, header = read
+    try:
+        result = decode_record(payload, header,
+                               default_sampling_rate=float(metadata["default_sampling_rate"]),
+                               pad_short=bool(metadata["pad_short"]))
+    except MemoryError:  # decode_record catches its own; this is the last resort around it
+        result = DecodeError(Reason.TOO_LARGE, "ran out of memory while decoding the file")
+    if isinstance(result, DecodeError):
+        return {"reason": result.reason, "detail": result.detail}, b""
+    slot = metadata.get("slot")
+    if slots is not None and isinstance(slot, int) and 0 <= slot < len(slots) // RESULT_BYTES:
+        slot_view(slots, slot)[...] = result
+        return {"shape": list(result.shape), "slot": slot}, b""
+    return {"shape": list(result.shape)}, np.ascontiguousarray(result, dtype=RESULT_DTYPE).tobytes()
+
+
+def serve(memory_mb: int, slots_fd: int | None = None) -> None:
+    """The child's loop: one request frame in, one response frame out, until the parent goes away.
+    `slots_fd`: the parent's shared result slots (see `DecoderProcess`), mapped before the memory limit."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash must not drop a core file in the cwd
+    requests = os.fdopen(os.dup(0), "rb")
+    responses = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # stray prints from C libraries go to stderr, never into the protocol
+    slots = mmap.mmap(slots_fd, 0) if slots_fd is not None else None
+    _limit_address_space(memory_mb)
+    responses.writelines(pack({"ready": True}))
+    responses.flush()
+    while True:
+        try:
+            meta_size, payload_size = FRAME.unpack(_read_exactly_blocking(requests, FRAME.size))
+            metadata = parse_metadata(_read_exactly_blocking(requests, meta_size))
+            payload = _read_exactly_blocking(requests, payload_size)
+            response, data = _decode_request(metadata, payload, slots)
+            del payload
+        except ChildGone:
+            return
+        except MemoryError:
+            response, data = {"reason": Reason.TOO_LARGE, "detail": "ran out of memory reading the file"}, b""
+        responses.writelines(pack(response, data))
+        responses.flush()
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else None)

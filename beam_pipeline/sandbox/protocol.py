@@ -1,0 +1,80 @@
+"""The wire between the parent and the decoder child: frames, limits, request kinds, result slots.
+
+Length-prefixed frames of JSON metadata plus raw bytes, in both directions. Nothing is pickled, so
+neither side can make the other run code. Both sides import this module; nothing else.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import mmap
+import struct
+
+import numpy as np
+
+from ecg_common.schema import ECG_SHAPE
+
+DEFAULT_TIMEOUT_S = 60.0
+"""Per-file wall-clock limit. Decoding a real record takes milliseconds and the slowest legitimate
+case measured (a one-hour record, or a 31 kHz one resampled) well under a second."""
+
+DEFAULT_MEMORY_MB = 1024
+"""Address space one decode may add to the child's own. The largest accepted record (one hour,
+float64, `container.MAX_ELEMENTS`) is 173 MB; parsing it needs a few copies of that."""
+
+STARTUP_TIMEOUT_S = 120.0
+"""How long a new child may take to import numpy, scipy and h5py before the environment is deemed broken."""
+
+FRAME = struct.Struct("<IQ")  # metadata length, payload length
+MAX_METADATA_BYTES = 1 << 20
+RESULT_DTYPE = np.dtype("<f4")
+RESULT_BYTES = int(np.prod(ECG_SHAPE)) * RESULT_DTYPE.itemsize
+CHILD_ENV = {**{name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")},
+             "HDF5_PLUGIN_PRELOAD": "::"}
+"""The decoder needs no BLAS threads (each would also reserve address space under the limit), and
+`::` tells libhdf5 never to load a filter plugin, so a file naming one cannot load a shared library."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeLimits:
+    """What one file's decoding may cost before it is rejected (`timeout`, `too_large`)."""
+
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    memory_mb: int = DEFAULT_MEMORY_MB
+
+
+class ChildGone(Exception):
+    """The child closed its pipe or died."""
+
+
+class Timeout(Exception):
+    """The child did not answer within the limit."""
+
+
+def pack(metadata: dict, payload: bytes | memoryview = b"") -> list[bytes | memoryview]:
+    meta = json.dumps(metadata).encode("utf-8")
+    return [FRAME.pack(len(meta), len(payload)), meta, payload]
+
+
+def parse_metadata(raw: bytes) -> dict:
+    metadata = json.loads(raw.decode("utf-8"))
+    if not isinstance(metadata, dict):
+        raise ValueError("frame metadata is not a JSON object")
+    return metadata
+
+
+def slot_view(slots: mmap.mmap, slot: int) -> np.ndarray:
+    """Slot `slot` of the shared result memory, as the (samples, leads) float32 array it holds."""
+    return np.frombuffer(slots, dtype=RESULT_DTYPE, count=int(np.prod(ECG_SHAPE)),
+                         offset=slot * RESULT_BYTES).reshape(ECG_SHAPE)
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalFile:
+    """A file on this machine's file system, which the child reads itself (within the given limits)
+    instead of the parent reading it and copying its bytes through the pipe."""
+
+    path: str
+    header_path: str | None
+    max_bytes: int
+    max_header_bytes: int

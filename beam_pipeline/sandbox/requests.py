@@ -1,0 +1,59 @@
+"""From a `RecordSource` to what the decoder child is sent, and one record decoded through the sandbox.
+
+The job's DecodeRecordFn and the run report both decode through here, so a file is read within the
+same limits and parsed only inside the resource-limited child, wherever it is decoded.
+"""
+from __future__ import annotations
+
+import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from beam_pipeline.inputs.discovery import RecordSource
+from beam_pipeline.inputs.file_limits import MAX_FILE_BYTES, MAX_HEADER_BYTES, TooLarge, read_at_most
+from beam_pipeline.inputs.local_files import is_local
+from beam_pipeline.sandbox.pool import pool_for
+from beam_pipeline.sandbox.protocol import DecodeLimits, LocalFile
+from ecg_common.rejections import DecodeError, Reason, Rejection
+
+
+def _read_bytes(path: str, limit: int) -> bytes:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        return read_at_most(handle, limit, path)
+
+
+def decoder_request(source: RecordSource) -> tuple[bytes | LocalFile, str | None] | Rejection:
+    """What the decoder child needs: a local file's name (it reads the file itself, which saves
+    reading it here and copying it through the pipe), or else the file's bytes and its header's
+    text read here through Beam's FileSystems (`gs://` and the like); or why it cannot be read."""
+    if source.size_bytes > MAX_FILE_BYTES:
+        return Rejection(source.record_id, source.path, Reason.TOO_LARGE,
+                         f"{source.size_bytes} bytes; the limit is {MAX_FILE_BYTES}")
+    if is_local(source.path) and (source.header_path is None or is_local(source.header_path)):
+        return LocalFile(source.path, source.header_path, MAX_FILE_BYTES, MAX_HEADER_BYTES), None
+    try:
+        mat_bytes = _read_bytes(source.path, MAX_FILE_BYTES)
+        header = (_read_bytes(source.header_path, MAX_HEADER_BYTES).decode("utf-8", "replace")
+                  if source.header_path else None)
+    except TooLarge as error:
+        return Rejection(source.record_id, source.path, Reason.TOO_LARGE, str(error))
+    except (OSError, IOError) as error:  # permissions, vanished file, network storage hiccup
+        return Rejection(source.record_id, source.path, Reason.UNREADABLE, f"{type(error).__name__}: {error}")
+    return mat_bytes, header
+
+
+def decode_in_sandbox(source: RecordSource, *, default_sampling_rate: float, pad_short: bool,
+                      limits: DecodeLimits = DecodeLimits()) -> np.ndarray | Rejection:
+    """One record decoded by a child of this process's pool: the (samples, leads) mV array, or why not."""
+    request = decoder_request(source)
+    if isinstance(request, Rejection):
+        return request
+    pool = pool_for(limits)
+    decoder = pool.acquire()
+    try:
+        result = decoder.decode(*request, default_sampling_rate=default_sampling_rate, pad_short=pad_short)
+    finally:
+        pool.release(decoder)
+    if isinstance(result, DecodeError):
+        return Rejection(source.record_id, source.path, result.reason, result.detail)
+    return result

@@ -1,0 +1,1 @@
+"""The demo data generator (`python -m beam_pipeline.synthetic`); not shipped to Beam workers."""
