@@ -28,7 +28,7 @@ from beam_pipeline.graph.read import QUALITY_TAG, REJECTED_TAG, DecodeRecordFn
 from beam_pipeline.graph.tfrecord_sink import DEFAULT_GZIP_LEVEL, WriteGzipTFRecords
 from beam_pipeline.inputs.discovery import RecordSource
 from beam_pipeline.sandbox.protocol import DecodeLimits
-from ecg_common.layout import ERRORS_DIR, QUALITY_DIR, SHARD_PREFIX, TFRECORD_SUFFIX
+from ecg_common.layout import ERRORS_DIR, LABELS_FINDINGS, QUALITY_DIR, SHARD_PREFIX, TFRECORD_SUFFIX
 from ecg_common.rejections import Rejection
 from ecg_common.schema import SAMPLING_RATE_HZ, TRAIN_SPLIT
 
@@ -145,5 +145,5 @@ def _transform_splits(pipeline: beam.Pipeline, transform_fn, transformed_schema,
         _ = findings | f"Quality[{split}]" >> WriteJsonLines(os.path.join(out_dir, QUALITY_DIR, split))
         raw_batches[split] = batches
     _ = (pipeline | "CreateLabelFindings" >> beam.Create(extra_rejections)
-         | "Errors[labels]" >> WriteJsonLines(os.path.join(out_dir, ERRORS_DIR, "labels")))
+         | "Errors[labels]" >> WriteJsonLines(os.path.join(out_dir, ERRORS_DIR, LABELS_FINDINGS)))
     return raw_batches

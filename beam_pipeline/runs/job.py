@@ -26,7 +26,7 @@ from beam_pipeline.runs.beam_runner import (counter, describe_runner, dry_run_su
                                             tft_temp_dir)
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
 from beam_pipeline.runs.publish import discard, publish, staging_dir_for
-from beam_pipeline.runs.summary import cpu_seconds, passes, summarize
+from beam_pipeline.runs.summary import check_reconciled, cpu_seconds, passes, summarize
 from ecg_common.layout import RAW_METADATA_DIR, SUMMARY_FILE
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import TEST_SPLIT, TRAIN_SPLIT
@@ -88,7 +88,9 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
         if written[TRAIN_SPLIT] == 0:  # the statistics were learned from nothing: publish none of it
             kept = " and pass the quality flags (--reject_flagged)" if decode_options.reject_flagged else ""
             raise ConfigurationError(f"none of the training files in {config.train_dir} could be decoded{kept}")
-        summary = summarize(splits, staging, written, runner, started, max_error_rate=config.max_error_rate)
+        summary = summarize(splits, staging, written, runner, started, max_error_rate=config.max_error_rate,
+                            label_findings=len(findings))
+        check_reconciled(summary)
         summary["beam_passes"] = beam_cost
         # Drawn before publishing, so the report is part of the atomic output; a failure is recorded, not raised.
         summary["report"] = run_report.build_safely(staging, summary, splits[TRAIN_SPLIT],

@@ -53,7 +53,7 @@ from beam_pipeline.runs.ledger import (FileState, Ledger, read_ledger, reconcile
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
 from beam_pipeline.runs.publish import discard, leftover_staging_dirs, publish, staging_dir_for
 from beam_pipeline.runs.run_lock import try_lock
-from beam_pipeline.runs.summary import summarize
+from beam_pipeline.runs.summary import check_reconciled, summarize
 from ecg_common.layout import SUCCESS_MARKER, SUMMARY_FILE
 from ecg_common.rejections import ConfigurationError
 
@@ -185,7 +185,8 @@ def _run_batch(config: ReprocessConfig, selection: Selection, labels: Labels, ba
     try:
         with tft_beam.Context(temp_dir=tft_temp):
             pipeline = beam.Pipeline(options=options)
-            raw = graphs.build_transform(pipeline, splits, _batch_findings(labels, selection.sources, config.labels_path),
+            findings = _batch_findings(labels, selection.sources, config.labels_path)
+            raw = graphs.build_transform(pipeline, splits, findings,
                                          config.decode, config.transform_dir, staging, config.write)
             _ = raw[DATA_SPLIT] | "BatchStatistics" >> WriteLeadMoments(moments_path)
             result = pipeline.run()
@@ -194,7 +195,8 @@ def _run_batch(config: ReprocessConfig, selection: Selection, labels: Labels, ba
             return dry_run_summary(result, runner)
         written = {DATA_SPLIT: counter(result, f"{DATA_SPLIT}_examples_written")}
         summary = summarize(splits, staging, written, runner, started, transform_dir=config.transform_dir,
-                            max_error_rate=config.max_error_rate)
+                            max_error_rate=config.max_error_rate, label_findings=len(findings))
+        check_reconciled(summary)
         summary["drift"] = _drift(summary, moments_path, config.drift_limits)
     finally:
         if is_local(tft_temp):
