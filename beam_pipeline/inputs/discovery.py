@@ -115,16 +115,14 @@ def _refusal(directory: str, path: str, header_path: str | None) -> tuple[str, s
 
 
 def label_file_findings(labels: Labels, sources: list[RecordSource], labels_path: str) -> list[Rejection]:
-    """Labels-file findings not already reported as a rejected record: ids without a file, and
-    unusable lines (also those naming a test record, which is then kept without a label).
+    """Labels-file findings: ids without a `.mat` file, then every unusable line in file order (with its
+    line number in the detail), also one naming a record that is rejected for it as well.
 
     They go to `errors/labels.jsonl`; they are not input files, so they are not part of the
     found = written + rejected reconciliation.
     """
     with_file = {s.record_id for s in sources}
-    reported = {s.record_id for s in sources if s.rejection is not None}
     findings = [Rejection(record_id, labels_path, Reason.LABEL_WITHOUT_FILE, "labelled record has no .mat file")
                 for record_id in sorted(set(labels.by_id) - with_file)]
-    findings += [Rejection(p.record_id, labels_path, p.reason, p.detail)
-                 for p in labels.problems if p.record_id not in reported]
+    findings += [Rejection(p.record_id, labels_path, p.reason, p.detail) for p in labels.problems]
     return findings
