@@ -59,8 +59,8 @@ def test_class_names_are_counted_by_what_is_wrong_with_them():
     assert [(p.record_id, p.line) for p in labels.problems] == [
         ("A0001", 1), ("A0002", 2), ("A0003", 3), ("A0004", 4), ("A0005", 5), ("A0006", 6)]
     summary = labels.problem_summary()
-    assert summary.startswith("6 unusable lines: 5 with a label that is not 0 or 1 ('AF', 'Normal', 'I-AVB', ...), "
-                              "1 without a label ('A0004')")
+    assert summary.startswith("6 unusable lines: 5 with a label that is not 0 or 1 ('AF', 'Normal', 'I-AVB', "
+                              "...), 1 without a label ('A0004')")
     assert "--normal_labels" in summary
     assert labels.problem_note() == f"; {summary}"
     assert parse_labels("A1\t1\n").problem_note() == ""

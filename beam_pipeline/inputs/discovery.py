@@ -41,9 +41,22 @@ class RecordSource:
 
 def _stem(path: str) -> str:
     """The record id: the file name without `.mat`. Bytes that are not UTF-8 (possible in local file
-    names) are spelled `\\xNN`, so the id can be written to JSON and to a TFRecord as it is."""
+    names) are spelled `\\xNN`, so the id can be written to JSON and to a TFRecord as it is. Every other
+    name, backslashes included, is its own id, so a labels file names it as it is written; the price is
+    that a name holding a literal `\\xNN` gives the same id as the byte, which `find_records` rejects
+    (in one split, like any second file with an id) as a `duplicate_id` naming both files."""
     stem = posixpath.splitext(posixpath.basename(path))[0]
     return os.fsencode(stem).decode("utf-8", "backslashreplace") if is_local(path) else stem
+
+
+def _duplicate_detail(record_id: str, path: str, first_path: str) -> str:
+    """Why `path` is rejected as a second file with the id of `first_path`. The id spelling is not
+    injective (a name with byte 0xE9 and one with the four characters `\\xe9` give one id; so do `.mat`
+    and `.MAT`), so when the names differ both paths are given as bytes, where they can be told apart."""
+    if posixpath.basename(path) == posixpath.basename(first_path):
+        return f"record id {record_id!r} also at {first_path}"
+    return (f"record id {record_id!r} also at {os.fsencode(first_path)!r} (kept, first by path); this file is "
+            f"{os.fsencode(path)!r}: different names, one id (ids spell bytes that are not UTF-8 as \\xNN)")
 
 
 def list_file_metadata(directory: str) -> list[FileMetadata]:
@@ -89,7 +102,7 @@ def find_records(directory: str, split: str, labels: Labels,
             sources.append(RecordSource(**base, rejection=Rejection(record_id, path, *refusal)))
             continue  # not registered as this id's file: a good file with the same id is still read
         if record_id in first_path_of:
-            detail = f"record id {record_id!r} also at {first_path_of[record_id]}"
+            detail = _duplicate_detail(record_id, path, first_path_of[record_id])
             sources.append(RecordSource(**base, rejection=Rejection(record_id, path, Reason.DUPLICATE_ID, detail)))
             continue
         first_path_of[record_id] = path

@@ -28,7 +28,7 @@ from collections.abc import Callable, Collection, Iterable
 from apache_beam.io.filesystems import FileSystems
 
 from ecg_common.rejections import ConfigurationError, Reason
-from ecg_common.schema import ABNORMAL, NORMAL, VALID_LABELS
+from ecg_common.schema import ABNORMAL, CLASS_NAMES, NORMAL, VALID_LABELS
 
 _SEPARATOR = re.compile(r"\s*[,;]\s*|\s+")
 """A comma or semicolon separates one field from the next (`A1,,x` has an empty second field); a run of
@@ -75,8 +75,8 @@ class LabelProblem:
 class Labels:
     """The usable labels plus what was wrong with the rest of the file.
 
-    `read_as` is filled when class values were mapped to 0/1 (`normal_labels`): each value seen on a
-    usable line -> (the label it was read as, how many lines).
+    `mapped` says class values were mapped to 0/1 (`normal_labels`); then `read_as` holds each value
+    seen on a usable line -> (the label it was read as, how many lines).
     """
 
     by_id: dict[str, int]
@@ -114,7 +114,7 @@ class Labels:
         for label in VALID_LABELS:
             values = [f"{value!r} ({_count(lines, 'line')})" for value, (read, lines) in self.read_as.items()
                       if read == label]
-            groups.append(f"{'normal' if label == NORMAL else 'abnormal'}: {', '.join(values) or 'none'}")
+            groups.append(f"{CLASS_NAMES[label]}: {', '.join(values) or 'none'}")
         return "; ".join(groups)
 
 
@@ -143,7 +143,7 @@ def _header_word(field: str) -> str:
     return re.sub(r"[\s-]+", "_", field.casefold())
 
 
-def is_header(fields: list[str]) -> bool:
+def _is_header(fields: list[str]) -> bool:
     """Whether the fields of the first non-blank line are header words (see the module docstring)."""
     return (len(fields) >= 2 and _header_word(fields[0]) in ID_HEADER_WORDS
             and _header_word(fields[1]) in LABEL_HEADER_WORDS)
@@ -158,7 +158,7 @@ def _binary_label(text: str) -> int | None:
     return int(value) if value in VALID_LABELS else None
 
 
-def class_key(text: str) -> str:
+def _class_key(text: str) -> str:
     """How a class value is compared with `normal_labels`: numbers by value (`1` = `1.0`), names
     case-insensitively (`Normal` = `normal`)."""
     try:
@@ -169,18 +169,17 @@ def class_key(text: str) -> str:
 
 
 def _mapped_label(normal_keys: frozenset[str]) -> Callable[[str], int]:
-    return lambda text: NORMAL if class_key(text) in normal_keys else ABNORMAL
+    return lambda text: NORMAL if _class_key(text) in normal_keys else ABNORMAL
 
 
-def _line_problem(fields: list[str], where: str) -> LabelProblem | None:
+def _line_problem(fields: list[str], line: str, where: str, number: int) -> LabelProblem | None:
     """The problem of a line that has no id or no label, if it has one."""
     if len(fields) < 2 or not fields[1]:
-        got = " ".join(fields)
-        return LabelProblem(fields[0], Reason.INVALID_LABEL, f"{where}: expected 'id<TAB>label', got {got!r}",
-                            kind=Unusable.NO_LABEL, value=fields[0])
+        return LabelProblem(fields[0], Reason.INVALID_LABEL, f"{where}: expected 'id<TAB>label', got {line.strip()!r}",
+                            number, Unusable.NO_LABEL, fields[0])
     if not fields[0]:
         return LabelProblem("", Reason.INVALID_LABEL, f"{where}: no record id before the label {fields[1]!r}",
-                            kind=Unusable.NO_ID)
+                            number, Unusable.NO_ID)
     return None
 
 
@@ -192,21 +191,21 @@ def parse_labels(text: str, source: str = "labels", normal_labels: Collection[st
     different labels each of its lines becomes an `invalid_label` problem, as does a line without an id
     or a label, or (binary) with a value other than 0/1. Extra columns after the label are ignored.
     """
-    to_label = _mapped_label(frozenset(class_key(v) for v in normal_labels)) if normal_labels else _binary_label
+    to_label = _mapped_label(frozenset(_class_key(v) for v in normal_labels)) if normal_labels else _binary_label
     usable: dict[str, list[tuple[int, int, str]]] = collections.defaultdict(list)  # id -> (line, label, value)
     problems: list[LabelProblem] = []
-    first = True
+    header_possible = True
     for number, line in enumerate(_physical_lines(text.lstrip("\ufeff")), start=1):
         if not line.strip():
             continue
         fields = _split_line(line)
-        if first and is_header(fields):
-            first = False
-            continue
-        first = False
+        if header_possible:
+            header_possible = False
+            if _is_header(fields):
+                continue
         where = f"{source} line {number}"
-        if (problem := _line_problem(fields, where)) is not None:
-            problems.append(dataclasses.replace(problem, line=number))
+        if (problem := _line_problem(fields, line, where, number)) is not None:
+            problems.append(problem)
             continue
         record_id, value = fields[0], fields[1]
         label = to_label(value)
@@ -236,9 +235,11 @@ def _conflicts(usable: dict[str, list[tuple[int, int, str]]], source: str) -> li
 
 
 def _read_as(usable: dict[str, list[tuple[int, int, str]]]) -> dict[str, tuple[int, int]]:
+    """Each class value of a usable line -> (the label it was read as, its lines), in value order."""
     lines: collections.Counter[tuple[str, int]] = collections.Counter(
         (value, label) for entries in usable.values() for _, label, value in entries)
-    return {value: (label, count) for (value, label), count in sorted(lines.items(), key=lambda item: class_key(item[0][0]))}
+    ordered = sorted(lines.items(), key=lambda item: _class_key(item[0][0]))
+    return {value: (label, count) for (value, label), count in ordered}
 
 
 def read_labels(path: str, normal_labels: Collection[str] = ()) -> Labels:
