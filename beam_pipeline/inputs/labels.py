@@ -37,7 +37,8 @@ tabs or spaces is one separator, so columns aligned by hand still parse."""
 ID_HEADER_WORDS = frozenset({"recording", "record", "record_id", "id", "filename", "file_name", "file", "name",
                              "patient", "patient_id"})
 LABEL_HEADER_WORDS = frozenset({"label", "labels", "class", "first_label", "target", "diagnosis", "dx", "y"})
-"""The words that make the first non-blank line a header (first field, second field); documented in the README."""
+"""The words that make the first non-blank line a header (first field, second field); listed in
+docs/labels-file.md."""
 
 NORMAL_LABELS_OPTION = "--normal_labels"
 """The command-line option that sets `normal_labels`, named in the hint of a summary."""
@@ -76,7 +77,7 @@ class Labels:
     """The usable labels plus what was wrong with the rest of the file.
 
     `mapped` says class values were mapped to 0/1 (`normal_labels`); then `read_as` holds each value
-    seen on a usable line -> (the label it was read as, how many lines).
+    seen in the label column -> (the label it was read as, how many lines).
     """
 
     by_id: dict[str, int]
