@@ -187,7 +187,8 @@ def test_good_records_are_written_and_nothing_outside_is_read(hostile_run):
 
 def test_labels_file_findings(hostile_run):
     _, out, _, _, _ = hostile_run
-    assert read_errors(out, "labels") == {"GHOST": Reason.LABEL_WITHOUT_FILE}
+    assert read_errors(out, "labels") == {"GHOST": Reason.LABEL_WITHOUT_FILE, "LABEL_2": Reason.INVALID_LABEL,
+                                          "CONFLICT": Reason.INVALID_LABEL}  # every unusable line
     assert read_examples(out, "train")["G00"]["label"] == 0  # a duplicated line with the same label is kept
 
 

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("beam_pipeline", args.verbose)
     config = JobConfig(train_dir=args.train_dir, labels_path=args.labels, output_dir=args.output_dir,
                        test_dir=args.test_dir, decode=decode_options(args), write=write_options(args),
-                       max_error_rate=args.max_error_rate)
+                       max_error_rate=args.max_error_rate, normal_labels=args.normal_labels)
     code, summary = run_reporting_errors(lambda: run_job(config, beam_args), "beam_pipeline")
     if code != EXIT_OK:
         return code

@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace) -> ReprocessConfig:
     return ReprocessConfig(
         incoming=args.incoming, transform_dir=args.transform_dir, output_root=args.output_root,
-        labels_path=args.labels,
+        labels_path=args.labels, normal_labels=args.normal_labels,
         decode=decode_options(args),
         write=write_options(args), max_error_rate=args.max_error_rate,
         min_file_age_s=args.min_file_age, drift_limits=DriftLimits(args.drift_mean_shift, args.drift_std_ratio))

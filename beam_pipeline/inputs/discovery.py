@@ -41,9 +41,22 @@ class RecordSource:
 
 def _stem(path: str) -> str:
     """The record id: the file name without `.mat`. Bytes that are not UTF-8 (possible in local file
-    names) are spelled `\\xNN`, so the id can be written to JSON and to a TFRecord as it is."""
+    names) are spelled `\\xNN`, so the id can be written to JSON and to a TFRecord as it is. Every other
+    name, backslashes included, is its own id, so a labels file names it as it is written; the price is
+    that a name holding a literal `\\xNN` gives the same id as the byte, which `find_records` rejects
+    (in one split, like any second file with an id) as a `duplicate_id` naming both files."""
     stem = posixpath.splitext(posixpath.basename(path))[0]
     return os.fsencode(stem).decode("utf-8", "backslashreplace") if is_local(path) else stem
+
+
+def _duplicate_detail(record_id: str, path: str, first_path: str) -> str:
+    """Why `path` is rejected as a second file with the id of `first_path`. The id spelling is not
+    injective (a name with byte 0xE9 and one with the four characters `\\xe9` give one id; so do `.mat`
+    and `.MAT`), so when the names differ both paths are given as bytes, where they can be told apart."""
+    if posixpath.basename(path) == posixpath.basename(first_path):
+        return f"record id {record_id!r} also at {first_path}"
+    return (f"record id {record_id!r} also at {os.fsencode(first_path)!r} (kept, first by path); this file is "
+            f"{os.fsencode(path)!r}: different names, one id (ids spell bytes that are not UTF-8 as \\xNN)")
 
 
 def list_file_metadata(directory: str) -> list[FileMetadata]:
@@ -89,7 +102,7 @@ def find_records(directory: str, split: str, labels: Labels,
             sources.append(RecordSource(**base, rejection=Rejection(record_id, path, *refusal)))
             continue  # not registered as this id's file: a good file with the same id is still read
         if record_id in first_path_of:
-            detail = f"record id {record_id!r} also at {first_path_of[record_id]}"
+            detail = _duplicate_detail(record_id, path, first_path_of[record_id])
             sources.append(RecordSource(**base, rejection=Rejection(record_id, path, Reason.DUPLICATE_ID, detail)))
             continue
         first_path_of[record_id] = path
@@ -115,16 +128,14 @@ def _refusal(directory: str, path: str, header_path: str | None) -> tuple[str, s
 
 
 def label_file_findings(labels: Labels, sources: list[RecordSource], labels_path: str) -> list[Rejection]:
-    """Labels-file findings not already reported as a rejected record: ids without a file, and
-    unusable lines (also those naming a test record, which is then kept without a label).
+    """Labels-file findings: ids without a `.mat` file, then every unusable line in file order (with its
+    line number in the detail), also one naming a record that is rejected for it as well.
 
     They go to `errors/labels.jsonl`; they are not input files, so they are not part of the
     found = written + rejected reconciliation.
     """
     with_file = {s.record_id for s in sources}
-    reported = {s.record_id for s in sources if s.rejection is not None}
     findings = [Rejection(record_id, labels_path, Reason.LABEL_WITHOUT_FILE, "labelled record has no .mat file")
                 for record_id in sorted(set(labels.by_id) - with_file)]
-    findings += [Rejection(p.record_id, labels_path, p.reason, p.detail)
-                 for p in labels.problems if p.record_id not in reported]
+    findings += [Rejection(p.record_id, labels_path, p.reason, p.detail) for p in labels.problems]
     return findings

@@ -45,6 +45,8 @@ class JobConfig:
     decode: graphs.DecodeOptions = graphs.DecodeOptions()
     write: graphs.WriteOptions = graphs.WriteOptions()
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE
+    normal_labels: tuple[str, ...] = ()
+    """Class values of the labels file that mean normal (every other value abnormal); empty: labels are 0/1."""
 
 
 def discover(config: JobConfig, labels: Labels) -> dict[str, list[RecordSource]]:
@@ -54,14 +56,14 @@ def discover(config: JobConfig, labels: Labels) -> dict[str, list[RecordSource]]
     if not any(source.rejection is None for source in splits[TRAIN_SPLIT]):
         found = len(splits[TRAIN_SPLIT])
         raise ConfigurationError(f"no training record with a valid label: {found} .mat files in {config.train_dir}, "
-                                 f"{len(labels.by_id)} usable labels in {config.labels_path}")
+                                 f"{len(labels.by_id)} usable labels in {config.labels_path}{labels.problem_note()}")
     return splits
 
 
 def run_job(config: JobConfig, beam_args: list[str]) -> dict:
     """Runs both passes and publishes `config.output_dir`; returns the run summary."""
     started = time.time()
-    labels = read_labels(config.labels_path)
+    labels = read_labels(config.labels_path, config.normal_labels)
     splits = discover(config, labels)
     findings = label_file_findings(labels, [s for sources in splits.values() for s in sources], config.labels_path)
     options = pipeline_options(beam_args)

@@ -73,6 +73,8 @@ class ReprocessConfig:
     transform_dir: str
     output_root: str
     labels_path: str | None = None
+    normal_labels: tuple[str, ...] = ()
+    """Class values of the labels file that mean normal (every other value abnormal); empty: labels are 0/1."""
     decode: graphs.DecodeOptions = graphs.DecodeOptions()
     """Give the base run's decoding options, so a batch is decoded as the training records were."""
     write: graphs.WriteOptions = graphs.WriteOptions()
@@ -134,7 +136,7 @@ def _remove_leftovers(root: str) -> None:
 
 
 def _labels(config: ReprocessConfig) -> Labels:
-    return read_labels(config.labels_path) if config.labels_path else Labels({}, ())
+    return read_labels(config.labels_path, config.normal_labels) if config.labels_path else Labels({}, ())
 
 
 def select(config: ReprocessConfig, ledger: Ledger, labels: Labels) -> Selection:
