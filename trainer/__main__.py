@@ -9,7 +9,7 @@ import argparse
 
 from ecg_common.cli import EXIT_OK, add_verbose_flag, exit_now, run_command
 from trainer.evaluation import THRESHOLD_CRITERIA
-from trainer.train import TrainConfig, run
+from trainer.train import TrainConfig, run, summary_line
 
 _DEFAULTS = TrainConfig()
 
@@ -63,10 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                              filters=args.filters, kernel_size=args.kernel_size, dropout=args.dropout,
                              threshold_criterion=args.threshold_criterion, deterministic=args.deterministic)
         metrics = run(args.data_dir, args.model_dir, config)
-        val = metrics["validation"]
-        print(f"wrote {args.model_dir}: validation AUC {val['auc']:.4f}, F1 {val['f1']:.4f}, accuracy "
-              f"{val['accuracy']:.4f} at threshold {metrics['threshold']:.4f}; {metrics['epochs_run']} epochs, "
-              f"{metrics['training_seconds']} s")
+        print(f"wrote {args.model_dir}: {summary_line(metrics)}")
         return EXIT_OK
 
     return run_command(work, "trainer", args.verbose)
