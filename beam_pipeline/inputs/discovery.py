@@ -4,8 +4,10 @@ Listing goes through Beam's `FileSystems`, so the same code lists a local folder
 bucket. Every `.mat` file found becomes exactly one `RecordSource`; problems that are known before
 decoding (a duplicate record id, a training record with no usable label) ride along on the source
 as a `Rejection`, so the pipeline reports them through the same `errors/` output as decoding failures.
-A local directory is listed by `local_inputs.py`, which also says which entries must not be opened
-(symbolic links leaving the directory, FIFOs, broken links).
+A local directory is listed by `local_files.py`, which also says which entries must not be opened
+(symbolic links leaving the directory, FIFOs, broken links); a subdirectory it could not list
+becomes one rejected source (`unlistable`), counted among the files found, so nothing it holds
+vanishes without a word.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.inputs import local_files as local_inputs
 from beam_pipeline.inputs.labels import LabelProblem, Labels
-from beam_pipeline.inputs.local_files import is_local
+from beam_pipeline.inputs.local_files import UnlistableDirectory, is_local
 from ecg_common.rejections import ConfigurationError, Reason, Rejection
 from ecg_common.schema import TRAIN_SPLIT, UNKNOWN_LABEL
 
@@ -37,6 +39,8 @@ class RecordSource:
     size_bytes: int = 0
     header_path: str | None = None
     rejection: Rejection | None = None
+    input_root: str | None = None
+    """The input directory it was found under: whoever opens the file checks it is still inside."""
 
 
 def _stem(path: str) -> str:
@@ -60,16 +64,21 @@ def _duplicate_detail(record_id: str, path: str, first_path: str) -> str:
 
 
 def list_file_metadata(directory: str) -> list[FileMetadata]:
-    """All files under `directory`, recursively, with size and modification time, sorted by path.
+    """All files under `directory`, recursively, with size and modification time, sorted by path; a
+    local subdirectory that could not be listed is an `UnlistableDirectory` entry among them.
 
-    Raises ConfigurationError when a local directory does not exist: that is broken configuration, not
-    a bad record. An object store (gs://) has no directories, only objects under a prefix, so there a
-    missing prefix simply lists nothing.
+    Raises ConfigurationError when a local directory does not exist or cannot be listed itself: that
+    is broken configuration, not a bad record. An object store (gs://) has no directories, only
+    objects under a prefix, so there a missing prefix simply lists nothing.
     """
     if is_local(directory) and not FileSystems.exists(directory):
         raise ConfigurationError(f"input directory not found: {directory}")
     if is_local(directory):
-        return local_inputs.walk(directory)
+        listing = local_inputs.walk(directory)
+        top = next((m for m in listing if isinstance(m, UnlistableDirectory) and m.path == directory), None)
+        if top is not None:
+            raise ConfigurationError(f"input directory {directory}: {top.detail}")
+        return listing
     pattern = FileSystems.join(directory.rstrip("/"), "**")
     return sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path)
 
@@ -79,25 +88,35 @@ def list_files(directory: str) -> list[tuple[str, int]]:
     return [(m.path, m.size_in_bytes) for m in list_file_metadata(directory)]
 
 
+def _unlistable_source(directory: str, split: str, entry: UnlistableDirectory) -> RecordSource:
+    """A directory that could not be listed, as one rejected source. Its id is its path under the
+    input directory with a final `/`, which no record id (a file stem) can equal."""
+    record_id = os.fsencode(os.path.relpath(entry.path, directory)).decode("utf-8", "backslashreplace") + "/"
+    return RecordSource(entry.path, record_id, split, input_root=directory,
+                        rejection=Rejection(record_id, entry.path, Reason.UNLISTABLE, entry.detail))
+
+
 def find_records(directory: str, split: str, labels: Labels,
-                 files: list[tuple[str, int]] | None = None) -> list[RecordSource]:
-    """The `.mat` files under `directory` as RecordSources of `split`, with labels and headers attached.
+                 listing: list[FileMetadata] | None = None) -> list[RecordSource]:
+    """The `.mat` files under `directory` as RecordSources of `split`, with labels and headers attached,
+    and one rejected source per subdirectory that could not be listed.
 
     The record id is the file stem. When two files share an id, the first by path is processed and the
     others are rejected as duplicates. A training record needs a valid label; a test record keeps its
-    label when the labels file has one. `files` is a listing of `directory` already taken (so a caller
+    label when the labels file has one. `listing` is a listing of `directory` already taken (so a caller
     comparing it with a ledger decides on the same files); by default the directory is listed here.
     """
-    files = list_files(directory) if files is None else files
+    listing = list_file_metadata(directory) if listing is None else listing
+    sources = [_unlistable_source(directory, split, m) for m in listing if isinstance(m, UnlistableDirectory)]
+    files = [(m.path, m.size_in_bytes) for m in listing if not isinstance(m, UnlistableDirectory)]
     headers = {p[: -len(HEADER_SUFFIX)]: p for p, _ in files if p.lower().endswith(HEADER_SUFFIX)}
-    sources: list[RecordSource] = []
     first_path_of: dict[str, str] = {}
     for path, size in files:
         if not path.lower().endswith(MAT_SUFFIX):
             continue
         record_id = _stem(path)
         base = dict(path=path, record_id=record_id, split=split, size_bytes=size,
-                    header_path=headers.get(path[: -len(MAT_SUFFIX)]))
+                    header_path=headers.get(path[: -len(MAT_SUFFIX)]), input_root=directory)
         if (refusal := _refusal(directory, path, base["header_path"])) is not None:
             sources.append(RecordSource(**base, rejection=Rejection(record_id, path, *refusal)))
             continue  # not registered as this id's file: a good file with the same id is still read

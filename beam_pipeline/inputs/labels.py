@@ -24,9 +24,14 @@ import logging
 import math
 import re
 from collections.abc import Callable, Collection, Iterable
+from typing import BinaryIO
 
+from apache_beam.io.filesystem import CompressedFile, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from beam_pipeline.inputs.file_limits import TooLarge, read_at_most
+from beam_pipeline.inputs.local_files import is_local
+from beam_pipeline.inputs.opening import Refused, open_local
 from ecg_common.rejections import ConfigurationError, Reason
 from ecg_common.schema import ABNORMAL, CLASS_NAMES, NORMAL, VALID_LABELS
 
@@ -54,6 +59,10 @@ class Unusable:
     NO_ID = "without a record id"
     NOT_BINARY = "with a label that is not 0 or 1"
     CONFLICT = "giving an id conflicting labels"
+
+MAX_LABELS_BYTES = 64 * 2**20
+"""A labels line is some 20 bytes, so 64 MB holds about three million records; a larger labels file
+is refused unread rather than read into memory."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,15 +257,36 @@ def read_labels(path: str, normal_labels: Collection[str] = ()) -> Labels:
 
     Unusable lines are summarized in one warning (each is also a finding in `errors/labels.jsonl`), and
     how class values were read with `normal_labels` in one info line, so an inverted mapping shows.
+    A local path must resolve to a regular file (a FIFO would block the run, `/dev/zero` would never
+    end) and no file may hold more than MAX_LABELS_BYTES; nothing else is read.
     """
     try:
-        with FileSystems.open(path) as handle:
-            text = handle.read().decode("utf-8-sig", errors="replace")
+        data = _read_bounded(path)
+    except Refused as refused:
+        raise ConfigurationError(f"cannot read labels file {path}: {refused.detail}") from None
     except Exception as error:  # noqa: BLE001 - any failure to read it is a configuration problem
         raise ConfigurationError(f"cannot read labels file {path}: {error}") from None
-    labels = parse_labels(text, source=path, normal_labels=normal_labels)
+    labels = parse_labels(data.decode("utf-8-sig", errors="replace"), source=path, normal_labels=normal_labels)
     if labels.problems:
         _log.warning("labels file %s: %s", path, labels.problem_summary())
     if labels.mapped:
         _log.info("labels file %s, class values read as %s", path, labels.describe_mapping())
     return labels
+
+
+def _read_bounded(path: str) -> bytes:
+    """The file's bytes (decompressed when its name says `.gz` and the like, as Beam does), at most
+    MAX_LABELS_BYTES; a local file is opened only if it resolves to a regular file."""
+    if not is_local(path):
+        with FileSystems.open(path) as handle:
+            return _at_most(handle, path)
+    compression = CompressionTypes.detect_compression_type(path)
+    with open_local(path, MAX_LABELS_BYTES) as raw:
+        return _at_most(raw if compression == CompressionTypes.UNCOMPRESSED else CompressedFile(raw, compression), path)
+
+
+def _at_most(handle: BinaryIO, path: str) -> bytes:
+    try:
+        return read_at_most(handle, MAX_LABELS_BYTES, path)
+    except TooLarge as error:
+        raise Refused(Reason.TOO_LARGE, str(error)) from None

@@ -18,6 +18,7 @@ from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
 from beam_pipeline.graph import pipeline as graphs
 from beam_pipeline.graph.arrow_batches import raw_schema
+from beam_pipeline.graph.statistics import require_finite_statistics
 from beam_pipeline.inputs.discovery import RecordSource, find_records, label_file_findings
 from beam_pipeline.inputs.labels import Labels, read_labels
 from beam_pipeline.inputs.local_files import is_local
@@ -93,6 +94,8 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
         summary = summarize(splits, staging, written, runner, started, max_error_rate=config.max_error_rate,
                             label_findings=len(findings))
         check_reconciled(summary)
+        # Non-finite statistics would make every example constant: publish none of it.
+        require_finite_statistics(summary["lead_statistics"]["mean_mv"], summary["lead_statistics"]["std_mv"])
         summary["beam_passes"] = beam_cost
         # Drawn before publishing, so the report is part of the atomic output; a failure is recorded, not raised.
         summary["report"] = run_report.build_safely(staging, summary, splits[TRAIN_SPLIT],

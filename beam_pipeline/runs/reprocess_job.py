@@ -44,7 +44,7 @@ from beam_pipeline.graph.drift import DriftLimits, WriteLeadMoments, drift_repor
 from beam_pipeline.inputs.discovery import (HEADER_SUFFIX, MAT_SUFFIX, RecordSource, find_records, label_file_findings,
                                             list_file_metadata)
 from beam_pipeline.inputs.labels import Labels, read_labels
-from beam_pipeline.inputs.local_files import is_local
+from beam_pipeline.inputs.local_files import UnlistableDirectory, is_local
 from beam_pipeline.report import build as run_report
 from beam_pipeline.runs.beam_runner import (counter, describe_runner, dry_run_summary, is_dry_run, pipeline_options,
                                             tft_temp_dir)
@@ -144,10 +144,12 @@ def select(config: ReprocessConfig, ledger: Ledger, labels: Labels) -> Selection
     listing = list_file_metadata(config.incoming)
     if not listing:
         _log.warning("no file at all under %s (on an object store a mistyped prefix looks the same)", config.incoming)
-    relevant = [m for m in listing if m.path.lower().endswith((MAT_SUFFIX, HEADER_SUFFIX))]
+    # An unlistable directory is recorded like a file (never read), so it is reported in one batch.
+    relevant = [m for m in listing
+                if m.path.lower().endswith((MAT_SUFFIX, HEADER_SUFFIX)) or isinstance(m, UnlistableDirectory)]
     settled_before = time.time() - config.min_file_age_s if config.min_file_age_s > 0 else math.inf
-    scanned = scan(relevant, ledger, settled_before)
-    sources = find_records(config.incoming, DATA_SPLIT, labels, [(m.path, m.size_in_bytes) for m in listing])
+    scanned = scan(relevant, ledger, settled_before, config.incoming)
+    sources = find_records(config.incoming, DATA_SPLIT, labels, listing)
 
     def files_of(source: RecordSource) -> list[str]:
         return [p for p in (source.path, source.header_path) if p]
