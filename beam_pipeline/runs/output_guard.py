@@ -95,7 +95,7 @@ def _read_small(path: str, limit: int) -> bytes | None:
     try:
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
             data = handle.read(limit + 1)
-    except (OSError, IOError):
+    except OSError:  # Beam's BeamIOError included
         return None
     return data if len(data) <= limit else None
 
