@@ -18,7 +18,7 @@ import scipy.io
 from test_pipeline import read_errors, read_examples
 
 from beam_pipeline.cli.main_command import main
-from ecg_common.cli import EXIT_FAILED, EXIT_OK
+from ecg_common.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from ecg_common.rejections import Reason
 from ecg_common.schema import ECG_SHAPE, NUM_LEADS, NUM_SAMPLES
 
@@ -271,6 +271,17 @@ def test_reject_flagged_rejects_quality_findings(hostile_set, tmp_path):
     assert "FLAT" not in read_examples(out, "train")
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["reconciled"] and summary["quality"]["train"]["records_flagged"] == 2
+
+
+def test_an_output_dir_holding_the_inputs_is_refused_before_anything_is_touched(hostile_set, capsys):
+    """The folder of the hostile set (FIFOs, links out, hostile names) holds TRAIN, TEST and the labels:
+    publishing there would have deleted them. Refused before anything is opened, created or moved."""
+    root, _ = hostile_set
+    before = _tree(root, root / "out")
+    assert _run(root, root) == EXIT_CONFIG
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"error: --output_dir {root} contains --train_dir"), last
+    assert _tree(root, root / "out") == before
 
 
 def test_readme_documents_every_reason_code():

@@ -3,18 +3,21 @@
 The project's own options are parsed here; everything else is handed to Beam untouched, so every
 standard pipeline option (--runner, --direct_num_workers, --temp_location, ...) works.
 Exit codes: 0 success, 1 the run failed (nothing published) or it rejected more than
---max_error_rate of a split's files (output and report published), 2 usage or configuration error.
+--max_error_rate of a split's files (output and report published), 2 usage or configuration error
+(an --output_dir that is not new or an earlier output included), 75 another run holds the output's
+lock, 143/130 stopped by SIGTERM/SIGINT (see `exits.py`).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
+from beam_pipeline.cli.exits import run_stoppable
 from beam_pipeline.cli.options import add_record_options, add_robustness_options, decode_options, write_options
 from beam_pipeline.runs.beam_runner import DEFAULT_RUNNER
 from beam_pipeline.runs.job import JobConfig, run_job
 from beam_pipeline.runs.outcome import describe_excess
-from ecg_common.cli import EXIT_FAILED, EXIT_OK, configure_logging, run_reporting_errors
+from ecg_common.cli import EXIT_FAILED, EXIT_OK, configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,14 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Decode 12-lead ECG .mat files, normalize every lead with tf.Transform statistics of the "
                     "training set, and write sharded GZIP TFRecords plus the transform graph.",
         epilog=f"Any other option is passed to Apache Beam (default --runner={DEFAULT_RUNNER}). "
-               "Exit codes: 0 success, 1 run failed, 2 usage or configuration error.")
+               "Exit codes: 0 success, 1 run failed, 2 usage or configuration error, 75 another run holds the "
+               "output's lock, 143/130 stopped by SIGTERM/SIGINT.")
     parser.add_argument("--train_dir", required=True,
                         help="labelled records: *.mat found recursively; the record id is the file stem")
     parser.add_argument("--labels", required=True,
                         help="labels file: 'id<sep>label' per line (tab, comma or spaces; 0 normal, 1 abnormal); "
                              "header line, BOM, CRLF and blank lines are tolerated")
     parser.add_argument("--test_dir", help="records transformed with the training statistics; labels optional")
-    parser.add_argument("--output_dir", required=True, help="where the output contract is written (replaced atomically)")
+    parser.add_argument("--output_dir", required=True,
+                        help="where the output contract is written: a new path, or an earlier output of this "
+                             "pipeline (replaced atomically); anything else is refused")
     add_record_options(parser)
     add_robustness_options(parser)
     return parser
@@ -42,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     config = JobConfig(train_dir=args.train_dir, labels_path=args.labels, output_dir=args.output_dir,
                        test_dir=args.test_dir, decode=decode_options(args), write=write_options(args),
                        max_error_rate=args.max_error_rate, normal_labels=args.normal_labels)
-    code, summary = run_reporting_errors(lambda: run_job(config, beam_args), "beam_pipeline")
+    code, summary = run_stoppable(lambda: run_job(config, beam_args), "beam_pipeline", args.output_dir)
     if code != EXIT_OK:
         return code
     if summary.get("dry_run"):

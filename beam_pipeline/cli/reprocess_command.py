@@ -8,22 +8,24 @@ Exit codes, chosen so a scheduler can act on them:
   2   usage or configuration error (missing directory, no transform_fn in --transform_dir)
   3   a batch was published, but some leads drifted beyond the limits: look before using it
   75  another run holds the lock on ROOT (EX_TEMPFAIL: nothing done, try again later)
+  143/130  stopped by SIGTERM/SIGINT: nothing published, staging and temporary folders removed
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from beam_pipeline.cli.exits import EXIT_LOCKED, run_stoppable
 from beam_pipeline.cli.options import add_record_options, add_robustness_options, decode_options, write_options
 from beam_pipeline.graph.drift import MEAN_SHIFT_LIMIT_STD, STD_RATIO_LIMIT, DriftLimits
 from beam_pipeline.runs.beam_runner import DEFAULT_RUNNER
 from beam_pipeline.runs.outcome import describe_excess
 from beam_pipeline.runs.reprocess_job import DATA_SPLIT, Outcome, ReprocessConfig, ReprocessResult, run_reprocess
-from beam_pipeline.runs.run_lock import LOCK_FILE, holder_hint
-from ecg_common.cli import EXIT_FAILED, EXIT_OK, configure_logging, run_reporting_errors
+from beam_pipeline.runs.run_lock import LOCK_FILE, held_message
+from ecg_common.cli import EXIT_FAILED, EXIT_OK, configure_logging
 
 EXIT_DRIFT = 3
-EXIT_LOCKED = 75
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,8 +71,7 @@ def _config(args: argparse.Namespace) -> ReprocessConfig:
 def _report(result: ReprocessResult, config: ReprocessConfig) -> int:
     """One line about what happened, and the exit code that says it to a scheduler."""
     if result.outcome is Outcome.LOCKED:
-        print(f"error: another run holds the lock on {config.output_root}/{LOCK_FILE}"
-              f"{holder_hint(config.output_root)}; nothing done", file=sys.stderr)
+        print(f"error: {held_message(os.path.join(config.output_root, LOCK_FILE))}", file=sys.stderr)
         return EXIT_LOCKED
     if result.outcome is Outcome.NOTHING_NEW:
         print(f"nothing new in {config.incoming}; no batch written")
@@ -97,5 +98,5 @@ def main(argv: list[str] | None = None) -> int:
     args, beam_args = build_parser().parse_known_args(argv)
     configure_logging("beam_pipeline", args.verbose)
     config = _config(args)
-    code, result = run_reporting_errors(lambda: run_reprocess(config, beam_args), "beam_pipeline")
+    code, result = run_stoppable(lambda: run_reprocess(config, beam_args), "beam_pipeline", config.output_root)
     return code if result is None else _report(result, config)
