@@ -28,6 +28,7 @@ setuptools.setup(
     install_requires=REQUIRED_PACKAGES,
     extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17"]},
     # The demo generator (`beam_pipeline.synthetic`) stays out of the package Beam installs on workers.
-    packages=setuptools.find_packages(include=["ecg_common", "beam_pipeline", "beam_pipeline.*", "trainer", "trainer.*"],
-                                      exclude=["beam_pipeline.synthetic"]),
+    packages=setuptools.find_packages(
+        include=["ecg_common", "ecg_decode", "ecg_decode.*", "beam_pipeline", "beam_pipeline.*", "trainer", "trainer.*"],
+        exclude=["beam_pipeline.synthetic"]),
 )

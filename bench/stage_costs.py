@@ -19,14 +19,14 @@ import tensorflow_transform as tft
 from isal import isal_zlib
 from tfx_bsl.public import tfxio
 
-from beam_pipeline.decoding.decode import decode_record
-from beam_pipeline.decoding.quality import assess
 from beam_pipeline.graph.arrow_batches import DecodedRecord, to_record_batch
 from beam_pipeline.graph.tfrecord_sink import DEFAULT_GZIP_LEVEL
-from beam_pipeline.inputs.file_limits import MAX_FILE_BYTES, MAX_HEADER_BYTES
-from beam_pipeline.sandbox.parent import DecoderProcess
-from beam_pipeline.sandbox.protocol import DecodeLimits, LocalFile
 from ecg_common.schema import ECG_KEY, LABEL_KEY, RECORD_ID_KEY, SAMPLING_RATE_HZ
+from ecg_decode.decoding.decode import decode_record
+from ecg_decode.decoding.quality import assess
+from ecg_decode.file_limits import MAX_FILE_BYTES, MAX_HEADER_BYTES
+from ecg_decode.sandbox.parent import DecoderProcess
+from ecg_decode.sandbox.protocol import DecodeLimits, LocalFile
 
 BATCH = 32
 

@@ -5,7 +5,7 @@ import signal
 import sys
 import time
 
-from beam_pipeline.sandbox import child as isolation
+from ecg_decode.sandbox import child as isolation
 
 _real = isolation._decode_request
 

@@ -19,12 +19,12 @@ import scipy.signal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from beam_pipeline.decoding import container, decode
-from beam_pipeline.decoding.container import MAX_SAMPLES_PER_LEAD
-from beam_pipeline.decoding.decode import decode_record
-from beam_pipeline.decoding.wfdb_header import WfdbHeader, parse_header
 from ecg_common.rejections import DecodeError, Reason
 from ecg_common.schema import ECG_SHAPE, LEAD_NAMES, NUM_LEADS, NUM_SAMPLES, SAMPLING_RATE_HZ
+from ecg_decode.decoding import container, decode
+from ecg_decode.decoding.container import MAX_SAMPLES_PER_LEAD
+from ecg_decode.decoding.decode import decode_record
+from ecg_decode.decoding.wfdb_header import WfdbHeader, parse_header
 
 RNG_SEED = 20240611
 
@@ -551,7 +551,7 @@ def test_parse_header_defaults_and_units() -> None:
 
 
 def test_decode_imports_neither_tensorflow_nor_beam() -> None:
-    code = "import sys, beam_pipeline.decoding.decode, beam_pipeline.decoding.quality; print(sorted({'tensorflow', 'apache_beam'} & set(sys.modules)))"
+    code = "import sys, ecg_decode.decoding.decode, ecg_decode.decoding.quality; print(sorted({'tensorflow', 'apache_beam'} & set(sys.modules)))"
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"
 

@@ -14,13 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from beam_pipeline.decoding.decode import decode_record
-from beam_pipeline.decoding.standardize import (MAX_SAMPLING_RATE_HZ, MIN_SAMPLING_RATE_HZ, RESAMPLE_MAX_DENOMINATOR,
-                                                _resample_factors)
-from beam_pipeline.sandbox.parent import DecoderProcess
-from beam_pipeline.sandbox.protocol import DecodeLimits
 from ecg_common.rejections import DecodeError, Reason
 from ecg_common.schema import ECG_SHAPE, SAMPLING_RATE_HZ
+from ecg_decode.decoding.decode import decode_record
+from ecg_decode.decoding.standardize import (MAX_SAMPLING_RATE_HZ, MIN_SAMPLING_RATE_HZ, RESAMPLE_MAX_DENOMINATOR,
+                                             _resample_factors)
+from ecg_decode.sandbox.parent import DecoderProcess
+from ecg_decode.sandbox.protocol import DecodeLimits
 
 FUZZ_TIMEOUT_S = 30.0
 LAYOUTS = {

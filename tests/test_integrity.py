@@ -34,19 +34,19 @@ from test_pipeline import read_errors, read_examples
 from test_preprocessing import _analyze_and_transform
 
 from beam_pipeline.cli.main_command import main
-from beam_pipeline.decoding.decode import decode_record
-from beam_pipeline.decoding.standardize import MAX_ABS_MV
 from beam_pipeline.graph import pipeline as graphs
 from beam_pipeline.graph.arrow_batches import DecodedRecord
 from beam_pipeline.graph.preprocessing import preprocessing_fn
 from beam_pipeline.inputs.discovery import find_records
 from beam_pipeline.inputs.labels import MAX_LABELS_BYTES, parse_labels, read_labels
-from beam_pipeline.inputs.opening import Refused, read_local
 from beam_pipeline.runs import job
 from beam_pipeline.runs.ledger import LEDGER_FILE, MANIFEST_FILE, NOT_HASHED
 from ecg_common.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from ecg_common.rejections import ConfigurationError, Reason
 from ecg_common.schema import ECG_KEY, ECG_SHAPE, NUM_LEADS, RECORD_ID_KEY, TEST_SPLIT
+from ecg_decode.decoding.decode import decode_record
+from ecg_decode.decoding.standardize import MAX_ABS_MV
+from ecg_decode.opening import Refused, read_local
 
 REPO = Path(__file__).resolve().parents[1]
 GIVE_UP_S = 300

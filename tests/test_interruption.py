@@ -64,7 +64,7 @@ def _decoder_children(pid: int) -> list[int]:
             pids += [int(p) for p in children.read_text().split()]
         except OSError:
             continue  # the thread ended meanwhile
-    return [p for p in pids if _cmdline(p).find(b"beam_pipeline.sandbox.child") >= 0]
+    return [p for p in pids if _cmdline(p).find(b"ecg_decode.sandbox.child") >= 0]
 
 
 def _cmdline(pid: int) -> bytes:

@@ -14,13 +14,13 @@ import hostile_files as hf
 import numpy as np
 import pytest
 
-from beam_pipeline.decoding.decode import decode_record
-from beam_pipeline.sandbox import parent as isolation
-from beam_pipeline.sandbox import protocol
-from beam_pipeline.sandbox.parent import RESULT_SLOTS, DecoderProcess
-from beam_pipeline.sandbox.pool import DecoderPool
-from beam_pipeline.sandbox.protocol import DecodeLimits, LocalFile
 from ecg_common.rejections import DecodeError, Reason
+from ecg_decode.decoding.decode import decode_record
+from ecg_decode.sandbox import parent as isolation
+from ecg_decode.sandbox import protocol
+from ecg_decode.sandbox.parent import RESULT_SLOTS, DecoderProcess
+from ecg_decode.sandbox.pool import DecoderPool
+from ecg_decode.sandbox.protocol import DecodeLimits, LocalFile
 
 TESTS = Path(__file__).resolve().parent
 MISBEHAVING = [sys.executable, str(TESTS / "misbehaving_decoder.py")]
@@ -215,9 +215,9 @@ _RSS_PROBE = r"""
 import json, resource, sys
 sys.path.insert(0, sys.argv[1])
 import hostile_files as hf
-from beam_pipeline.decoding.decode import decode_record
-from beam_pipeline.sandbox.parent import DecoderProcess
-from beam_pipeline.sandbox.protocol import DecodeLimits
+from ecg_decode.decoding.decode import decode_record
+from ecg_decode.sandbox.parent import DecoderProcess
+from ecg_decode.sandbox.protocol import DecodeLimits
 
 def peak_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

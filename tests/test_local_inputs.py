@@ -92,7 +92,7 @@ def test_a_file_gone_before_reading_is_unreadable(tmp_path):
 
 
 def test_a_file_that_grew_past_the_limit_after_listing_is_refused_unread(tmp_path, monkeypatch):
-    from beam_pipeline.sandbox import requests
+    from beam_pipeline.inputs import decoder_requests as requests
 
     monkeypatch.setattr(requests, "MAX_FILE_BYTES", 1000)
     path = tmp_path / "BIG.mat"

@@ -6,10 +6,10 @@ import io
 import numpy as np
 import scipy.io
 
-from beam_pipeline.decoding import quality
-from beam_pipeline.decoding.decode import decode_record
 from beam_pipeline.synthetic.generator import synthesize_record
 from ecg_common.schema import LEAD_NAMES, NUM_SAMPLES
+from ecg_decode.decoding import quality
+from ecg_decode.decoding.decode import decode_record
 
 
 def _decode(path):

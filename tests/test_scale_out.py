@@ -219,7 +219,7 @@ def test_the_sdist_workers_install_carries_every_module_but_the_demo_generator(t
     (tarball,) = tmp_path.glob("*.tar.gz")
     with tarfile.open(tarball) as archive:
         packaged = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-    modules = {os.path.relpath(path, REPO) for package in ("ecg_common", "beam_pipeline", "trainer")
+    modules = {os.path.relpath(path, REPO) for package in ("ecg_common", "ecg_decode", "beam_pipeline", "trainer")
                for path in glob.glob(os.path.join(REPO, package, "**", "*.py"), recursive=True)}
     demo = {m for m in modules if m.startswith("beam_pipeline/synthetic/")}
     assert "beam_pipeline/runs/reprocess_job.py" in modules and "trainer/__init__.py" in modules

@@ -17,9 +17,9 @@ import tensorflow as tf
 
 import trainer  # noqa: F401 - sets TF_USE_LEGACY_KERAS / KERAS_BACKEND before TensorFlow is imported
 from beam_pipeline.cli import main_command as pipeline_cli
-from beam_pipeline.decoding.decode import decode_record
 from beam_pipeline.synthetic.generator import generate_dataset
 from ecg_common.schema import ECG_KEY, TEST_SPLIT, TRAIN_SPLIT
+from ecg_decode.decoding.decode import decode_record
 from trainer import export, layout, predict
 from trainer.__main__ import main as train_main
 

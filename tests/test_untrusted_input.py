@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = sorted([*(REPO / "beam_pipeline").rglob("*.py"), *(REPO / "ecg_common").rglob("*.py"),
+SOURCES = sorted([*(REPO / "beam_pipeline").rglob("*.py"), *(REPO / "ecg_common").rglob("*.py"), *(REPO / "ecg_decode").rglob("*.py"),
                   *(REPO / "trainer").rglob("*.py")])
 FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__", "os.system", "os.popen", "pickle.load", "pickle.loads",
                    "dill.load", "dill.loads", "marshal.loads", "shelve.open", "yaml.load", "cloudpickle.loads",
@@ -62,8 +62,8 @@ def test_matlab_cells_and_objects_stay_inert_data():
     import hostile_files as hf
     import numpy as np
 
-    from beam_pipeline.decoding.decode import decode_record
     from ecg_common.rejections import Reason
+    from ecg_decode.decoding.decode import decode_record
 
     result = decode_record(hf.savemat_bytes({"data": np.array([{"a": 1}], dtype=object)}))
     assert result.reason == Reason.BAD_DTYPE

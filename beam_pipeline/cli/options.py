@@ -9,9 +9,9 @@ from beam_pipeline.graph.pipeline import DEFAULT_BATCH_SIZE, DecodeOptions, Writ
 from beam_pipeline.graph.tfrecord_sink import DEFAULT_GZIP_LEVEL
 from beam_pipeline.inputs.labels import NORMAL_LABELS_OPTION
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
-from beam_pipeline.sandbox.protocol import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, DecodeLimits
 from ecg_common.cli import add_verbose_flag
 from ecg_common.schema import DURATION_S, SAMPLING_RATE_HZ
+from ecg_decode.sandbox.protocol import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, DecodeLimits
 
 
 def _fraction(text: str) -> float:

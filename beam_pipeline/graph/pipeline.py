@@ -27,10 +27,10 @@ from beam_pipeline.graph.preprocessing import preprocessing_fn
 from beam_pipeline.graph.read import QUALITY_TAG, REJECTED_TAG, DecodeRecordFn
 from beam_pipeline.graph.tfrecord_sink import DEFAULT_GZIP_LEVEL, WriteGzipTFRecords
 from beam_pipeline.inputs.discovery import RecordSource
-from beam_pipeline.sandbox.protocol import DecodeLimits
 from ecg_common.layout import ERRORS_DIR, LABELS_FINDINGS, QUALITY_DIR, SHARD_PREFIX, TFRECORD_SUFFIX
 from ecg_common.rejections import Rejection
 from ecg_common.schema import SAMPLING_RATE_HZ, TRAIN_SPLIT
+from ecg_decode.sandbox.protocol import DecodeLimits
 
 DECODED_TAG = "decoded"
 

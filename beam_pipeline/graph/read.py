@@ -1,9 +1,9 @@
 """The Beam step that turns a `RecordSource` into a `DecodedRecord` or a `Rejection`.
 
-It only moves file names, bytes and outcomes around: the signal logic lives in `decoding/` and runs
-in a time- and memory-limited child process (`sandbox/`), which reads local files itself; files on
+It only moves file names, bytes and outcomes around: the signal logic lives in `ecg_decode/decoding/` and runs
+in a time- and memory-limited child process (`ecg_decode/sandbox/`), which reads local files itself; files on
 remote storage (`gs://` and the like) are read here through Beam's `FileSystems` and their bytes
-handed to the child (`sandbox/requests.py`). The quality flags come from `decoding/quality.py`. Rejections and quality findings
+handed to the child (`inputs/decoder_requests.py`). The quality flags come from `ecg_decode/decoding/quality.py`. Rejections and quality findings
 leave on tagged outputs, so nothing a bad file does can stop the run or vanish silently.
 """
 from __future__ import annotations
@@ -18,14 +18,14 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.transforms.window import GlobalWindows
 
-from beam_pipeline.decoding.quality import QualityFinding, assess
 from beam_pipeline.graph.arrow_batches import DecodedRecord
+from beam_pipeline.inputs.decoder_requests import decoder_request
 from beam_pipeline.inputs.discovery import RecordSource
-from beam_pipeline.sandbox.parent import DecoderProcess
-from beam_pipeline.sandbox.pool import pool_for
-from beam_pipeline.sandbox.protocol import DecodeLimits
-from beam_pipeline.sandbox.requests import decoder_request
 from ecg_common.rejections import DecodeError, Reason, Rejection
+from ecg_decode.decoding.quality import QualityFinding, assess
+from ecg_decode.sandbox.parent import DecoderProcess
+from ecg_decode.sandbox.pool import pool_for
+from ecg_decode.sandbox.protocol import DecodeLimits
 
 REJECTED_TAG = "rejected"
 QUALITY_TAG = "quality"

@@ -29,11 +29,11 @@ from typing import BinaryIO
 from apache_beam.io.filesystem import CompressedFile, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipeline.inputs.file_limits import TooLarge, read_at_most
 from beam_pipeline.inputs.local_files import is_local
-from beam_pipeline.inputs.opening import Refused, open_local
 from ecg_common.rejections import ConfigurationError, Reason
 from ecg_common.schema import ABNORMAL, CLASS_NAMES, NORMAL, VALID_LABELS
+from ecg_decode.file_limits import TooLarge, read_at_most
+from ecg_decode.opening import Refused, open_local
 
 _SEPARATOR = re.compile(r"\s*[,;]\s*|\s+")
 """A comma or semicolon separates one field from the next (`A1,,x` has an empty second field); a run of

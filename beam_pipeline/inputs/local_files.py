@@ -27,8 +27,8 @@ import stat
 
 from apache_beam.io.filesystem import FileMetadata
 
-from beam_pipeline.inputs.opening import is_inside, kind_of
 from ecg_common.rejections import Reason
+from ecg_decode.opening import is_inside, kind_of
 
 _log = logging.getLogger(__name__)
 

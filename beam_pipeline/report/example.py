@@ -6,9 +6,9 @@ import dataclasses
 
 import numpy as np
 
+from beam_pipeline.inputs.decoder_requests import decode_in_sandbox
 from beam_pipeline.inputs.discovery import RecordSource
 from beam_pipeline.report.figures import NORMALIZED_UNIT
-from beam_pipeline.sandbox.requests import decode_in_sandbox
 from ecg_common.schema import SAMPLING_RATE_HZ
 
 

@@ -38,10 +38,10 @@ from typing import BinaryIO
 from apache_beam.io.filesystem import CompressionTypes, FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipeline.inputs.file_limits import MAX_FILE_BYTES
 from beam_pipeline.inputs.local_files import is_local
-from beam_pipeline.inputs.opening import Refused, open_local
 from ecg_common.rejections import ConfigurationError, Reason
+from ecg_decode.file_limits import MAX_FILE_BYTES
+from ecg_decode.opening import Refused, open_local
 
 LEDGER_FILE = "ledger.jsonl"
 MANIFEST_FILE = "inputs.jsonl"

@@ -9,13 +9,13 @@ import time
 
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipeline.decoding import quality
 from beam_pipeline.graph.statistics import lead_statistics
 from beam_pipeline.report.written import class_balance, written_sources
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE, error_rates, splits_over_budget
-from beam_pipeline.sandbox.pool import decoder_cpu_seconds
 from ecg_common.layout import ERRORS_DIR, LABELS_FINDINGS, QUALITY_DIR
 from ecg_common.schema import LEAD_NAMES, NUM_SAMPLES, SAMPLING_RATE_HZ
+from ecg_decode.decoding import quality
+from ecg_decode.sandbox.pool import decoder_cpu_seconds
 
 
 def _rejection_counts(out_dir: str, split: str) -> dict[str, int]:

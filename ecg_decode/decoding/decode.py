@@ -41,11 +41,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from beam_pipeline.decoding.container import load_signal
-from beam_pipeline.decoding.standardize import standardize
-from beam_pipeline.decoding.wfdb_header import parse_header
 from ecg_common.rejections import DecodeError, Reason
 from ecg_common.schema import SAMPLING_RATE_HZ
+from ecg_decode.decoding.container import load_signal
+from ecg_decode.decoding.standardize import standardize
+from ecg_decode.decoding.wfdb_header import parse_header
 
 
 def decode_record(

@@ -8,10 +8,10 @@ from fractions import Fraction
 import numpy as np
 import scipy.signal
 
-from beam_pipeline.decoding.container import Signal, too_large
-from beam_pipeline.decoding.wfdb_header import WfdbHeader
 from ecg_common.rejections import DecodeError, Reason
 from ecg_common.schema import DURATION_S, LEAD_NAMES, NUM_LEADS, NUM_SAMPLES, SAMPLING_RATE_HZ
+from ecg_decode.decoding.container import Signal, too_large
+from ecg_decode.decoding.wfdb_header import WfdbHeader
 
 CINC_GAIN_PER_MV = 1000.0
 """ADC units per mV documented by every PhysioNet/CinC 2020-2021 header; used for a headerless `val`."""

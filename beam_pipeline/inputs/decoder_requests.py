@@ -10,11 +10,11 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.inputs.discovery import RecordSource
-from beam_pipeline.inputs.file_limits import MAX_FILE_BYTES, MAX_HEADER_BYTES, TooLarge, read_at_most
 from beam_pipeline.inputs.local_files import is_local
-from beam_pipeline.sandbox.pool import pool_for
-from beam_pipeline.sandbox.protocol import DecodeLimits, LocalFile
 from ecg_common.rejections import DecodeError, Reason, Rejection
+from ecg_decode.file_limits import MAX_FILE_BYTES, MAX_HEADER_BYTES, TooLarge, read_at_most
+from ecg_decode.sandbox.pool import pool_for
+from ecg_decode.sandbox.protocol import DecodeLimits, LocalFile
 
 
 def _read_bytes(path: str, limit: int) -> bytes:

@@ -27,8 +27,8 @@ import stat
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from beam_pipeline.inputs.file_limits import TooLarge, read_at_most
 from ecg_common.rejections import Reason
+from ecg_decode.file_limits import TooLarge, read_at_most
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"))

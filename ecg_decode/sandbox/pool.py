@@ -5,8 +5,8 @@ from __future__ import annotations
 import atexit
 import threading
 
-from beam_pipeline.sandbox.parent import DecoderProcess
-from beam_pipeline.sandbox.protocol import DecodeLimits
+from ecg_decode.sandbox.parent import DecoderProcess
+from ecg_decode.sandbox.protocol import DecodeLimits
 
 
 class DecoderPool:

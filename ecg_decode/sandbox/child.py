@@ -2,7 +2,7 @@
 
 Started by `parent.DecoderProcess`, never by hand:
 
-    python -m beam_pipeline.sandbox.child MEMORY_MB [SLOTS_FD]
+    python -m ecg_decode.sandbox.child MEMORY_MB [SLOTS_FD]
 
 The child's real stdout carries only frames: anything a C library prints goes to stderr.
 """
@@ -16,10 +16,10 @@ from typing import BinaryIO
 
 import numpy as np
 
-from beam_pipeline.decoding.decode import decode_record
-from beam_pipeline.inputs.opening import Refused, read_local
-from beam_pipeline.sandbox.protocol import FRAME, RESULT_BYTES, RESULT_DTYPE, ChildGone, pack, parse_metadata, slot_view
 from ecg_common.rejections import DecodeError, Reason
+from ecg_decode.decoding.decode import decode_record
+from ecg_decode.opening import Refused, read_local
+from ecg_decode.sandbox.protocol import FRAME, RESULT_BYTES, RESULT_DTYPE, ChildGone, pack, parse_metadata, slot_view
 
 
 def _read_exactly_blocking(stream: BinaryIO, size: int) -> bytes:

@@ -32,12 +32,12 @@ import weakref
 
 import numpy as np
 
-from beam_pipeline.sandbox.protocol import (CHILD_ENV, FRAME, MAX_METADATA_BYTES, RESULT_BYTES, RESULT_DTYPE,
-                                            STARTUP_TIMEOUT_S, ChildGone, DecodeLimits, LocalFile, Timeout, pack,
-                                            parse_metadata, slot_view)
 from ecg_common.cpu_time import process_cpu_seconds
 from ecg_common.rejections import DecodeError, Reason
 from ecg_common.schema import ECG_SHAPE
+from ecg_decode.sandbox.protocol import (CHILD_ENV, FRAME, MAX_METADATA_BYTES, RESULT_BYTES, RESULT_DTYPE,
+                                         STARTUP_TIMEOUT_S, ChildGone, DecodeLimits, LocalFile, Timeout, pack,
+                                         parse_metadata, slot_view)
 
 
 def _signal_name(returncode: int | None) -> str:
@@ -128,7 +128,7 @@ class DecoderProcess:
 
     def __init__(self, limits: DecodeLimits, command: list[str] | None = None):
         self._limits = limits
-        self._command = command or [sys.executable, "-m", "beam_pipeline.sandbox.child", str(limits.memory_mb)]
+        self._command = command or [sys.executable, "-m", "ecg_decode.sandbox.child", str(limits.memory_mb)]
         self._process: subprocess.Popen | None = None
         self._can_queue = False
         self._pending: collections.deque[_Request] = collections.deque()
