@@ -22,6 +22,13 @@ ERRORS_DIR = "errors"
 QUALITY_DIR = "quality"
 REPORT_DIR = "report"
 SUMMARY_FILE = "run_summary.json"
+SUMMARY_DECODING_KEY = "decoding"
+"""`run_summary.json`'s `decoding`: the options every record was decoded with, so whoever decodes a raw
+recording later (the trainer's `predict --records`) decodes it the same way."""
+DEFAULT_SAMPLING_RATE_KEY = "default_sampling_rate_hz"
+"""The rate (Hz) assumed for a record without a WFDB `.hea` header (`--sampling_rate`)."""
+PAD_SHORT_KEY = "pad_short"
+"""Whether records shorter than 10 s were zero-padded (`--pad_short`) rather than rejected."""
 SUCCESS_MARKER = "_SUCCESS"
 OUTPUT_MARKER = "_ECG_PIPELINE_OUTPUT"
 """A small JSON file naming the project and what the folder is; only a folder holding it (or the layout

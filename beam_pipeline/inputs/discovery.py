@@ -23,9 +23,7 @@ from beam_pipeline.inputs.labels import LabelProblem, Labels
 from beam_pipeline.inputs.local_files import UnlistableDirectory, is_local
 from ecg_common.rejections import ConfigurationError, Reason, Rejection
 from ecg_common.schema import TRAIN_SPLIT, UNKNOWN_LABEL
-
-MAT_SUFFIX = ".mat"
-HEADER_SUFFIX = ".hea"
+from ecg_decode.pairing import header_for, headers_by_base, is_record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,14 +107,14 @@ def find_records(directory: str, split: str, labels: Labels,
     listing = list_file_metadata(directory) if listing is None else listing
     sources = [_unlistable_source(directory, split, m) for m in listing if isinstance(m, UnlistableDirectory)]
     files = [(m.path, m.size_in_bytes) for m in listing if not isinstance(m, UnlistableDirectory)]
-    headers = {p[: -len(HEADER_SUFFIX)]: p for p, _ in files if p.lower().endswith(HEADER_SUFFIX)}
+    headers = headers_by_base(p for p, _ in files)
     first_path_of: dict[str, str] = {}
     for path, size in files:
-        if not path.lower().endswith(MAT_SUFFIX):
+        if not is_record(path):
             continue
         record_id = _stem(path)
         base = dict(path=path, record_id=record_id, split=split, size_bytes=size,
-                    header_path=headers.get(path[: -len(MAT_SUFFIX)]), input_root=directory)
+                    header_path=header_for(path, headers), input_root=directory)
         if (refusal := _refusal(directory, path, base["header_path"])) is not None:
             sources.append(RecordSource(**base, rejection=Rejection(record_id, path, *refusal)))
             continue  # not registered as this id's file: a good file with the same id is still read

@@ -30,7 +30,8 @@ from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
 from beam_pipeline.runs.output_guard import check_output_dir
 from beam_pipeline.runs.publish import OutputClaim
 from beam_pipeline.runs.summary import check_reconciled, cpu_seconds, passes, summarize
-from ecg_common.layout import RAW_METADATA_DIR, SUMMARY_FILE
+from ecg_common.layout import (DEFAULT_SAMPLING_RATE_KEY, PAD_SHORT_KEY, RAW_METADATA_DIR, SUMMARY_DECODING_KEY,
+                               SUMMARY_FILE)
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import TEST_SPLIT, TRAIN_SPLIT
 
@@ -109,6 +110,8 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
         # Non-finite statistics would make every example constant: publish none of it.
         require_finite_statistics(summary["lead_statistics"]["mean_mv"], summary["lead_statistics"]["std_mv"])
         summary["beam_passes"] = beam_cost
+        summary[SUMMARY_DECODING_KEY] = {DEFAULT_SAMPLING_RATE_KEY: decode_options.default_sampling_rate,
+                                         PAD_SHORT_KEY: decode_options.pad_short}
         # Drawn before publishing, so the report is part of the atomic output; a failure is recorded, not raised.
         summary["report"] = run_report.build_safely(staging, summary, splits[TRAIN_SPLIT],
                                                     decode_options.default_sampling_rate, decode_options.pad_short)

@@ -44,8 +44,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.graph import pipeline as graphs
 from beam_pipeline.graph.drift import DriftLimits, WriteLeadMoments, drift_report, read_lead_moments
-from beam_pipeline.inputs.discovery import (HEADER_SUFFIX, MAT_SUFFIX, RecordSource, find_records, label_file_findings,
-                                            list_file_metadata)
+from beam_pipeline.inputs.discovery import RecordSource, find_records, label_file_findings, list_file_metadata
 from beam_pipeline.inputs.labels import Labels, read_labels
 from beam_pipeline.inputs.local_files import UnlistableDirectory, is_local
 from beam_pipeline.report import build as run_report
@@ -61,6 +60,7 @@ from beam_pipeline.runs.run_lock import try_lock
 from beam_pipeline.runs.summary import check_reconciled, summarize
 from ecg_common.layout import SUCCESS_MARKER, SUMMARY_FILE
 from ecg_common.rejections import ConfigurationError
+from ecg_decode.pairing import is_header, is_record
 
 DATA_SPLIT = "data"
 BATCH_PREFIX = "batch-"
@@ -156,7 +156,7 @@ def select(config: ReprocessConfig, ledger: Ledger, labels: Labels) -> Selection
         _log.warning("no file at all under %s (on an object store a mistyped prefix looks the same)", config.incoming)
     # An unlistable directory is recorded like a file (never read), so it is reported in one batch.
     relevant = [m for m in listing
-                if m.path.lower().endswith((MAT_SUFFIX, HEADER_SUFFIX)) or isinstance(m, UnlistableDirectory)]
+                if is_record(m.path) or is_header(m.path) or isinstance(m, UnlistableDirectory)]
     settled_before = time.time() - config.min_file_age_s if config.min_file_age_s > 0 else math.inf
     scanned = scan(relevant, ledger, settled_before, config.incoming)
     sources = find_records(config.incoming, DATA_SPLIT, labels, listing)

@@ -1,0 +1,32 @@
+"""Which files are records and which `.hea` header goes with a record: the one rule the pipeline's
+discovery and the trainer's raw-file scoring share, so a file pairs with the same header either way.
+
+A record is a file whose name ends in `.mat` (any case); its header is the file at the same path with
+`.hea` (any case) in place of `.mat`. Paths are compared as given, so it works on local paths and on
+`gs://` names alike.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+MAT_SUFFIX = ".mat"
+HEADER_SUFFIX = ".hea"
+
+
+def is_record(path: str) -> bool:
+    return path.lower().endswith(MAT_SUFFIX)
+
+
+def is_header(path: str) -> bool:
+    return path.lower().endswith(HEADER_SUFFIX)
+
+
+def headers_by_base(paths: Iterable[str]) -> dict[str, str]:
+    """The `.hea` files among `paths`, keyed by their path without the suffix (the later of two
+    spellings, e.g. `X.hea` and `X.HEA`, wins, as it always has in discovery)."""
+    return {path[: -len(HEADER_SUFFIX)]: path for path in paths if is_header(path)}
+
+
+def header_for(mat_path: str, headers: dict[str, str]) -> str | None:
+    """The header of the record at `mat_path` among `headers_by_base(...)`, or None."""
+    return headers.get(mat_path[: -len(MAT_SUFFIX)])
