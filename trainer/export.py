@@ -8,12 +8,16 @@ tracks the variables and the transform's assets of both. The result loads with
 `tf.saved_model.load` alone, without Keras or TFT.
 
 Signatures (both output `{"probability": float32 [batch]}`):
-- `serving_default`: `ecg` float32 [batch, 5000, 12] in physical units, before normalization;
+- `serving_default`: `ecg` float32 [batch, 5000, 12] in physical units, before normalization. It
+  refuses (InvalidArgumentError naming `MAX_LEAD_STD_MV`) a batch in which any record has a lead whose
+  standard deviation is above 50 or not finite: not millivolts (ADC counts without their gain, microvolts),
+  which would otherwise score as confidently abnormal;
 - `transformed`: `ecg` already normalized by the pipeline, as in the TFRecords (used by predict).
 """
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
@@ -24,6 +28,23 @@ TRANSFORMED_SIGNATURE = "transformed"
 PROBABILITY_KEY = "probability"
 
 _ECG_SPEC = tf.TensorSpec([None, *ECG_SHAPE], tf.float32, name=ECG_KEY)
+
+MAX_LEAD_STD_MV = 50.0
+"""The largest per-lead standard deviation (over the 10 s) accepted as millivolts. Real ECG leads are
+well under 1 mV; ADC counts (gain 1000 or 200 per mV) or microvolts are hundreds to thousands.
+`predict --records` applies the same bound per file before scoring (`lead_amplitude_problem`)."""
+IMPLAUSIBLE_AMPLITUDE_MESSAGE = (f"ecg: a lead's standard deviation is above {MAX_LEAD_STD_MV:g} or not finite: "
+                                 "not millivolts (ADC counts without their gain, or microvolts?)")
+
+
+def lead_amplitude_problem(ecg) -> str | None:
+    """Why one decoded (5000, 12) record is not plausible as millivolts, or None: the serving check, per file."""
+    stds = np.std(np.asarray(ecg, dtype=np.float64), axis=0)
+    bad = np.flatnonzero(~(stds <= MAX_LEAD_STD_MV))  # NaN fails the comparison too
+    if bad.size == 0:
+        return None
+    lead = int(bad[0])
+    return f"lead {lead + 1} has standard deviation {stds[lead]:.4g}, above {MAX_LEAD_STD_MV:g}: not millivolts"
 
 
 class ServingModule(tf.Module):
@@ -39,7 +60,10 @@ class ServingModule(tf.Module):
 
     @tf.function(input_signature=[_ECG_SPEC])
     def serve_raw(self, ecg: tf.Tensor) -> dict:
-        """Only `ecg` is fed: the transform prunes the outputs (label, record_id) it cannot compute."""
+        """Only `ecg` is fed: the transform prunes the outputs (label, record_id) it cannot compute.
+        The call fails when the amplitude check does: a tf.function runs every assertion it holds."""
+        tf.debugging.assert_less_equal(tf.math.reduce_std(ecg, axis=1), MAX_LEAD_STD_MV,
+                                       message=IMPLAUSIBLE_AMPLITUDE_MESSAGE)
         return self._probability(self.tft_layer({ECG_KEY: ecg})[ECG_KEY])
 
     @tf.function(input_signature=[_ECG_SPEC])

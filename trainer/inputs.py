@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import logging
 import os
 from collections.abc import Collection, Iterable
 
@@ -14,9 +16,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from ecg_common.layout import SHARD_PREFIX, TFRECORD_SUFFIX
+from ecg_common.layout import (DEFAULT_SAMPLING_RATE_KEY, PAD_SHORT_KEY, SHARD_PREFIX, SUMMARY_DECODING_KEY,
+                               SUMMARY_FILE, TFRECORD_SUFFIX)
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import ECG_KEY, LABEL_KEY, RECORD_ID_KEY, UNKNOWN_LABEL, VALID_LABELS
+from trainer.layout import DecodingOptions
 
 AUTOTUNE = tf.data.AUTOTUNE
 COMPRESSION = "GZIP"
@@ -42,6 +46,24 @@ def load_transform_output(data_dir: str) -> tft.TFTransformOutput:
         if not tf.io.gfile.isdir(os.path.join(data_dir, needed)):
             raise ConfigurationError(f"{data_dir} is not a pipeline output: {needed}/ is missing")
     return tft.TFTransformOutput(data_dir)
+
+
+_log = logging.getLogger(__name__)
+
+
+def decoding_options(data_dir: str) -> DecodingOptions:
+    """The options the pipeline decoded `data_dir`'s records with (`run_summary.json`'s `decoding`); an
+    output of a pipeline version that did not record them gives its defaults, marked as not recorded."""
+    path = os.path.join(data_dir, SUMMARY_FILE)
+    try:
+        with tf.io.gfile.GFile(path, "r") as handle:
+            recorded = json.load(handle).get(SUMMARY_DECODING_KEY)
+    except (tf.errors.OpError, ValueError, AttributeError) as error:
+        _log.warning("cannot read the decoding options from %s (%s): recording the pipeline's defaults", path, error)
+        recorded = None
+    if not isinstance(recorded, dict):
+        return DecodingOptions(recorded=False)
+    return DecodingOptions(float(recorded[DEFAULT_SAMPLING_RATE_KEY]), bool(recorded[PAD_SHORT_KEY]))
 
 
 def split_files(data_dir: str, split: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""`python -m trainer.predict --model_dir MODEL --data_dir OUT --split test --output predictions.csv`.
+"""`python -m trainer.predict --model_dir MODEL (--data_dir OUT [--split test] | --records PATH...) --output predictions.csv`.
 
 Scores every record of a split of the pipeline's output with the exported SavedModel (its
 `transformed` signature: the TFRecords are already normalized) and labels it with the threshold
@@ -6,26 +6,37 @@ chosen on validation at training time (`MODEL/metrics.json`). Writes
 `record_id,probability,predicted_label,true_label`, one row per record, sorted by record id;
 `true_label` is empty for a record whose split carries no label. When the split carries true labels
 (TRAIN, or TEST with answers), the CLI also reports how the predictions score against them.
+
+`--records` scores raw recordings instead (`.mat` files, with their `.hea` headers, or folders of
+them): each is decoded by the pipeline's sandboxed decoder with the options the training data was
+decoded with (`MODEL/decoding.json`), checked for millivolt amplitudes (`export.lead_amplitude_problem`)
+and scored through the `serving_default` signature, which applies the saved tf.Transform itself. The
+CSV then has a fifth column, `error`: empty for a scored record, else the reason code of a file that
+was not scored (`probability` and `predicted_label` empty). Every file given appears in it.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import dataclasses
+import logging
+import math
 import os
 
 import numpy as np
 
 from ecg_common.cli import EXIT_OK, add_verbose_flag, exit_now, run_command
-from ecg_common.rejections import ConfigurationError
+from ecg_common.rejections import ConfigurationError, Reason, Rejection
 from ecg_common.schema import (ABNORMAL, CLASS_NAMES, ECG_KEY, LABEL_KEY, NORMAL, RECORD_ID_KEY, TEST_SPLIT,
                                UNKNOWN_LABEL)
-from trainer import export, inputs
+from trainer import export, inputs, raw_records
 from trainer.evaluation import binary_metrics, reliability
-from trainer.layout import SERVING_DIR, read_threshold
+from trainer.layout import SERVING_DIR, read_decoding_options, read_threshold
 
 CSV_HEADER = ("record_id", "probability", "predicted_label", "true_label")
 """Always all four columns, so a reader need not guess; `true_label` is empty when the truth is unknown."""
+ERROR_COLUMN = "error"
+"""The fifth column of a `--records` CSV: a reason code (README's table) for a file not scored, else empty."""
 LEGACY_PREDICTED_COLUMN = "label"
 """What `predicted_label` was called before: `read_csv` still reads such files."""
 
@@ -38,6 +49,8 @@ class Prediction:
     """1 (abnormal) when probability >= the threshold chosen on validation."""
     true_label: int = UNKNOWN_LABEL
     """The label the split's example carries, UNKNOWN_LABEL (-1) when it has none."""
+    error: str = ""
+    """A raw file not scored: its reason code (probability NaN, predicted_label UNKNOWN_LABEL)."""
 
     @property
     def label(self) -> int:
@@ -45,11 +58,19 @@ class Prediction:
         return self.predicted_label
 
 
-def predict(model_dir: str, data_dir: str, split: str, batch_size: int = 64) -> list[Prediction]:
-    """Predictions for every example of `data_dir/<split>`, sorted by record id."""
+_log = logging.getLogger(__name__)
+
+
+def _serving_dir(model_dir: str) -> str:
     serving_dir = os.path.join(model_dir, SERVING_DIR)
     if not os.path.isfile(os.path.join(serving_dir, "saved_model.pb")):
         raise ConfigurationError(f"no exported model at {serving_dir} (run `python -m trainer` first)")
+    return serving_dir
+
+
+def predict(model_dir: str, data_dir: str, split: str, batch_size: int = 64) -> list[Prediction]:
+    """Predictions for every example of `data_dir/<split>`, sorted by record id."""
+    serving_dir = _serving_dir(model_dir)
     threshold = read_threshold(model_dir)
     spec = inputs.parsing_spec(inputs.load_transform_output(data_dir))
     files = inputs.split_files(data_dir, split)
@@ -67,29 +88,70 @@ def predict(model_dir: str, data_dir: str, split: str, batch_size: int = 64) -> 
     return sorted(predictions, key=lambda p: p.record_id)
 
 
+def _not_scored(record_id: str, reason: str, path: str, detail: str) -> Prediction:
+    _log.warning("%s (%s) not scored: %s: %s", record_id, path, reason, detail)
+    return Prediction(record_id, math.nan, UNKNOWN_LABEL, error=reason)
+
+
+def predict_records(model_dir: str, paths: list[str], batch_size: int = 64) -> list[Prediction]:
+    """Predictions for the raw recordings `paths` name (files or folders), one per file, sorted by
+    record id; a file that does not decode, or whose amplitude is not millivolts, has its reason."""
+    serving_dir = _serving_dir(model_dir)
+    threshold = read_threshold(model_dir)
+    options = read_decoding_options(model_dir)
+    loaded = export.load_serving_model(serving_dir)
+    score = loaded.signatures[export.SERVING_SIGNATURE]
+
+    predictions, pending = [], []
+
+    def score_pending() -> None:
+        if pending:
+            batch = np.stack([ecg for _, ecg in pending]).astype(np.float32)
+            probabilities = score(**{ECG_KEY: batch})[export.PROBABILITY_KEY].numpy()
+            predictions.extend(Prediction(record_id, float(p), int(float(p) >= threshold))
+                               for (record_id, _), p in zip(pending, probabilities))
+            pending.clear()
+
+    for record in raw_records.find_raw_records(paths):
+        decoded = raw_records.decode_raw(record, options)
+        if isinstance(decoded, Rejection):
+            predictions.append(_not_scored(record.record_id, decoded.reason, decoded.path, decoded.detail))
+        elif (problem := export.lead_amplitude_problem(decoded)) is not None:
+            predictions.append(_not_scored(record.record_id, Reason.IMPLAUSIBLE_AMPLITUDE, record.path, problem))
+        else:
+            pending.append((record.record_id, decoded))
+            if len(pending) >= batch_size:
+                score_pending()
+    score_pending()
+    return sorted(predictions, key=lambda p: p.record_id)
+
+
 def _label_cell(label: int) -> str:
     return "" if label == UNKNOWN_LABEL else str(label)
 
 
-def write_csv(predictions: list[Prediction], path: str) -> None:
-    """The CSV contract (`CSV_HEADER`); probabilities in full precision so `predicted_label` can be
-    re-derived from them exactly."""
+def write_csv(predictions: list[Prediction], path: str, error_column: bool = False) -> None:
+    """The CSV contract (`CSV_HEADER`, and `ERROR_COLUMN` when asked: `--records`); probabilities in full
+    precision so `predicted_label` can be re-derived from them exactly; a row not scored has them empty."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(CSV_HEADER)
-        writer.writerows((p.record_id, repr(p.probability), p.predicted_label, _label_cell(p.true_label))
-                         for p in predictions)
+        writer.writerow(CSV_HEADER + ((ERROR_COLUMN,) if error_column else ()))
+        for p in predictions:
+            cells = ("", "") if p.error else (repr(p.probability), p.predicted_label)
+            writer.writerow((p.record_id, *cells, _label_cell(p.true_label)) + ((p.error,) if error_column else ()))
 
 
 def read_csv(path: str) -> list[Prediction]:
-    """`write_csv`'s file back, also in the former layout `record_id,probability,label` (no truth)."""
+    """`write_csv`'s file back (a row not scored: probability NaN, its reason in `error`), also in the
+    former layout `record_id,probability,label` (no truth)."""
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         predicted = CSV_HEADER[2] if CSV_HEADER[2] in (reader.fieldnames or ()) else LEGACY_PREDICTED_COLUMN
-        return [Prediction(row["record_id"], float(row["probability"]), int(row[predicted]),
-                           int(row.get("true_label") or UNKNOWN_LABEL)) for row in reader]
+        return [Prediction(row["record_id"], float(row["probability"] or math.nan),
+                           int(row[predicted] or UNKNOWN_LABEL), int(row.get("true_label") or UNKNOWN_LABEL),
+                           row.get(ERROR_COLUMN) or "") for row in reader]
 
 
 def labelled_summary(predictions: list[Prediction]) -> str:
@@ -112,11 +174,15 @@ def labelled_summary(predictions: list[Prediction]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m trainer.predict",
-        description="Write record_id,probability,label for every record of a split of the pipeline's output.",
+        description="Write record_id,probability,predicted_label,true_label for every record of a split of the "
+                    "pipeline's output, or of raw recordings (--records, with an error column).",
         epilog="Exit codes: 0 success, 1 run failed, 2 usage or configuration error.")
     parser.add_argument("--model_dir", required=True, help="the trainer's --model_dir")
-    parser.add_argument("--data_dir", required=True, help="the pipeline's --output_dir")
-    parser.add_argument("--split", default=TEST_SPLIT, help=f"a split folder of data_dir (default {TEST_SPLIT})")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data_dir", help="the pipeline's --output_dir")
+    source.add_argument("--records", nargs="+", metavar="PATH",
+                        help="raw .mat files (with their .hea) or folders of them, instead of --data_dir/--split")
+    parser.add_argument("--split", help=f"a split folder of data_dir (default {TEST_SPLIT})")
     parser.add_argument("--output", required=True, help="CSV file to write")
     parser.add_argument("--batch_size", type=int, default=64)
     add_verbose_flag(parser)
@@ -124,14 +190,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.records and args.split is not None:
+        parser.error("--split goes with --data_dir, not with --records")
 
     def work() -> int:
-        predictions = predict(args.model_dir, args.data_dir, args.split, args.batch_size)
-        write_csv(predictions, args.output)
+        if args.records:
+            predictions = predict_records(args.model_dir, args.records, args.batch_size)
+            write_csv(predictions, args.output, error_column=True)
+        else:
+            predictions = predict(args.model_dir, args.data_dir, args.split or TEST_SPLIT, args.batch_size)
+            write_csv(predictions, args.output)
         summary = labelled_summary(predictions)
-        print(f"wrote {args.output}: {len(predictions)} records, {sum(p.label for p in predictions)} predicted "
-              f"abnormal" + (f"; {summary}" if summary else ""))
+        not_scored = sum(1 for p in predictions if p.error)
+        print(f"wrote {args.output}: {len(predictions)} records, {sum(p.label == ABNORMAL for p in predictions)} "
+              f"predicted abnormal" + (f", {not_scored} not scored (see its error column)" if not_scored else "")
+              + (f"; {summary}" if summary else ""))
         return EXIT_OK
 
     return run_command(work, "trainer", args.verbose)

@@ -8,6 +8,7 @@ the decision threshold on validation, and writes into `model_dir`:
     metrics.json   validation metrics at the threshold with their counts, bootstrap 95% intervals and
                    reliability (`evaluation.validation_metrics`), the threshold, class counts, epochs run
     validation_predictions.csv   true_label,probability of every validation record (for the ROC)
+    decoding.json  the decoding options of the training data (from its run_summary.json), for predict --records
     report/        index.html with learning curves, ROC, confusion matrix, histograms (`trainer.report`)
     logs/          TensorBoard event files (train/ and validation/)
 """
@@ -29,7 +30,7 @@ from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import ABNORMAL, CLASS_NAMES, NORMAL, TRAIN_SPLIT, UNKNOWN_LABEL
 from trainer import evaluation, export, inputs, report
 from trainer.layout import (LOGS_DIR, METRICS_FILE, MODEL_FILE, SERVING_DIR, VALIDATION_PREDICTIONS_FILE,
-                            write_validation_predictions)
+                            write_decoding_options, write_validation_predictions)
 from trainer.model import DEFAULT_FILTERS, build_model
 
 _log = logging.getLogger(__name__)
@@ -208,6 +209,7 @@ def run(data_dir: str, model_dir: str, config: TrainConfig = TrainConfig()) -> d
     model.save(os.path.join(model_dir, MODEL_FILE))
     export.export_serving_model(model, tft_output, os.path.join(model_dir, SERVING_DIR))
     write_validation_predictions(os.path.join(model_dir, VALIDATION_PREDICTIONS_FILE), labels, scores)
+    write_decoding_options(model_dir, inputs.decoding_options(data_dir))  # predict --records decodes alike
     metrics["report"] = report.build_safely(model_dir, metrics)  # never raises: a report cannot cost the model
     with open(os.path.join(model_dir, METRICS_FILE), "w", encoding="utf-8") as handle:
         json.dump(metrics, handle, indent=2)
