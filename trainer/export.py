@@ -12,6 +12,8 @@ Signatures (both output `{"probability": float32 [batch]}`):
   refuses (InvalidArgumentError naming `MAX_LEAD_STD_MV`) a batch in which any record has a lead whose
   standard deviation is above 50 or not finite: not millivolts (ADC counts without their gain, microvolts),
   which would otherwise score as confidently abnormal;
+- both refuse (InvalidArgumentError) an `ecg` of another shape, e.g. leads x samples; a dtype other
+  than float32 is refused by the loaded signature itself ("expected to be a float tensor");
 - `transformed`: `ecg` already normalized by the pipeline, as in the TFRecords (used by predict).
 """
 from __future__ import annotations
@@ -33,6 +35,8 @@ MAX_LEAD_STD_MV = 50.0
 """The largest per-lead standard deviation (over the 10 s) accepted as millivolts. Real ECG leads are
 well under 1 mV; ADC counts (gain 1000 or 200 per mV) or microvolts are hundreds to thousands.
 `predict --records` applies the same bound per file before scoring (`lead_amplitude_problem`)."""
+WRONG_SHAPE_MESSAGE = (f"ecg must be float32 [batch, {ECG_SHAPE[0]}, {ECG_SHAPE[1]}]: samples x leads, "
+                       "10 s at 500 Hz, 12 leads")
 IMPLAUSIBLE_AMPLITUDE_MESSAGE = (f"ecg: a lead's standard deviation is above {MAX_LEAD_STD_MV:g} or not finite: "
                                  "not millivolts (ADC counts without their gain, or microvolts?)")
 
@@ -60,15 +64,25 @@ class ServingModule(tf.Module):
 
     @tf.function(input_signature=[_ECG_SPEC])
     def serve_raw(self, ecg: tf.Tensor) -> dict:
-        """Only `ecg` is fed: the transform prunes the outputs (label, record_id) it cannot compute.
-        The call fails when the amplitude check does: a tf.function runs every assertion it holds."""
-        tf.debugging.assert_less_equal(tf.math.reduce_std(ecg, axis=1), MAX_LEAD_STD_MV,
-                                       message=IMPLAUSIBLE_AMPLITUDE_MESSAGE)
+        """Only `ecg` is fed: the transform prunes the outputs (label, record_id) it cannot compute."""
+        ecg = _checked_shape(ecg)
+        with tf.control_dependencies([tf.debugging.assert_less_equal(
+                tf.math.reduce_std(ecg, axis=1), MAX_LEAD_STD_MV, message=IMPLAUSIBLE_AMPLITUDE_MESSAGE)]):
+            ecg = tf.identity(ecg)
         return self._probability(self.tft_layer({ECG_KEY: ecg})[ECG_KEY])
 
     @tf.function(input_signature=[_ECG_SPEC])
     def serve_transformed(self, ecg: tf.Tensor) -> dict:
-        return self._probability(ecg)
+        return self._probability(_checked_shape(ecg))
+
+
+def _checked_shape(ecg: tf.Tensor) -> tf.Tensor:
+    """`ecg`, once its shape is known to be [batch, 5000, 12]. A loaded signature checks the dtype but
+    not the shape, and a transposed record would otherwise fail deep inside the graph ("Incompatible
+    shapes ... node sub"); the checks run before anything that uses `ecg`."""
+    with tf.control_dependencies([tf.debugging.assert_equal(tf.shape(ecg)[1:], tf.constant(ECG_SHAPE),
+                                                            message=WRONG_SHAPE_MESSAGE)]):
+        return tf.identity(ecg)
 
 
 def export_serving_model(model: keras.Model, tft_output: tft.TFTransformOutput, export_dir: str) -> None:
