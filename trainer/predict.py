@@ -1,9 +1,13 @@
-"""`python -m trainer.predict --model_dir MODEL --data_dir OUT --split test --output predictions.csv`.
+"""`python -m trainer.predict --model_dir MODEL --data_dir D --split S --output predictions.csv [--model_version N]`.
 
-Scores every record of a split of the pipeline's output with the exported SavedModel (its
-`transformed` signature: the TFRecords are already normalized) and labels it with the threshold
-chosen on validation at training time (`MODEL/metrics.json`). Writes
-`record_id,probability,predicted_label,true_label`, one row per record, sorted by record id;
+Scores every record of `D/S/part-*.tfrecord.gz` with an exported SavedModel version (the newest, or
+`--model_version`), through its `transformed` signature (the TFRecords are already normalized); the
+label is the model's own, thresholded inside it at the value chosen on validation when it was
+trained. `D` is a main-command output (`--split train|test`) or a reprocessed batch
+(`ROOT/batch-X`, `--split data`): the examples are parsed with the transformed schema the export
+carries, so `D` needs no `transform_fn/`. When `D`'s `run_summary.json` records lead statistics
+other than the model's transform, the examples were normalized differently and predict refuses.
+Writes `record_id,probability,predicted_label,true_label`, one row per record, sorted by record id;
 `true_label` is empty for a record whose split carries no label. When the split carries true labels
 (TRAIN, or TEST with answers), the CLI also reports how the predictions score against them.
 """
@@ -20,9 +24,9 @@ from ecg_common.cli import EXIT_OK, add_verbose_flag, exit_now, run_command
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import (ABNORMAL, CLASS_NAMES, ECG_KEY, LABEL_KEY, NORMAL, RECORD_ID_KEY, TEST_SPLIT,
                                UNKNOWN_LABEL)
-from trainer import export, inputs
+from trainer import export, inputs, sources
 from trainer.evaluation import binary_metrics, reliability
-from trainer.layout import SERVING_DIR, read_threshold
+from trainer.layout import resolve_export
 
 CSV_HEADER = ("record_id", "probability", "predicted_label", "true_label")
 """Always all four columns, so a reader need not guess; `true_label` is empty when the truth is unknown."""
@@ -45,24 +49,41 @@ class Prediction:
         return self.predicted_label
 
 
-def predict(model_dir: str, data_dir: str, split: str, batch_size: int = 64) -> list[Prediction]:
-    """Predictions for every example of `data_dir/<split>`, sorted by record id."""
-    serving_dir = os.path.join(model_dir, SERVING_DIR)
-    if not os.path.isfile(os.path.join(serving_dir, "saved_model.pb")):
-        raise ConfigurationError(f"no exported model at {serving_dir} (run `python -m trainer` first)")
-    threshold = read_threshold(model_dir)
-    spec = inputs.parsing_spec(inputs.load_transform_output(data_dir))
-    files = inputs.split_files(data_dir, split)
-    loaded = export.load_serving_model(serving_dir)
+def _check_same_transform(export_dir: str, data_dir: str) -> None:
+    """Refuses a data folder normalized with another transform than the model's, when both record theirs."""
+    expected = export.transform_info(export_dir).get(sources.LEAD_STATISTICS_KEY)
+    recorded = sources.lead_statistics(data_dir)
+    if expected is not None and recorded is not None and not sources.same_transform(recorded, expected):
+        raise ConfigurationError(f"{data_dir} was normalized with another transform than the model in {export_dir} "
+                                 f"(the lead statistics in its run summary differ): its scores would be meaningless")
+
+
+def _scorer(loaded, export_dir: str):
     score = loaded.signatures[export.TRANSFORMED_SIGNATURE]
+    if export.PREDICTED_LABEL_KEY not in score.structured_outputs:
+        raise ConfigurationError(f"{export_dir} was exported by an older trainer, without the threshold inside: "
+                                 "train again, or pick another --model_version")
+    return score
+
+
+def predict(model_dir: str, data_dir: str, split: str, batch_size: int = 64,
+            model_version: int | None = None) -> list[Prediction]:
+    """Predictions for every example of `data_dir/<split>`, sorted by record id (newest export unless
+    `model_version`)."""
+    export_dir = resolve_export(model_dir, model_version)
+    files = inputs.split_files(data_dir, split)
+    _check_same_transform(export_dir, data_dir)
+    spec = inputs.parsing_spec(export.transformed_feature_spec(export_dir))
+    loaded = export.load_serving_model(export_dir)
+    score = _scorer(loaded, export_dir)
 
     predictions = []
     for batch in inputs.input_fn(inputs.read_examples(files), spec, batch_size):
-        probabilities = score(**{ECG_KEY: batch[ECG_KEY]})[export.PROBABILITY_KEY].numpy()
-        for record_id, probability, true_label in zip(batch[RECORD_ID_KEY].numpy(), probabilities,
-                                                      batch[LABEL_KEY].numpy()):
-            probability = float(probability)
-            predictions.append(Prediction(record_id.decode("utf-8"), probability, int(probability >= threshold),
+        outputs = score(**{ECG_KEY: batch[ECG_KEY]})
+        for record_id, probability, predicted, true_label in zip(
+                batch[RECORD_ID_KEY].numpy(), outputs[export.PROBABILITY_KEY].numpy(),
+                outputs[export.PREDICTED_LABEL_KEY].numpy(), batch[LABEL_KEY].numpy()):
+            predictions.append(Prediction(record_id.decode("utf-8"), float(probability), int(predicted),
                                           int(true_label)))
     return sorted(predictions, key=lambda p: p.record_id)
 
@@ -119,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default=TEST_SPLIT, help=f"a split folder of data_dir (default {TEST_SPLIT})")
     parser.add_argument("--output", required=True, help="CSV file to write")
     parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--model_version", type=int, help="the MODEL/serving/<version> to use (default: the newest)")
     add_verbose_flag(parser)
     return parser
 
@@ -127,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def work() -> int:
-        predictions = predict(args.model_dir, args.data_dir, args.split, args.batch_size)
+        predictions = predict(args.model_dir, args.data_dir, args.split, args.batch_size, args.model_version)
         write_csv(predictions, args.output)
         summary = labelled_summary(predictions)
         print(f"wrote {args.output}: {len(predictions)} records, {sum(p.label for p in predictions)} predicted "

@@ -54,11 +54,10 @@ from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
 from beam_pipeline.runs.publish import discard, leftover_staging_dirs, publish, staging_dir_for
 from beam_pipeline.runs.run_lock import try_lock
 from beam_pipeline.runs.summary import check_reconciled, summarize
-from ecg_common.layout import SUCCESS_MARKER, SUMMARY_FILE
+from ecg_common.layout import BATCH_PREFIX, BATCH_SPLIT, SUCCESS_MARKER, SUMMARY_FILE
 from ecg_common.rejections import ConfigurationError
 
-DATA_SPLIT = "data"
-BATCH_PREFIX = "batch-"
+DATA_SPLIT = BATCH_SPLIT
 BATCH_TIME_FORMAT = "%Y%m%dT%H%M%S"
 """UTC, to the millisecond (appended): names sort in the order the batches were made."""
 MOMENTS_FILE = "lead_moments.json"
