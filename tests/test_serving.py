@@ -39,6 +39,7 @@ from trainer.__main__ import main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+TRAINER_README = REPO / "trainer" / "README.md"
 QUICK = ["--epochs", "2", "--batch_size", "8", "--filters", "8,16,16,32", "--seed", "3"]
 NUM_TRAIN, NUM_TEST = 24, 8
 NEW_LABELLED, NEW_UNLABELLED = 5, 2
@@ -51,10 +52,10 @@ SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli
 # --- the README, as written ---------------------------------------------------------------------
 
 
-def _code_blocks(language: str = "") -> list[str]:
-    """The README's fenced code blocks opened with ```<language>, in order."""
+def _code_blocks(language: str = "", readme: Path = README) -> list[str]:
+    """A README's fenced code blocks opened with ```<language>, in order."""
     blocks, current, opened = [], None, None
-    for line in README.read_text(encoding="utf-8").splitlines(keepends=True):
+    for line in readme.read_text(encoding="utf-8").splitlines(keepends=True):
         if line.startswith("```"):
             if current is None:
                 current, opened = [], line[3:].strip()
@@ -67,8 +68,8 @@ def _code_blocks(language: str = "") -> list[str]:
     return blocks
 
 
-def readme_python(containing: str) -> str:
-    (block,) = [block for block in _code_blocks("python") if containing in block]
+def readme_python(containing: str, readme: Path = README) -> str:
+    (block,) = [block for block in _code_blocks("python", readme) if containing in block]
     return block
 
 
@@ -269,6 +270,20 @@ def test_signatures_agree_and_the_threshold_is_inside(loop, tmp_path):
                                   (probability.astype(np.float64) >= metrics["threshold"]).astype(np.int64))
     np.testing.assert_allclose(probability, [float(expected[i]["probability"]) for i in ids], rtol=0, atol=1e-5)
     assert [int(expected[i]["predicted_label"]) for i in ids] == served[export.PREDICTED_LABEL_KEY].numpy().tolist()
+
+
+def test_trainer_readme_serving_snippet_runs_as_written(loop):
+    """trainer/README.md's call of a version, with its two placeholder paths set to real ones."""
+    code = readme_python("tf.saved_model.load(", TRAINER_README)
+    version, record = '"MODEL/serving/1"', '"TEST101.mat"'
+    assert version in code and record in code
+    namespace: dict = {}
+    exec(compile(code.replace(version, repr(layout.version_dir(str(loop["model"]), 1)))
+                 .replace(record, repr(str(loop["data"] / "TEST" / "TEST101.mat"))), "trainer/README.md", "exec"),
+         namespace)
+    p, label, loaded = namespace["p"].numpy(), namespace["label"].numpy(), namespace["loaded"]
+    assert p.shape == (1,) and 0.0 <= p[0] <= 1.0
+    assert label.tolist() == [int(p[0] >= loaded.threshold.numpy())]
 
 
 # --- predict --------------------------------------------------------------------------------------
