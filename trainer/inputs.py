@@ -209,14 +209,14 @@ def combine(sources: Sequence[Source], scanned: Sequence[Sequence[Record]], frac
     for index, (source, records) in enumerate(zip(sources, scanned)):
         counts = {"path": source.path, "examples": len(records), "unlabelled": 0, "superseded": 0, "used": 0}
         for record in records:
-            if record.label == UNKNOWN_LABEL:
-                counts["unlabelled"] += 1
-            if newest.get(record.record_id) == index and record.label != UNKNOWN_LABEL:
+            labelled = record.label != UNKNOWN_LABEL
+            if labelled and newest[record.record_id] == index:
                 used.append(record)
                 counts["used"] += 1
-            elif record.record_id in newest:
+                continue
+            counts["unlabelled" if not labelled else "superseded"] += 1
+            if record.record_id in newest:  # the id is read from another source: leave this occurrence out
                 exclude.add((index, record.record_id))
-                counts["superseded"] += record.label != UNKNOWN_LABEL
         per_source.append(counts)
     main = [record for source, records in zip(sources, scanned) if source.is_main for record in records]
     main_ids = {record.record_id for record in main}
