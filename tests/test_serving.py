@@ -217,8 +217,11 @@ def test_each_run_adds_a_version_and_keeps_the_older_ones(loop):
     # TF Serving's layout: MODEL/serving/ holds only integer-named SavedModel folders (no staging left).
     root = layout.serving_root(model)
     assert sorted(os.listdir(root)) == ["1", "2"]
+    umask = os.umask(0)
+    os.umask(umask)
     for version in ("1", "2"):
         assert {"saved_model.pb", "variables"} <= set(os.listdir(os.path.join(root, version)))
+        assert os.stat(os.path.join(root, version)).st_mode & 0o777 == 0o777 & ~umask  # readable by a server
 
 
 def test_saved_model_cli_shows_the_signatures(loop):

@@ -108,10 +108,17 @@ def export_serving_model(model: keras.Model, tft_output: tft.TFTransformOutput, 
             TRANSFORMED_SIGNATURE: module.serve_transformed,
         })
         _write_sidecar(staging, tft_output, transform_info or {})
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the version from a server run as another user
         return _publish_version(staging, model_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _publish_version(staging: str, model_dir: str) -> tuple[int, str]:

@@ -266,8 +266,9 @@ def summary_line(metrics: dict) -> str:
             f"{metrics['epochs_run']} epochs, {metrics['training_seconds']} s")
     data = metrics.get("training_data")
     if data and (len(data["sources"]) > 1 or data["refused"]):
-        line += (f"; {sum(s['used'] for s in data['sources'])} examples from the main output and "
-                 f"{len(data['sources']) - 1} batches ({len(data['refused'])} refused)")
+        batches = len(data["sources"]) - 1
+        line += (f"; {sum(s['used'] for s in data['sources'])} examples from the main output and {batches} "
+                 f"batch{'' if batches == 1 else 'es'} ({len(data['refused'])} refused)")
     if "serving_version" in metrics:
         line += f"; serving version {metrics['serving_version']}"
     return line if val.get("reliable", True) else f"{line}; {val['caveat']}"
