@@ -37,6 +37,8 @@ _log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class Refusal:
+    """A batch left out of training and why: a value, not an error, so one bad night cannot stop retraining."""
+
     path: str
     reason: str
 
