@@ -10,12 +10,19 @@ trainer, the report and reprocessing read.
     OUT/run_summary.json                          counts, statistics, cost
     OUT/_SUCCESS                                  written last: the output is complete
     OUT/_ECG_PIPELINE_OUTPUT                      written first: this folder is an output of this project
+
+Reprocessing publishes batches with the same per-split layout, for one split:
+
+    ROOT/batch-<UTC time>/data/part-*.tfrecord.gz, run_summary.json, _SUCCESS
 """
 from __future__ import annotations
 
 SHARD_PREFIX = "part"
 TFRECORD_SUFFIX = ".tfrecord.gz"
 """Output shards are `<split>/part-SSSSS-of-NNNNN.tfrecord.gz` (GZIP)."""
+BATCH_PREFIX = "batch-"
+BATCH_SPLIT = "data"
+"""A reprocessed batch is `ROOT/batch-<UTC time>/` holding the single split `data` (the trainer reads them too)."""
 
 RAW_METADATA_DIR = "metadata"
 ERRORS_DIR = "errors"

@@ -29,8 +29,10 @@ RECORD_ID_KEY = "record_id"
 UNKNOWN_LABEL = -1
 """Label value of a record whose label is not known (unlabelled TEST records).
 
-Raw record batches carry it so every column is dense; the encoder drops the `label` feature from
-such examples, so a transformed example has a `label` only when it is known.
+Raw record batches carry it so every column is dense. The transform keeps only known labels and the
+encoder drops the `label` feature from the other examples, so a transformed example has a `label`
+only when it is known, and the transformed schema declares `label` a `VarLenFeature` (0 or 1 value).
+Readers that want a dense label (the trainer, predict) parse it with this value as the default.
 """
 
 NORMAL, ABNORMAL = 0, 1

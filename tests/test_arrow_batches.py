@@ -6,8 +6,9 @@ import pyarrow as pa
 from apache_beam.coders import registry
 
 from beam_pipeline.graph import pipeline as graphs
-from beam_pipeline.graph.arrow_batches import DecodedRecord, DecodedRecordCoder, RecordBatchCoder, to_record_batch
-from ecg_common.schema import ECG_SHAPE
+from beam_pipeline.graph.arrow_batches import (DecodedRecord, DecodedRecordCoder, RecordBatchCoder, drop_unknown_labels,
+                                               to_record_batch)
+from ecg_common.schema import ECG_SHAPE, LABEL_KEY, UNKNOWN_LABEL
 
 
 def _records(count: int) -> list[DecodedRecord]:
@@ -45,3 +46,16 @@ def test_the_batching_steps_are_typed_so_beam_uses_these_coders():
     lists = registry.get_coder(batches.producer.inputs[0].element_type)  # BatchElements' output
     assert isinstance(lists, beam.coders.ListCoder)
     assert [type(c) for c in lists._get_component_coders()] == [DecodedRecordCoder]
+
+
+def test_drop_unknown_labels_leaves_no_empty_or_unknown_label():
+    """The transform's empty list (label unknown) and an older transform's UNKNOWN_LABEL both become a
+    missing value, which the example encoder omits; known labels stay; a sliced batch works too."""
+    offsets = pa.array([0, 1, 1, 2, 3, 4], pa.int64())
+    labels = pa.LargeListArray.from_arrays(offsets, pa.array([1, 0, UNKNOWN_LABEL, 1], pa.int64()))
+    batch = pa.RecordBatch.from_arrays([labels], [LABEL_KEY])
+    assert drop_unknown_labels(batch).column(0).to_pylist() == [[1], None, [0], None, [1]]
+    assert drop_unknown_labels(batch.slice(1, 3)).column(0).to_pylist() == [None, [0], None]
+    known = pa.RecordBatch.from_arrays([pa.LargeListArray.from_arrays(pa.array([0, 1, 2], pa.int64()),
+                                                                      pa.array([0, 1], pa.int64()))], [LABEL_KEY])
+    assert drop_unknown_labels(known) is known

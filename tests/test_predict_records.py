@@ -87,7 +87,7 @@ def test_raw_records_equal_the_pipeline_path(trained, tmp_path):
     ids = sorted(got)
     np.testing.assert_allclose([got[i] for i in ids], [expected[i] for i in ids], rtol=0, atol=1e-5)
     assert np.ptp(list(got.values())) > 1e-3  # a constant model would make the comparison trivial
-    threshold = layout.read_threshold(str(model))
+    threshold = export.load_serving_model(layout.resolve_export(str(model))).threshold.numpy()
     assert all(int(r["predicted_label"]) == int(float(r["probability"]) >= threshold) for r in rows)
 
 
@@ -121,7 +121,7 @@ def test_amplitudes_that_are_not_millivolts_are_refused(trained, tmp_path):
     assert [(r["record_id"], r["error"], r["probability"], r["predicted_label"]) for r in rows] == [
         ("counts", "implausible_amplitude", "", ""), ("loud", "implausible_amplitude", "", "")]
 
-    loaded = export.load_serving_model(str(model / layout.SERVING_DIR))
+    loaded = export.load_serving_model(layout.resolve_export(str(model)))
     serve = loaded.signatures[export.SERVING_SIGNATURE]
     rng = np.random.default_rng(0)
     millivolts = (rng.standard_normal((2, *ECG_SHAPE)) * 0.3).astype(np.float32)
@@ -135,7 +135,7 @@ def test_amplitudes_that_are_not_millivolts_are_refused(trained, tmp_path):
 
 def test_the_serving_signature_refuses_a_wrong_shape_or_dtype(trained):
     _, _, model, _ = trained
-    serve = export.load_serving_model(str(model / layout.SERVING_DIR)).signatures[export.SERVING_SIGNATURE]
+    serve = export.load_serving_model(layout.resolve_export(str(model))).signatures[export.SERVING_SIGNATURE]
     with pytest.raises(tf.errors.InvalidArgumentError, match="samples x leads"):
         serve(**{ECG_KEY: tf.zeros((1, ECG_SHAPE[1], ECG_SHAPE[0]), tf.float32)})  # leads x samples
     with pytest.raises(tf.errors.InvalidArgumentError, match="expected to be a float tensor"):

@@ -10,7 +10,7 @@ import tensorflow_transform.beam as tft_beam
 
 from beam_pipeline.graph.arrow_batches import DecodedRecord, tensor_adapter_config, to_record_batch
 from beam_pipeline.graph.preprocessing import preprocessing_fn
-from ecg_common.schema import ECG_KEY, ECG_SHAPE, LABEL_KEY, NUM_LEADS, RECORD_ID_KEY
+from ecg_common.schema import ECG_KEY, ECG_SHAPE, LABEL_KEY, NUM_LEADS, RECORD_ID_KEY, UNKNOWN_LABEL
 
 
 def _records(n: int, seed: int = 0) -> list[DecodedRecord]:
@@ -23,7 +23,7 @@ def _records(n: int, seed: int = 0) -> list[DecodedRecord]:
         ecg = (rng.normal(size=ECG_SHAPE) * scale + offset).astype(np.float32)
         ecg[:, 3] = 7.0  # a lead that is constant over the whole set
         ecg[: 2500, 5] += 4.0  # time-dependent: per-element stats would differ
-        records.append(DecodedRecord(f"R{i}", i % 2, ecg))
+        records.append(DecodedRecord(f"R{i}", UNKNOWN_LABEL if i % 3 == 2 else i % 2, ecg))
     return records
 
 
@@ -73,10 +73,13 @@ def test_each_lead_is_normalized_with_whole_set_statistics(transformed_and_raw):
     np.testing.assert_allclose(got[..., 3], 0.0, atol=1e-6)  # constant lead: centred, not divided by 0
 
 
-def test_label_and_record_id_pass_through(transformed_and_raw):
+def test_label_and_record_id_pass_through_and_an_unknown_label_is_left_out(transformed_and_raw):
+    """A known label leaves the transform as a one-value list, an unknown one as an empty list (a
+    VarLenFeature in the transformed schema, which parses examples with and without a label)."""
     batches, records = transformed_and_raw
     labels = {}
     for batch in batches:
         ids = [v.as_py().decode() for v in batch.column(RECORD_ID_KEY).flatten()]
-        labels.update(zip(ids, batch.column(LABEL_KEY).flatten().to_pylist()))
-    assert labels == {r.record_id: r.label for r in records}
+        labels.update(zip(ids, batch.column(LABEL_KEY).to_pylist()))
+    assert labels == {r.record_id: [] if r.label == UNKNOWN_LABEL else [r.label] for r in records}
+    assert [] in labels.values() and [0] in labels.values() and [1] in labels.values()

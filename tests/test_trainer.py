@@ -60,13 +60,17 @@ def _raw_split(rng: np.random.Generator, prefix: str, count: int, labelled: int)
 
 
 def _encode(instance: dict) -> bytes:
-    """A transformed instance -> tf.train.Example, leaving `label` out when unknown (as the pipeline does)."""
+    """A transformed instance -> tf.train.Example, leaving `label` out when unknown (as the pipeline does).
+
+    The transform outputs the label as a list holding the known value (empty when unknown);
+    `test_record_id_filter_is_stateless` passes a scalar, possibly UNKNOWN_LABEL."""
     feature = {
         ECG_KEY: tf.train.Feature(float_list=tf.train.FloatList(value=np.asarray(instance[ECG_KEY]).reshape(-1))),
         RECORD_ID_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[instance[RECORD_ID_KEY]])),
     }
-    if int(instance[LABEL_KEY]) != UNKNOWN_LABEL:
-        feature[LABEL_KEY] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(instance[LABEL_KEY])]))
+    labels = [int(label) for label in np.asarray(instance[LABEL_KEY]).reshape(-1) if label != UNKNOWN_LABEL]
+    if labels:
+        feature[LABEL_KEY] = tf.train.Feature(int64_list=tf.train.Int64List(value=labels))
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
@@ -155,7 +159,7 @@ def test_input_fn_reads_unlabelled_examples_and_filters_by_id(pipeline_output):
 
 def test_record_id_filter_is_stateless():
     """A stateful op in a tf.data function serializes the pipeline and disables prefetch under op determinism."""
-    keep = inputs._membership({"a", "b", "c"}, {RECORD_ID_KEY: tf.io.FixedLenFeature([], tf.string)})
+    keep = inputs._membership({"a", "b", "c"})
     graph = tf.function(keep).get_concrete_function(tf.TensorSpec([], tf.string)).graph
     assert not [op.type for op in graph.get_operations() if op._is_stateful]  # noqa: SLF001
 
@@ -371,7 +375,7 @@ def test_serving_raw_matches_model_on_transformed_examples(pipeline_output, trai
 
     model = keras.saving.load_model(os.path.join(model_dir, layout.MODEL_FILE))
     expected = model.predict(normalized, verbose=0).reshape(-1)
-    loaded = export.load_serving_model(os.path.join(model_dir, layout.SERVING_DIR))
+    loaded = export.load_serving_model(layout.resolve_export(model_dir))
     served = loaded.signatures[export.SERVING_SIGNATURE](**{ECG_KEY: tf.constant(raw)})[export.PROBABILITY_KEY]
     assert served.shape == (len(rows),)
     np.testing.assert_allclose(served.numpy(), expected, rtol=0, atol=1e-5)
@@ -428,17 +432,25 @@ def test_labelled_summary_counts_and_caveat():
     assert predict.labelled_summary([predict.Prediction("x", 0.5, 1)]) == ""
 
 
-def test_predict_uses_the_threshold_from_metrics(pipeline_output, trained, tmp_path):
-    """Moving the saved threshold to the median probability must flip exactly the records below it."""
+def test_predict_uses_the_threshold_inside_the_model(pipeline_output, trained, tmp_path):
+    """A version exported with the threshold at the median probability flips exactly the records below it;
+    metrics.json's threshold is not what predict reads (an older version has its own)."""
     model_dir, metrics = trained
     copy = tmp_path / "model"
     shutil.copytree(model_dir, copy)
     probabilities = sorted(p.probability for p in predict.predict(str(copy), pipeline_output.path, TRAIN_SPLIT))
-    metrics = dict(metrics, threshold=(probabilities[NUM_TRAIN // 2 - 1] + probabilities[NUM_TRAIN // 2]) / 2)
-    (copy / layout.METRICS_FILE).write_text(json.dumps(metrics), encoding="utf-8")
+    median = (probabilities[NUM_TRAIN // 2 - 1] + probabilities[NUM_TRAIN // 2]) / 2
+    model = keras.saving.load_model(os.path.join(copy, layout.MODEL_FILE))
+    tft_output = inputs.load_transform_output(pipeline_output.path)
+    version, _ = export.export_serving_model(model, tft_output, median, str(copy))
+    assert version == metrics["serving_version"] + 1
+    (copy / layout.METRICS_FILE).write_text(json.dumps(dict(metrics, threshold=0.0)), encoding="utf-8")
     predictions = predict.predict(str(copy), pipeline_output.path, TRAIN_SPLIT)
     assert sum(p.predicted_label for p in predictions) == NUM_TRAIN // 2
-    assert all(p.predicted_label == int(p.probability >= metrics["threshold"]) for p in predictions)
+    assert all(p.predicted_label == int(p.probability >= median) for p in predictions)
+    # The earlier version, asked for by number, still applies its own threshold.
+    earlier = predict.predict(str(copy), pipeline_output.path, TRAIN_SPLIT, model_version=metrics["serving_version"])
+    assert all(p.predicted_label == int(p.probability >= metrics["threshold"]) for p in earlier)
 
 
 def test_cli_fails_with_one_line_message(tmp_path, capsys):

@@ -79,7 +79,7 @@ def test_serving_raw_mat_matches_predict(demo_run):
     expected = {r["record_id"]: float(r["probability"]) for r in _read_predictions(str(predictions))}
     ids = sorted(expected)
     raw = np.stack([decode_record((data / "TEST" / f"{record_id}.mat").read_bytes()) for record_id in ids])
-    loaded = export.load_serving_model(str(model / layout.SERVING_DIR))
+    loaded = export.load_serving_model(layout.resolve_export(str(model)))
     served = loaded.signatures[export.SERVING_SIGNATURE](**{ECG_KEY: tf.constant(raw)})[export.PROBABILITY_KEY]
     np.testing.assert_allclose(served.numpy(), [expected[i] for i in ids], rtol=0, atol=1e-5)
     assert np.ptp(served.numpy()) > 0  # a constant model would make the comparison trivial

@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                "(TensorBoard). Exit codes: 0 success, 1 run failed, 2 usage or configuration error.")
     parser.add_argument("--data_dir", required=True, help="the pipeline's --output_dir")
     parser.add_argument("--model_dir", required=True, help="where the model, metrics and logs are written")
+    parser.add_argument("--extra_data", action="append", default=[], metavar="ROOT",
+                        help="also train on the batches under this reprocessing root (repeatable; trainer/sources.py)")
     parser.add_argument("--epochs", type=int, default=_DEFAULTS.epochs, help="maximum epochs (early stopping on "
                         f"validation AUC usually ends sooner; default {_DEFAULTS.epochs})")
     parser.add_argument("--batch_size", type=int, default=_DEFAULTS.batch_size)
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                              seed=args.seed, val_fraction=args.val_fraction, patience=args.patience,
                              filters=args.filters, kernel_size=args.kernel_size, dropout=args.dropout,
                              threshold_criterion=args.threshold_criterion, deterministic=args.deterministic)
-        metrics = run(args.data_dir, args.model_dir, config)
+        metrics = run(args.data_dir, args.model_dir, config, extra_data=args.extra_data)
         print(f"wrote {args.model_dir}: {summary_line(metrics)}")
         return EXIT_OK
 

@@ -1,4 +1,5 @@
-"""The serving SavedModel: raw ECG in, the saved tf.Transform graph, the model, P(abnormal) out.
+"""The serving SavedModel: raw ECG in, the saved tf.Transform graph, the model, the threshold; P(abnormal)
+and the predicted label out. One new version folder per training run.
 
 TFT 1.21's `transform_features_layer()` is a tf_keras (Keras 2) model: calling it on Keras 3
 `keras.Input`s fails ("A KerasTensor cannot be used as input to a TensorFlow function"), so the
@@ -7,29 +8,51 @@ call the transform layer and the Keras 3 model on ordinary tensors, and `tf.save
 tracks the variables and the transform's assets of both. The result loads with
 `tf.saved_model.load` alone, without Keras or TFT.
 
-Signatures (both output `{"probability": float32 [batch]}`):
-- `serving_default`: `ecg` float32 [batch, 5000, 12] in physical units, before normalization. It
+Signatures (all output `probability` float32 [batch], P(abnormal), and `label` int64 [batch], 1 when
+`probability` >= the threshold chosen on validation, which the model holds as the variable `threshold`):
+- `serving_default`: `ecg` float32 [batch, 5000, 12] in physical units (mV), before normalization. It
   refuses (InvalidArgumentError naming `MAX_LEAD_STD_MV`) a batch in which any record has a lead whose
-  standard deviation is above 50 or not finite: not millivolts (ADC counts without their gain, microvolts),
-  which would otherwise score as confidently abnormal;
-- both refuse (InvalidArgumentError) an `ecg` of another shape, e.g. leads x samples; a dtype other
-  than float32 is refused by the loaded signature itself ("expected to be a float tensor");
+  standard deviation is above 50 or not finite: not millivolts (ADC counts without their gain,
+  microvolts), which would otherwise score as confidently abnormal (`serving_examples` too);
+- every signature refuses (InvalidArgumentError) an `ecg` of another shape, e.g. leads x samples; a
+  dtype other than float32 is refused by the loaded signature itself ("expected to be a float tensor");
+- `serving_examples`: `examples`, serialized `tf.train.Example`s holding the raw `ecg` feature
+  (60,000 floats, as in the pipeline's raw schema); other features are ignored;
 - `transformed`: `ecg` already normalized by the pipeline, as in the TFRecords (used by predict).
+
+Beside the SavedModel, `assets.extra/` (ignored by TensorFlow and TF Serving) holds the transformed
+schema of the training examples, so predict can read any data folder normalized with the same
+transform without its `transform_fn/`, and the transform's lead statistics (`transform.json`), so
+predict can tell when a data folder was normalized with another one.
 """
 from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
+from tensorflow_transform.tf_metadata import metadata_io, schema_utils
 
-from ecg_common.schema import ECG_KEY, ECG_SHAPE
+from ecg_common.rejections import ConfigurationError
+from ecg_common.schema import ECG_KEY, ECG_SHAPE, raw_feature_spec
+from trainer import layout
 
 SERVING_SIGNATURE = "serving_default"
+EXAMPLES_SIGNATURE = "serving_examples"
 TRANSFORMED_SIGNATURE = "transformed"
+EXAMPLES_KEY = "examples"
 PROBABILITY_KEY = "probability"
+PREDICTED_LABEL_KEY = "label"
+STAGING_PREFIX = ".export-"
+"""A version is written under this hidden name and renamed into place: TF Serving never sees half of one."""
 
 _ECG_SPEC = tf.TensorSpec([None, *ECG_SHAPE], tf.float32, name=ECG_KEY)
+_EXAMPLES_SPEC = tf.TensorSpec([None], tf.string, name=EXAMPLES_KEY)
 
 MAX_LEAD_STD_MV = 50.0
 """The largest per-lead standard deviation (over the 10 s) accepted as millivolts. Real ECG leads are
@@ -51,31 +74,6 @@ def lead_amplitude_problem(ecg) -> str | None:
     return f"lead {lead + 1} has standard deviation {stds[lead]:.4g}, above {MAX_LEAD_STD_MV:g}: not millivolts"
 
 
-class ServingModule(tf.Module):
-    """Holds the trained Keras 3 model and the tf_keras transform layer for export."""
-
-    def __init__(self, model: keras.Model, tft_output: tft.TFTransformOutput):
-        super().__init__(name="ecg_serving")
-        self.model = model
-        self.tft_layer = tft_output.transform_features_layer()
-
-    def _probability(self, normalized: tf.Tensor) -> dict:
-        return {PROBABILITY_KEY: tf.reshape(self.model(normalized, training=False), [-1])}
-
-    @tf.function(input_signature=[_ECG_SPEC])
-    def serve_raw(self, ecg: tf.Tensor) -> dict:
-        """Only `ecg` is fed: the transform prunes the outputs (label, record_id) it cannot compute."""
-        ecg = _checked_shape(ecg)
-        with tf.control_dependencies([tf.debugging.assert_less_equal(
-                tf.math.reduce_std(ecg, axis=1), MAX_LEAD_STD_MV, message=IMPLAUSIBLE_AMPLITUDE_MESSAGE)]):
-            ecg = tf.identity(ecg)
-        return self._probability(self.tft_layer({ECG_KEY: ecg})[ECG_KEY])
-
-    @tf.function(input_signature=[_ECG_SPEC])
-    def serve_transformed(self, ecg: tf.Tensor) -> dict:
-        return self._probability(_checked_shape(ecg))
-
-
 def _checked_shape(ecg: tf.Tensor) -> tf.Tensor:
     """`ecg`, once its shape is known to be [batch, 5000, 12]. A loaded signature checks the dtype but
     not the shape, and a transposed record would otherwise fail deep inside the graph ("Incompatible
@@ -85,13 +83,99 @@ def _checked_shape(ecg: tf.Tensor) -> tf.Tensor:
         return tf.identity(ecg)
 
 
-def export_serving_model(model: keras.Model, tft_output: tft.TFTransformOutput, export_dir: str) -> None:
-    """Writes the SavedModel with both signatures to `export_dir` (replacing what is there)."""
-    module = ServingModule(model, tft_output)
-    tf.saved_model.save(module, export_dir, signatures={
-        SERVING_SIGNATURE: module.serve_raw,
-        TRANSFORMED_SIGNATURE: module.serve_transformed,
-    })
+def _checked_millivolts(ecg: tf.Tensor) -> tf.Tensor:
+    """`ecg` of the right shape, once every lead's standard deviation is known to be plausible for mV."""
+    ecg = _checked_shape(ecg)
+    with tf.control_dependencies([tf.debugging.assert_less_equal(
+            tf.math.reduce_std(ecg, axis=1), MAX_LEAD_STD_MV, message=IMPLAUSIBLE_AMPLITUDE_MESSAGE)]):
+        return tf.identity(ecg)
+
+
+class ServingModule(tf.Module):
+    """Holds the trained Keras 3 model, the tf_keras transform layer and the threshold for export."""
+
+    def __init__(self, model: keras.Model, tft_output: tft.TFTransformOutput, threshold: float):
+        super().__init__(name="ecg_serving")
+        self.model = model
+        self.tft_layer = tft_output.transform_features_layer()
+        # float64, as chosen: comparing in float32 could flip a probability equal to the rounded threshold.
+        self.threshold = tf.Variable(threshold, dtype=tf.float64, trainable=False, name="threshold")
+
+    def _outputs(self, normalized: tf.Tensor) -> dict:
+        probability = tf.reshape(self.model(normalized, training=False), [-1])
+        label = tf.cast(tf.cast(probability, tf.float64) >= self.threshold, tf.int64)
+        return {PROBABILITY_KEY: probability, PREDICTED_LABEL_KEY: label}
+
+    def _normalize(self, ecg: tf.Tensor) -> tf.Tensor:
+        """Only `ecg` is fed: the transform prunes the outputs (label, record_id) it cannot compute."""
+        return self.tft_layer({ECG_KEY: _checked_millivolts(ecg)})[ECG_KEY]
+
+    @tf.function(input_signature=[_ECG_SPEC])
+    def serve_raw(self, ecg: tf.Tensor) -> dict:
+        return self._outputs(self._normalize(ecg))
+
+    @tf.function(input_signature=[_EXAMPLES_SPEC])
+    def serve_examples(self, examples: tf.Tensor) -> dict:
+        parsed = tf.io.parse_example(examples, {ECG_KEY: raw_feature_spec()[ECG_KEY]})
+        return self._outputs(self._normalize(parsed[ECG_KEY]))
+
+    @tf.function(input_signature=[_ECG_SPEC])
+    def serve_transformed(self, ecg: tf.Tensor) -> dict:
+        return self._outputs(_checked_shape(ecg))
+
+
+def _write_sidecar(export_dir: str, tft_output: tft.TFTransformOutput, transform_info: dict) -> None:
+    extra = os.path.join(export_dir, layout.EXTRA_ASSETS_DIR)
+    metadata_io.write_metadata(tft_output.transformed_metadata, os.path.join(extra, layout.TRANSFORMED_METADATA_DIR))
+    with open(os.path.join(extra, layout.TRANSFORM_INFO_FILE), "w", encoding="utf-8") as handle:
+        json.dump(transform_info, handle, indent=2)
+
+
+def export_serving_model(model: keras.Model, tft_output: tft.TFTransformOutput, threshold: float, model_dir: str,
+                         transform_info: dict | None = None) -> tuple[int, str]:
+    """Writes a new version `MODEL/serving/<n>/` (n = one above every existing version) and returns (n, path).
+
+    The SavedModel and its `assets.extra/` are written into a hidden staging folder beside the versions
+    and renamed into place, so a version folder is either complete or absent, and an existing one is
+    never written into (a rename onto a non-empty folder fails; the next number is tried).
+    """
+    root = layout.serving_root(model_dir)
+    os.makedirs(root, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root)
+    try:
+        module = ServingModule(model, tft_output, threshold)
+        tf.saved_model.save(module, staging, signatures={
+            SERVING_SIGNATURE: module.serve_raw,
+            EXAMPLES_SIGNATURE: module.serve_examples,
+            TRANSFORMED_SIGNATURE: module.serve_transformed,
+        })
+        _write_sidecar(staging, tft_output, transform_info or {})
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the version from a server run as another user
+        return _publish_version(staging, model_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish_version(staging: str, model_dir: str) -> tuple[int, str]:
+    """Renames `staging` to the next free version; a number another run took meanwhile is skipped."""
+    tried = set()
+    while True:
+        version = layout.next_version(model_dir)
+        target = layout.version_dir(model_dir, version)
+        try:
+            os.rename(staging, target)
+            return version, target
+        except OSError:
+            if version in tried or not os.path.exists(target):
+                raise  # not a race on the number: a real failure
+            tried.add(version)
 
 
 def load_serving_model(export_dir: str):
@@ -100,3 +184,21 @@ def load_serving_model(export_dir: str):
     Keep the returned object referenced while using its signatures: they do not own the variables.
     """
     return tf.saved_model.load(export_dir)
+
+
+def transformed_feature_spec(export_dir: str) -> dict:
+    """The transformed feature spec the export's model was trained on, from its `assets.extra/`."""
+    path = os.path.join(export_dir, layout.EXTRA_ASSETS_DIR, layout.TRANSFORMED_METADATA_DIR)
+    if not os.path.isdir(path):
+        raise ConfigurationError(f"{export_dir} has no {layout.EXTRA_ASSETS_DIR}/{layout.TRANSFORMED_METADATA_DIR}/: "
+                                 "it was exported by an older trainer; train again")
+    return schema_utils.schema_as_feature_spec(metadata_io.read_metadata(path).schema).feature_spec
+
+
+def transform_info(export_dir: str) -> dict:
+    """What the export recorded about its transform (`transform.json`); empty when it recorded nothing."""
+    path = os.path.join(export_dir, layout.EXTRA_ASSETS_DIR, layout.TRANSFORM_INFO_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)

@@ -1,7 +1,9 @@
-"""The transformed TFRecords as `tf.data`: shard discovery, the validation split and `input_fn`.
+"""The transformed TFRecords as `tf.data`: shard discovery, the training set (one example per record
+id over the main output and batches), the validation split and `input_fn`.
 
-The pipeline writes `OUT/<split>/part-*.tfrecord.gz` (GZIP `tf.train.Example`s of the transformed
-features). Reading them is the only place the trainer touches files of examples.
+The pipeline writes `OUT/<split>/part-*.tfrecord.gz` and reprocessing `ROOT/batch-*/data/part-*.tfrecord.gz`
+(GZIP `tf.train.Example`s of the transformed features). Reading them is the only place the trainer
+touches files of examples.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -36,6 +38,16 @@ class Record:
 
     record_id: str
     label: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One folder of transformed shards: the main output's train split, or a batch's `data` split."""
+
+    path: str
+    """The output or batch folder (what metrics.json names)."""
+    files: tuple[str, ...]
+    is_main: bool = False
 
 
 def load_transform_output(data_dir: str) -> tft.TFTransformOutput:
@@ -66,44 +78,63 @@ def decoding_options(data_dir: str) -> DecodingOptions:
     return DecodingOptions(float(recorded[DEFAULT_SAMPLING_RATE_KEY]), bool(recorded[PAD_SHORT_KEY]))
 
 
+def _shard_pattern(folder: str, split: str) -> str:
+    return os.path.join(folder, split, f"{SHARD_PREFIX}*{TFRECORD_SUFFIX}")
+
+
+def shard_files(folder: str, split: str) -> list[str]:
+    """The split's shards in a stable (sorted) order, possibly none."""
+    return sorted(tf.io.gfile.glob(_shard_pattern(folder, split)))
+
+
 def split_files(data_dir: str, split: str) -> list[str]:
     """The split's shards in a stable (sorted) order; none is a configuration error, not an empty epoch."""
-    pattern = os.path.join(data_dir, split, f"{SHARD_PREFIX}*{TFRECORD_SUFFIX}")
-    files = sorted(tf.io.gfile.glob(pattern))
+    if not tf.io.gfile.isdir(data_dir):
+        raise ConfigurationError(f"data dir not found: {data_dir}")
+    files = shard_files(data_dir, split)
     if not files:
-        raise ConfigurationError(f"no TFRecord shards match {pattern}")
+        raise ConfigurationError(f"no TFRecord shards match {_shard_pattern(data_dir, split)}")
     return files
 
 
-def parsing_spec(tft_output: tft.TFTransformOutput) -> dict:
-    """The transformed feature spec, with `label` defaulting to UNKNOWN_LABEL.
+def parsing_spec(transformed: tft.TFTransformOutput | Mapping) -> dict:
+    """The transformed feature spec (of a transform output, or as given), with a dense `label` that
+    defaults to UNKNOWN_LABEL.
 
-    The pipeline leaves `label` out of examples whose label is not known (unlabelled test
-    records); the schema still declares it required, so without a default parsing them fails.
+    The pipeline leaves `label` out of examples whose label is not known (unlabelled test records).
+    Its transformed schema declares `label` a VarLenFeature (0 or 1 value); outputs of earlier
+    versions declare it a required FixedLenFeature, which fails on those examples. Either way the
+    trainer reads a [batch] int64 label with the default where the example has none.
     """
-    spec = dict(tft_output.transformed_feature_spec())
-    label = spec[LABEL_KEY]
-    spec[LABEL_KEY] = tf.io.FixedLenFeature(label.shape, label.dtype, default_value=UNKNOWN_LABEL)
+    spec = dict(transformed.transformed_feature_spec() if isinstance(transformed, tft.TFTransformOutput)
+                else transformed)
+    spec[LABEL_KEY] = tf.io.FixedLenFeature([], spec[LABEL_KEY].dtype, default_value=UNKNOWN_LABEL)
     return spec
 
 
-def read_examples(files: list[str], *, shuffle: bool = False, seed: int | None = None,
-                  cache: bool = False) -> tf.data.Dataset:
+def read_examples(files: Sequence[str], *, shuffle: bool = False, seed: int | None = None, cache: bool = False,
+                  file_sources: Sequence[int] | None = None,
+                  exclude: Collection[tuple[int, str]] = frozenset()) -> tf.data.Dataset:
     """Serialized examples, interleaved over shards so several gzip streams are decompressed at once.
 
     With `cache`, the examples are kept in memory after the first full pass; every dataset built
     on the returned one (training, validation, every epoch) then reads memory, not the shards.
     `shuffle` shuffles the shard order per pass (pointless, and not done, for a cached set).
+    `exclude` names (source index, record id) occurrences to leave out, `file_sources` the source
+    index of each file: how a record that a newer batch supersedes is read once, not twice.
     """
-    shards = tf.data.Dataset.from_tensor_slices(files)
+    indices = list(file_sources) if file_sources is not None else [0] * len(files)
+    shards = tf.data.Dataset.from_tensor_slices((list(files), tf.constant(indices, tf.int64)))
     if shuffle and not cache:
         shards = shards.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    examples = shards.interleave(
-        lambda path: tf.data.TFRecordDataset(path, compression_type=COMPRESSION),
-        cycle_length=min(len(files), MAX_PARALLEL_SHARDS),
-        num_parallel_calls=AUTOTUNE,
-        deterministic=True,
-    )
+    excluded = _excluded_occurrences(exclude)
+
+    def read(path: tf.Tensor, index: tf.Tensor) -> tf.data.Dataset:
+        examples = tf.data.TFRecordDataset(path, compression_type=COMPRESSION)
+        return examples.filter(lambda serialized: tf.logical_not(excluded(serialized, index))) if exclude else examples
+
+    examples = shards.interleave(read, cycle_length=min(len(files), MAX_PARALLEL_SHARDS), num_parallel_calls=AUTOTUNE,
+                                 deterministic=True)
     return examples.cache() if cache else examples
 
 
@@ -158,6 +189,66 @@ def validation_ids(records: Iterable[Record], fraction: float) -> frozenset[str]
     return frozenset(held_out)
 
 
+def held_out_by_id(record_id: str, fraction: float) -> bool:
+    """Whether a record outside the main output validates: its id's sha256, as a share of 2^256, is below
+    `fraction`. It depends on the id alone, so no record moves as more records arrive."""
+    return int(_split_key(record_id), 16) < fraction * 2**256
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSet:
+    """The labelled examples a run trains and validates on, each record id once, and how they were chosen."""
+
+    records: list[Record]
+    """Every example used (training and validation), each record id once."""
+    held_out: frozenset[str]
+    """The validation record ids."""
+    exclude: frozenset[tuple[int, str]]
+    """(source index, record id) occurrences not read: another occurrence of the id is used instead."""
+    per_source: list[dict]
+    """Per source, in order: `path`, `examples`, `unlabelled` (left out), `superseded` (left out: a newer
+    source has the record), `used`."""
+
+
+def combine(sources: Sequence[Source], scanned: Sequence[Sequence[Record]], fraction: float) -> TrainingSet:
+    """One labelled example per record id over `sources` (the main output first, then batches oldest
+    first), and the validation ids.
+
+    - A record id in several sources is taken from the newest one that labels it: a re-delivered
+      recording (reprocessing redoes a changed file) replaces its earlier version. An unlabelled
+      example is never used and never replaces a labelled one.
+    - The split stays by record id as batches arrive: the main output's records are split as they
+      always were (`validation_ids`, exactly stratified, on the main output alone, which batches do
+      not change), and every other record by `held_out_by_id`. A record keeps its side (training
+      or validation) in every later run, whichever source its example comes from.
+    """
+    newest: dict[str, int] = {}
+    for index, records in enumerate(scanned):
+        for record in records:
+            if record.label != UNKNOWN_LABEL:
+                newest[record.record_id] = index
+    used, exclude, per_source = [], set(), []
+    for index, (source, records) in enumerate(zip(sources, scanned)):
+        counts = {"path": source.path, "examples": len(records), "unlabelled": 0, "superseded": 0, "used": 0}
+        for record in records:
+            labelled = record.label != UNKNOWN_LABEL
+            if labelled and newest[record.record_id] == index:
+                used.append(record)
+                counts["used"] += 1
+                continue
+            counts["unlabelled" if not labelled else "superseded"] += 1
+            if record.record_id in newest:  # the id is read from another source: leave this occurrence out
+                exclude.add((index, record.record_id))
+        per_source.append(counts)
+    main = [record for source, records in zip(sources, scanned) if source.is_main for record in records]
+    main_ids = {record.record_id for record in main}
+    main_held_out = validation_ids(main, fraction)
+    held_out = frozenset(record.record_id for record in used
+                         if (record.record_id in main_held_out if record.record_id in main_ids
+                             else held_out_by_id(record.record_id, fraction)))
+    return TrainingSet(used, held_out, frozenset(exclude), per_source)
+
+
 def class_counts(records: Iterable[Record]) -> dict[int, int]:
     """Examples per known class (0 for a class that has none)."""
     labels = np.array([record.label for record in records], dtype=np.int64)
@@ -179,26 +270,48 @@ def fits_in_memory(num_examples: int, spec: dict, budget_fraction: float = 0.25)
     return num_examples * example_bytes(spec) <= budget_fraction * physical
 
 
-def _membership(record_ids: Collection[str], id_spec: dict):
-    """A predicate on serialized examples: is the example's record id one of `record_ids`?
+_ID_SPEC = {RECORD_ID_KEY: tf.io.FixedLenFeature([], tf.string)}
+
+
+def _fingerprint_set(keys: Collection[str]):
+    """A predicate on a scalar string: is it one of `keys`?
 
     Built from stateless ops only (64-bit fingerprints and a binary search in a sorted constant)
     rather than a `tf.lookup` table: with op determinism enabled, one stateful op in a tf.data
     function makes the whole input pipeline run serially and without prefetching (measured here:
     7.4 instead of 11.1 training steps/s when the examples are not cached).
     """
-    if not record_ids:
-        return lambda serialized: tf.constant(False)
-    fingerprints = tf.sort(tf.strings.to_hash_bucket_fast(tf.constant(sorted(record_ids), tf.string), _FINGERPRINTS))
-    last = len(record_ids) - 1
+    if not keys:
+        return lambda key: tf.constant(False)
+    fingerprints = tf.sort(tf.strings.to_hash_bucket_fast(tf.constant(sorted(keys), tf.string), _FINGERPRINTS))
+    last = len(keys) - 1
 
-    def keep(serialized: tf.Tensor) -> tf.Tensor:
-        record_id = tf.io.parse_single_example(serialized, id_spec)[RECORD_ID_KEY]
-        fingerprint = tf.strings.to_hash_bucket_fast(tf.reshape(record_id, [1]), _FINGERPRINTS)
+    def contains(key: tf.Tensor) -> tf.Tensor:
+        fingerprint = tf.strings.to_hash_bucket_fast(tf.reshape(key, [1]), _FINGERPRINTS)
         position = tf.minimum(tf.searchsorted(fingerprints, fingerprint), last)
         return tf.reduce_all(tf.gather(fingerprints, position) == fingerprint)
 
-    return keep
+    return contains
+
+
+def _record_id(serialized: tf.Tensor) -> tf.Tensor:
+    return tf.io.parse_single_example(serialized, _ID_SPEC)[RECORD_ID_KEY]
+
+
+def _membership(record_ids: Collection[str]):
+    """A predicate on serialized examples: is the example's record id one of `record_ids`?"""
+    contains = _fingerprint_set(record_ids)
+    return lambda serialized: contains(_record_id(serialized))
+
+
+def _occurrence_key(index, record_id):
+    return tf.strings.join([tf.strings.as_string(index), record_id], separator="/")
+
+
+def _excluded_occurrences(exclude: Collection[tuple[int, str]]):
+    """A predicate on (serialized example, source index): is this occurrence one of `exclude`?"""
+    contains = _fingerprint_set([f"{index}/{record_id}" for index, record_id in exclude])
+    return lambda serialized, index: contains(_occurrence_key(index, _record_id(serialized)))
 
 
 def input_fn(examples: tf.data.Dataset, spec: dict, batch_size: int, *, record_ids: Collection[str] | None = None,
@@ -214,7 +327,7 @@ def input_fn(examples: tf.data.Dataset, spec: dict, batch_size: int, *, record_i
     """
     dataset = examples
     if record_ids is not None:
-        dataset = dataset.filter(_membership(record_ids, {RECORD_ID_KEY: spec[RECORD_ID_KEY]}))
+        dataset = dataset.filter(_membership(record_ids))
     if shuffle:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)

@@ -1,10 +1,15 @@
 """The model directory's layout, in one place: what training writes and what predict and the report read.
 
-    MODEL/serving/            the serving SavedModel (raw ECG in, the tf.Transform graph embedded)
+    MODEL/serving/<version>/  one serving SavedModel per training run (raw ECG in, the tf.Transform
+                              graph and the decision threshold inside), versions 1, 2, ... in the
+                              layout TF Serving loads (`--model_base_path=MODEL/serving`)
+    MODEL/serving/<version>/assets.extra/transformed_metadata/   the schema of the examples it was
+                              trained on: what predict parses a data folder's TFRecords with
+    MODEL/serving/<version>/assets.extra/transform.json          the statistics of that transform
     MODEL/model.keras         the trained Keras model
     MODEL/metrics.json        validation metrics, the threshold, the training history
-    MODEL/decoding.json       the pipeline's decoding options for the training data (predict --records)
     MODEL/validation_predictions.csv   validation true labels and scores, full precision (the report's ROC)
+    MODEL/decoding.json       how the training data's records were decoded (predict --records decodes alike)
     MODEL/logs/               scalar summaries (TensorBoard event files)
     MODEL/report/index.html   the training report
 """
@@ -15,6 +20,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 
 import numpy as np
 
@@ -23,6 +29,14 @@ from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import SAMPLING_RATE_HZ
 
 SERVING_DIR = "serving"
+EXTRA_ASSETS_DIR = "assets.extra"
+"""TF Serving's folder for files that travel with a SavedModel without being loaded by TensorFlow."""
+TRANSFORMED_METADATA_DIR = "transformed_metadata"
+TRANSFORM_INFO_FILE = "transform.json"
+SAVED_MODEL_FILE = "saved_model.pb"
+FIRST_VERSION = 1
+UNVERSIONED_VERSION = 0
+"""Where an export of the former unversioned layout (`MODEL/serving/saved_model.pb`) is moved: below every new one."""
 MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
 VALIDATION_PREDICTIONS_FILE = "validation_predictions.csv"
@@ -31,10 +45,74 @@ LEGACY_TRUE_LABEL_COLUMN = "label"
 """The truth column's name before it became `true_label` (older model directories still read)."""
 DECODING_FILE = "decoding.json"
 RECORDED_KEY = "recorded"
-"""`decoding.json`'s flag: false when the training data's `run_summary.json` did not record its options
-(an output of an older pipeline version), so the file holds the pipeline's defaults instead."""
 LOGS_DIR = "logs"
 REPORT_DIR = "report"
+
+_log = logging.getLogger(__name__)
+
+
+def serving_root(model_dir: str) -> str:
+    return os.path.join(model_dir, SERVING_DIR)
+
+
+def export_versions(model_dir: str) -> list[int]:
+    """The versions under MODEL/serving/, ascending: integer-named folders holding a SavedModel.
+
+    TF Serving's rule: only such folders are versions; anything else there (a staging folder) is ignored.
+    """
+    root = serving_root(model_dir)
+    if not os.path.isdir(root):
+        return []
+    return sorted(int(name) for name in os.listdir(root)
+                  if name.isdigit() and os.path.isfile(os.path.join(root, name, SAVED_MODEL_FILE)))
+
+
+def next_version(model_dir: str) -> int:
+    """One above every version folder present (complete or not), so an older version is never overwritten."""
+    root = serving_root(model_dir)
+    taken = [int(name) for name in os.listdir(root) if name.isdigit()] if os.path.isdir(root) else []
+    return max(taken, default=FIRST_VERSION - 1) + 1
+
+
+def version_dir(model_dir: str, version: int) -> str:
+    return os.path.join(serving_root(model_dir), str(version))
+
+
+def resolve_export(model_dir: str, version: int | None = None) -> str:
+    """The export predict uses: `version`, or the newest. A missing one is a configuration error."""
+    versions = export_versions(model_dir)
+    if not versions:
+        if os.path.isfile(os.path.join(serving_root(model_dir), SAVED_MODEL_FILE)):
+            raise ConfigurationError(f"{serving_root(model_dir)} holds an export of an older trainer (not "
+                                     "versioned, no threshold inside): train again to export MODEL/serving/1/")
+        raise ConfigurationError(f"no exported model in {serving_root(model_dir)} (run `python -m trainer` first)")
+    if version is None:
+        return version_dir(model_dir, versions[-1])
+    if version not in versions:
+        raise ConfigurationError(f"no version {version} in {serving_root(model_dir)}; versions: "
+                                 f"{', '.join(map(str, versions))}")
+    return version_dir(model_dir, version)
+
+
+def adopt_unversioned_export(model_dir: str) -> str | None:
+    """Moves an export of the former layout (SavedModel files directly in MODEL/serving/) to version 0.
+
+    The trainer used to replace MODEL/serving/ on every run; it now adds a version beside the older
+    ones, and TF Serving ignores files that are not in a version folder. Moving the old export into
+    `serving/0/` keeps it (servable, below every new version) instead of deleting it. Returns the new
+    folder, or None when there was nothing to move.
+    """
+    root = serving_root(model_dir)
+    if not os.path.isfile(os.path.join(root, SAVED_MODEL_FILE)):
+        return None
+    target = version_dir(model_dir, UNVERSIONED_VERSION)
+    if os.path.exists(target):
+        raise ConfigurationError(f"{root} holds both an unversioned export and {target}: move one of them away")
+    os.makedirs(target)
+    for name in os.listdir(root):
+        if not name.isdigit():
+            shutil.move(os.path.join(root, name), os.path.join(target, name))
+    return target
 
 
 def write_validation_predictions(path: str, labels: np.ndarray, scores: np.ndarray) -> None:
@@ -55,9 +133,6 @@ def read_validation_predictions(path: str) -> tuple[np.ndarray, np.ndarray]:
         rows = list(reader)
     labels = np.array([int(row[true_column]) for row in rows], dtype=np.int64)
     return labels, np.array([float(row[probability_column]) for row in rows], dtype=np.float64)
-
-
-_log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,13 +168,3 @@ def read_decoding_options(model_dir: str) -> DecodingOptions:
                                bool(recorded.get(RECORDED_KEY, True)))
     except (OSError, KeyError, TypeError, ValueError) as error:
         raise ConfigurationError(f"cannot read the decoding options from {path}: {error}") from None
-
-
-def read_threshold(model_dir: str) -> float:
-    """The decision threshold chosen at training time."""
-    path = os.path.join(model_dir, METRICS_FILE)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return float(json.load(handle)["threshold"])
-    except (OSError, KeyError, ValueError) as error:
-        raise ConfigurationError(f"cannot read the threshold from {path}: {error}") from None

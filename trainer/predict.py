@@ -1,16 +1,21 @@
-"""`python -m trainer.predict --model_dir MODEL (--data_dir OUT [--split test] | --records PATH...) --output predictions.csv`.
+"""`python -m trainer.predict --model_dir MODEL (--data_dir D [--split S] | --records PATH...) --output predictions.csv
+[--model_version N]`.
 
-Scores every record of a split of the pipeline's output with the exported SavedModel (its
-`transformed` signature: the TFRecords are already normalized) and labels it with the threshold
-chosen on validation at training time (`MODEL/metrics.json`). Writes
-`record_id,probability,predicted_label,true_label`, one row per record, sorted by record id;
+Scores every record of `D/S/part-*.tfrecord.gz` with an exported SavedModel version (the newest, or
+`--model_version`), through its `transformed` signature (the TFRecords are already normalized); the
+label is the model's own, thresholded inside it at the value chosen on validation when it was
+trained. `D` is a main-command output (`--split train|test`) or a reprocessed batch
+(`ROOT/batch-X`, `--split data`): the examples are parsed with the transformed schema the export
+carries, so `D` needs no `transform_fn/`. When `D`'s `run_summary.json` records lead statistics
+other than the model's transform, the examples were normalized differently and predict refuses.
+Writes `record_id,probability,predicted_label,true_label`, one row per record, sorted by record id;
 `true_label` is empty for a record whose split carries no label. When the split carries true labels
 (TRAIN, or TEST with answers), the CLI also reports how the predictions score against them.
 
 `--records` scores raw recordings instead (`.mat` files, with their `.hea` headers, or folders of
 them): each is decoded by the pipeline's sandboxed decoder with the options the training data was
 decoded with (`MODEL/decoding.json`), checked for millivolt amplitudes (`export.lead_amplitude_problem`)
-and scored through the `serving_default` signature, which applies the saved tf.Transform itself. The
+and scored through the `serving_default` signature, which applies the saved tf.Transform and the threshold itself. The
 CSV then has a fifth column, `error`: empty for a scored record, else the reason code of a file that
 was not scored (`probability` and `predicted_label` empty). Every file given appears in it.
 """
@@ -29,9 +34,9 @@ from ecg_common.cli import EXIT_OK, add_verbose_flag, exit_now, run_command
 from ecg_common.rejections import ConfigurationError, Reason, Rejection
 from ecg_common.schema import (ABNORMAL, CLASS_NAMES, ECG_KEY, LABEL_KEY, NORMAL, RECORD_ID_KEY, TEST_SPLIT,
                                UNKNOWN_LABEL)
-from trainer import export, inputs, raw_records
+from trainer import export, inputs, raw_records, sources
 from trainer.evaluation import binary_metrics, reliability
-from trainer.layout import SERVING_DIR, read_decoding_options, read_threshold
+from trainer.layout import read_decoding_options, resolve_export
 
 CSV_HEADER = ("record_id", "probability", "predicted_label", "true_label")
 """Always all four columns, so a reader need not guess; `true_label` is empty when the truth is unknown."""
@@ -61,29 +66,41 @@ class Prediction:
 _log = logging.getLogger(__name__)
 
 
-def _serving_dir(model_dir: str) -> str:
-    serving_dir = os.path.join(model_dir, SERVING_DIR)
-    if not os.path.isfile(os.path.join(serving_dir, "saved_model.pb")):
-        raise ConfigurationError(f"no exported model at {serving_dir} (run `python -m trainer` first)")
-    return serving_dir
+def _check_same_transform(export_dir: str, data_dir: str) -> None:
+    """Refuses a data folder normalized with another transform than the model's, when both record theirs."""
+    expected = export.transform_info(export_dir).get(sources.LEAD_STATISTICS_KEY)
+    recorded = sources.lead_statistics(data_dir)
+    if expected is not None and recorded is not None and not sources.same_transform(recorded, expected):
+        raise ConfigurationError(f"{data_dir} was normalized with another transform than the model in {export_dir} "
+                                 f"(the lead statistics in its run summary differ): its scores would be meaningless")
 
 
-def predict(model_dir: str, data_dir: str, split: str, batch_size: int = 64) -> list[Prediction]:
-    """Predictions for every example of `data_dir/<split>`, sorted by record id."""
-    serving_dir = _serving_dir(model_dir)
-    threshold = read_threshold(model_dir)
-    spec = inputs.parsing_spec(inputs.load_transform_output(data_dir))
-    files = inputs.split_files(data_dir, split)
-    loaded = export.load_serving_model(serving_dir)
+def _scorer(loaded, export_dir: str):
     score = loaded.signatures[export.TRANSFORMED_SIGNATURE]
+    if export.PREDICTED_LABEL_KEY not in score.structured_outputs:
+        raise ConfigurationError(f"{export_dir} was exported by an older trainer, without the threshold inside: "
+                                 "train again, or pick another --model_version")
+    return score
+
+
+def predict(model_dir: str, data_dir: str, split: str, batch_size: int = 64,
+            model_version: int | None = None) -> list[Prediction]:
+    """Predictions for every example of `data_dir/<split>`, sorted by record id (newest export unless
+    `model_version`)."""
+    export_dir = resolve_export(model_dir, model_version)
+    files = inputs.split_files(data_dir, split)
+    _check_same_transform(export_dir, data_dir)
+    spec = inputs.parsing_spec(export.transformed_feature_spec(export_dir))
+    loaded = export.load_serving_model(export_dir)
+    score = _scorer(loaded, export_dir)
 
     predictions = []
     for batch in inputs.input_fn(inputs.read_examples(files), spec, batch_size):
-        probabilities = score(**{ECG_KEY: batch[ECG_KEY]})[export.PROBABILITY_KEY].numpy()
-        for record_id, probability, true_label in zip(batch[RECORD_ID_KEY].numpy(), probabilities,
-                                                      batch[LABEL_KEY].numpy()):
-            probability = float(probability)
-            predictions.append(Prediction(record_id.decode("utf-8"), probability, int(probability >= threshold),
+        outputs = score(**{ECG_KEY: batch[ECG_KEY]})
+        for record_id, probability, predicted, true_label in zip(
+                batch[RECORD_ID_KEY].numpy(), outputs[export.PROBABILITY_KEY].numpy(),
+                outputs[export.PREDICTED_LABEL_KEY].numpy(), batch[LABEL_KEY].numpy()):
+            predictions.append(Prediction(record_id.decode("utf-8"), float(probability), int(predicted),
                                           int(true_label)))
     return sorted(predictions, key=lambda p: p.record_id)
 
@@ -93,13 +110,14 @@ def _not_scored(record_id: str, reason: str, path: str, detail: str) -> Predicti
     return Prediction(record_id, math.nan, UNKNOWN_LABEL, error=reason)
 
 
-def predict_records(model_dir: str, paths: list[str], batch_size: int = 64) -> list[Prediction]:
+def predict_records(model_dir: str, paths: list[str], batch_size: int = 64,
+                    model_version: int | None = None) -> list[Prediction]:
     """Predictions for the raw recordings `paths` name (files or folders), one per file, sorted by
     record id; a file that does not decode, or whose amplitude is not millivolts, has its reason."""
-    serving_dir = _serving_dir(model_dir)
-    threshold = read_threshold(model_dir)
+    export_dir = resolve_export(model_dir, model_version)
     options = read_decoding_options(model_dir)
-    loaded = export.load_serving_model(serving_dir)
+    loaded = export.load_serving_model(export_dir)
+    _scorer(loaded, export_dir)  # refuses an export without the threshold inside
     score = loaded.signatures[export.SERVING_SIGNATURE]
 
     predictions, pending = [], []
@@ -107,9 +125,9 @@ def predict_records(model_dir: str, paths: list[str], batch_size: int = 64) -> l
     def score_pending() -> None:
         if pending:
             batch = np.stack([ecg for _, ecg in pending]).astype(np.float32)
-            probabilities = score(**{ECG_KEY: batch})[export.PROBABILITY_KEY].numpy()
-            predictions.extend(Prediction(record_id, float(p), int(float(p) >= threshold))
-                               for (record_id, _), p in zip(pending, probabilities))
+            outputs = score(**{ECG_KEY: batch})
+            predictions.extend(Prediction(record_id, float(p), int(label)) for (record_id, _), p, label in zip(
+                pending, outputs[export.PROBABILITY_KEY].numpy(), outputs[export.PREDICTED_LABEL_KEY].numpy()))
             pending.clear()
 
     for record in raw_records.find_raw_records(paths):
@@ -185,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", help=f"a split folder of data_dir (default {TEST_SPLIT})")
     parser.add_argument("--output", required=True, help="CSV file to write")
     parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--model_version", type=int, help="the MODEL/serving/<version> to use (default: the newest)")
     add_verbose_flag(parser)
     return parser
 
@@ -197,10 +216,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> int:
         if args.records:
-            predictions = predict_records(args.model_dir, args.records, args.batch_size)
+            predictions = predict_records(args.model_dir, args.records, args.batch_size, args.model_version)
             write_csv(predictions, args.output, error_column=True)
         else:
-            predictions = predict(args.model_dir, args.data_dir, args.split or TEST_SPLIT, args.batch_size)
+            predictions = predict(args.model_dir, args.data_dir, args.split or TEST_SPLIT, args.batch_size,
+                                  args.model_version)
             write_csv(predictions, args.output)
         summary = labelled_summary(predictions)
         not_scored = sum(1 for p in predictions if p.error)

@@ -1,9 +1,11 @@
 """One training run: the only place that wires data, model, callbacks, threshold and export together.
 
-`run(data_dir, model_dir, config)` reads `data_dir/train` (the pipeline's output), holds out a
-stratified validation share, trains with class weights and early stopping on validation AUC, picks
-the decision threshold on validation, and writes into `model_dir`:
-    serving/       the SavedModel (raw ECG -> P(abnormal)), see `trainer.export`
+`run(data_dir, model_dir, config, extra_data)` reads `data_dir/train` (the pipeline's output) and the
+published, labelled batches under each `extra_data` root normalized with the same transform
+(`trainer.sources`), holds out a validation share by record id, trains with class weights and early
+stopping on validation AUC, picks the decision threshold on validation, and writes into `model_dir`:
+    serving/<n>/   a new SavedModel version (raw ECG -> P(abnormal) and the thresholded label; older
+                   versions are kept), see `trainer.export`
     model.keras    the Keras model (best weights), for inspection or fine-tuning
     metrics.json   validation metrics at the threshold with their counts, bootstrap 95% intervals and
                    reliability (`evaluation.validation_metrics`), the threshold, class counts, epochs run
@@ -20,6 +22,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Sequence
 
 import keras
 import numpy as np
@@ -27,9 +30,9 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from ecg_common.rejections import ConfigurationError
-from ecg_common.schema import ABNORMAL, CLASS_NAMES, NORMAL, TRAIN_SPLIT, UNKNOWN_LABEL
-from trainer import evaluation, export, inputs, report
-from trainer.layout import (LOGS_DIR, METRICS_FILE, MODEL_FILE, SERVING_DIR, VALIDATION_PREDICTIONS_FILE,
+from ecg_common.schema import ABNORMAL, CLASS_NAMES, NORMAL, UNKNOWN_LABEL
+from trainer import evaluation, export, inputs, report, sources
+from trainer.layout import (LOGS_DIR, METRICS_FILE, MODEL_FILE, VALIDATION_PREDICTIONS_FILE, adopt_unversioned_export,
                             write_decoding_options, write_validation_predictions)
 from trainer.model import DEFAULT_FILTERS, build_model
 
@@ -114,10 +117,13 @@ def set_seed(seed: int, deterministic: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def _check_train_records(records: list[inputs.Record]) -> None:
+def _check_main_records(records: list[inputs.Record]) -> None:
     unknown = sum(record.label == UNKNOWN_LABEL for record in records)
     if unknown:
         raise ConfigurationError(f"{unknown} of {len(records)} training examples have no label")
+
+
+def _check_class_counts(records: list[inputs.Record]) -> None:
     counts = inputs.class_counts(records)
     if min(counts.values()) < 2:
         raise ConfigurationError(f"training needs at least 2 examples of each class, got {_named(counts)}")
@@ -143,32 +149,59 @@ def _predict(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, 
 
 
 def _clear_previous_run(model_dir: str) -> None:
-    """A model dir holds one run: stale event files or SavedModel assets would mix with the new ones."""
-    for name in (LOGS_DIR, SERVING_DIR):
-        shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)
+    """The logs hold one run (stale event files would mix with the new ones); serving versions are kept,
+    and an export of the former unversioned layout becomes version 0 rather than being deleted."""
+    shutil.rmtree(os.path.join(model_dir, LOGS_DIR), ignore_errors=True)
     os.makedirs(model_dir, exist_ok=True)
+    adopted = adopt_unversioned_export(model_dir)
+    if adopted:
+        _log.info("moved the unversioned export of an earlier trainer to %s", adopted)
 
 
-def run(data_dir: str, model_dir: str, config: TrainConfig = TrainConfig()) -> dict:
-    """Trains, picks the threshold, exports; returns what is written to metrics.json."""
+def _training_set(data_dir: str, extra_data: Sequence[str], val_fraction: float
+                  ) -> tuple[list[inputs.Source], inputs.TrainingSet, list[sources.Refusal]]:
+    """The sources read (the main output first), the examples chosen from them, and the refused batches."""
+    main = sources.main_source(data_dir)
+    batches, refused = sources.extra_sources(list(extra_data), data_dir)
+    read = [main, *batches]
+    scanned = [inputs.scan_records(list(source.files)) for source in read]
+    _check_main_records(scanned[0])
+    training_set = inputs.combine(read, scanned, val_fraction)
+    for counts in training_set.per_source[1:]:
+        if not counts["used"]:
+            _log.warning("%s: no example used (%d unlabelled, %d superseded by a newer batch)", counts["path"],
+                         counts["unlabelled"], counts["superseded"])
+    _check_class_counts(training_set.records)
+    return read, training_set, refused
+
+
+def _data_record(training_set: inputs.TrainingSet, refused: list[sources.Refusal]) -> dict:
+    """metrics.json's `training_data`: what each folder contributed, and which batches were refused and why."""
+    return {"sources": training_set.per_source,
+            "refused": [{"path": refusal.path, "reason": refusal.reason} for refusal in refused]}
+
+
+def run(data_dir: str, model_dir: str, config: TrainConfig = TrainConfig(), extra_data: Sequence[str] = ()) -> dict:
+    """Trains, picks the threshold, exports a new serving version; returns what is written to metrics.json."""
     started = time.perf_counter()
     set_seed(config.seed, config.deterministic)
     tft_output = inputs.load_transform_output(data_dir)
-    files = inputs.split_files(data_dir, TRAIN_SPLIT)
     spec = inputs.parsing_spec(tft_output)
+    read, training_set, refused = _training_set(data_dir, extra_data, config.val_fraction)
 
-    records = inputs.scan_records(files)
-    _check_train_records(records)
-    held_out = inputs.validation_ids(records, config.val_fraction)
+    records, held_out = training_set.records, training_set.held_out
     train_records = [r for r in records if r.record_id not in held_out]
     val_records = [r for r in records if r.record_id in held_out]
     train_counts, val_counts = inputs.class_counts(train_records), inputs.class_counts(val_records)
     weights = class_weights(train_counts)
     cache = inputs.fits_in_memory(len(records), spec)
-    _log.info("train %s, validation %s, class weights %s, cache %s",
-              _named(train_counts), _named(val_counts), weights, cache)
+    _log.info("train %s, validation %s from %d folder(s), class weights %s, cache %s",
+              _named(train_counts), _named(val_counts), len(read), weights, cache)
 
-    examples = inputs.read_examples(files, shuffle=True, seed=config.seed, cache=cache)
+    files = [path for source in read for path in source.files]
+    file_sources = [index for index, source in enumerate(read) for _ in source.files]
+    examples = inputs.read_examples(files, shuffle=True, seed=config.seed, cache=cache, file_sources=file_sources,
+                                    exclude=training_set.exclude)
     if cache:
         inputs.fill_cache(examples)
     train_ds = inputs.to_keras(inputs.input_fn(
@@ -201,13 +234,16 @@ def run(data_dir: str, model_dir: str, config: TrainConfig = TrainConfig()) -> d
         "train_steps_per_second": round(throughput.steps_per_second(), 3),
         "train_examples_per_second": round(throughput.steps_per_second() * config.batch_size, 1),
         "cached_in_memory": cache,
+        "training_data": _data_record(training_set, refused),
         "config": dataclasses.asdict(config),
         "history": {name: [float(v) for v in values] for name, values in history.history.items()},
     }
     if not metrics["validation"]["reliable"]:
         _log.warning("validation metrics are %s", metrics["validation"]["caveat"])
     model.save(os.path.join(model_dir, MODEL_FILE))
-    export.export_serving_model(model, tft_output, os.path.join(model_dir, SERVING_DIR))
+    transform = {"data_dir": data_dir, sources.LEAD_STATISTICS_KEY: sources.lead_statistics(data_dir)}
+    version, _ = export.export_serving_model(model, tft_output, threshold, model_dir, transform)
+    metrics["serving_version"] = version
     write_validation_predictions(os.path.join(model_dir, VALIDATION_PREDICTIONS_FILE), labels, scores)
     write_decoding_options(model_dir, inputs.decoding_options(data_dir))  # predict --records decodes alike
     metrics["report"] = report.build_safely(model_dir, metrics)  # never raises: a report cannot cost the model
@@ -230,4 +266,11 @@ def summary_line(metrics: dict) -> str:
             f"{_with_interval(val, 'accuracy')} (95% intervals) at threshold {metrics['threshold']:.4f}, from "
             f"{val['negatives']} {CLASS_NAMES[NORMAL]} and {val['positives']} {CLASS_NAMES[ABNORMAL]} records; "
             f"{metrics['epochs_run']} epochs, {metrics['training_seconds']} s")
+    data = metrics.get("training_data")
+    if data and (len(data["sources"]) > 1 or data["refused"]):
+        batches = len(data["sources"]) - 1
+        line += (f"; {sum(s['used'] for s in data['sources'])} examples from the main output and {batches} "
+                 f"batch{'' if batches == 1 else 'es'} ({len(data['refused'])} refused)")
+    if "serving_version" in metrics:
+        line += f"; serving version {metrics['serving_version']}"
     return line if val.get("reliable", True) else f"{line}; {val['caveat']}"

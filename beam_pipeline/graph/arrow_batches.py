@@ -127,15 +127,23 @@ def signal_samples(batch: pa.RecordBatch) -> np.ndarray:
 
 
 def drop_unknown_labels(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """Turns UNKNOWN_LABEL into a missing value, so the example encoder omits `label` for that row.
+    """Turns a row without a known label into a missing value, so the example encoder omits `label` there.
 
-    A transformed example then has a `label` feature exactly when its label is known.
+    A transformed example then has a `label` feature exactly when its label is known. The transform
+    leaves an empty list where the label is unknown (`preprocessing.known_labels`); a transform saved
+    before that passed UNKNOWN_LABEL through. An empty list would be encoded as a `label` feature with
+    no value, which a reader expecting one value (or its default when the feature is absent) rejects.
     """
     index = batch.schema.get_field_index(LABEL_KEY)
     column = batch.column(index)
+    offsets = column.offsets.to_numpy(zero_copy_only=False)
+    offsets = offsets - offsets[0]  # relative to `flatten()`, which (unlike `values`) honours a slice
     values = column.flatten().to_numpy(zero_copy_only=False)
-    unknown = values == UNKNOWN_LABEL
+    has_value = np.diff(offsets) > 0
+    first = np.full(len(column), UNKNOWN_LABEL, dtype=np.int64)
+    first[has_value] = values[offsets[:-1][has_value]]
+    unknown = (first == UNKNOWN_LABEL) | column.is_null().to_numpy(zero_copy_only=False)
     if not unknown.any():
         return batch
-    masked = pa.LargeListArray.from_arrays(column.offsets, column.flatten(), mask=pa.array(unknown))
+    masked = pa.LargeListArray.from_arrays(pa.array(offsets), column.flatten(), mask=pa.array(unknown))
     return batch.set_column(index, LABEL_KEY, masked)

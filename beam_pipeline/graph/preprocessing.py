@@ -8,7 +8,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from ecg_common.schema import ECG_KEY, ECG_SHAPE, LABEL_KEY, NUM_LEADS, RECORD_ID_KEY
+from ecg_common.schema import ECG_KEY, ECG_SHAPE, LABEL_KEY, NUM_LEADS, RECORD_ID_KEY, UNKNOWN_LABEL
 
 
 def preprocessing_fn(inputs: dict) -> dict:
@@ -18,7 +18,8 @@ def preprocessing_fn(inputs: dict) -> dict:
     time and return 12 means and 12 variances (not one per element, not one per record). Only the
     analyzer input is reshaped: every output keeps the batch dimension, as tf.Transform requires.
     Statistics are accumulated in float64; a lead that is constant over the whole set keeps its
-    scale (std 1) instead of dividing by zero.
+    scale (std 1) instead of dividing by zero. `record_id` passes through; `label` leaves as the
+    known labels only (`known_labels`), so the transformed schema declares it optional.
     """
     ecg = inputs[ECG_KEY]
     per_sample = tf.reshape(ecg, [-1, NUM_LEADS])
@@ -29,6 +30,21 @@ def preprocessing_fn(inputs: dict) -> dict:
     normalized = (tf.cast(ecg, tf.float64) - mean) / std
     return {
         ECG_KEY: tf.ensure_shape(tf.cast(normalized, tf.float32), [None, *ECG_SHAPE]),
-        LABEL_KEY: inputs[LABEL_KEY],
+        LABEL_KEY: known_labels(inputs[LABEL_KEY]),
         RECORD_ID_KEY: inputs[RECORD_ID_KEY],
     }
+
+
+def known_labels(labels: tf.Tensor) -> tf.SparseTensor:
+    """The [batch] labels as a [batch, 1] SparseTensor holding only the known ones (not UNKNOWN_LABEL).
+
+    tf.Transform infers the transformed schema from the outputs' types: a dense tensor becomes a
+    required `FixedLenFeature`, which no unlabelled example can satisfy, and the schema has no way
+    to state a default. A 2-D SparseTensor becomes a `VarLenFeature`, which `tf.io.parse_example`
+    reads from every example, with its label (one value) or without (none). So
+    `TFTransformOutput(OUT).transformed_feature_spec()` parses labelled and unlabelled splits alike.
+    """
+    rows = tf.where(tf.not_equal(labels, UNKNOWN_LABEL))  # [known, 1]
+    return tf.SparseTensor(indices=tf.concat([rows, tf.zeros_like(rows)], axis=1),
+                           values=tf.gather_nd(labels, rows),
+                           dense_shape=tf.stack([tf.shape(labels, out_type=tf.int64)[0], 1]))

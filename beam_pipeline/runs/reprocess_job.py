@@ -58,12 +58,11 @@ from beam_pipeline.runs.output_guard import Kind, check_output_root, creating_in
 from beam_pipeline.runs.publish import discard, publish, remove_leftovers, staging_dir_for
 from beam_pipeline.runs.run_lock import try_lock
 from beam_pipeline.runs.summary import check_reconciled, summarize
-from ecg_common.layout import SUCCESS_MARKER, SUMMARY_FILE
+from ecg_common.layout import BATCH_PREFIX, BATCH_SPLIT, SUCCESS_MARKER, SUMMARY_FILE
 from ecg_common.rejections import ConfigurationError
 from ecg_decode.pairing import is_header, is_record
 
-DATA_SPLIT = "data"
-BATCH_PREFIX = "batch-"
+DATA_SPLIT = BATCH_SPLIT
 BATCH_TIME_FORMAT = "%Y%m%dT%H%M%S"
 """UTC, to the millisecond (appended): names sort in the order the batches were made."""
 MOMENTS_FILE = "lead_moments.json"
