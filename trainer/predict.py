@@ -8,17 +8,15 @@ with answers), the CLI also reports how the predictions score against them.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import os
 
 import numpy as np
 
-from ecg_common.cli import EXIT_OK, add_verbose_flag, exit_now, run_command
+from ecg_common.cli import EXIT_OK, CommandLineParser, add_verbose_flag, exit_now, run_command, start_tensorflow
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import ECG_KEY, LABEL_KEY, RECORD_ID_KEY, TEST_SPLIT, UNKNOWN_LABEL
-from trainer import export, inputs
 from trainer.evaluation import binary_metrics
 from trainer.layout import SERVING_DIR, read_threshold
 
@@ -36,6 +34,8 @@ class Prediction:
 
 def predict(model_dir: str, data_dir: str, split: str, batch_size: int = 64) -> list[Prediction]:
     """Predictions for every example of `data_dir/<split>`, sorted by record id."""
+    from trainer import export, inputs  # TensorFlow: imported when used, so the command parses first
+
     serving_dir = os.path.join(model_dir, SERVING_DIR)
     if not os.path.isfile(os.path.join(serving_dir, "saved_model.pb")):
         raise ConfigurationError(f"no exported model at {serving_dir} (run `python -m trainer` first)")
@@ -79,8 +79,8 @@ def labelled_summary(predictions: list[Prediction]) -> str:
             f"F1 {at_threshold['f1']:.4f}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> CommandLineParser:
+    parser = CommandLineParser(
         prog="python -m trainer.predict",
         description="Write record_id,probability,label for every record of a split of the pipeline's output.",
         epilog="Exit codes: 0 success, 1 run failed, 2 usage or configuration error.")
@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def work() -> int:
+        start_tensorflow(args.verbose)
         predictions = predict(args.model_dir, args.data_dir, args.split, args.batch_size)
         write_csv(predictions, args.output)
         summary = labelled_summary(predictions)

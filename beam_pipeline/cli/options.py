@@ -1,12 +1,13 @@
 """The option groups both commands share (decoding, limits, output), so a reprocessed batch is decoded
-and written exactly as the training records were, and the defaults are written once."""
+and written exactly as the training records were, and the defaults are written once.
+
+Nothing here imports Beam or TensorFlow: the commands parse, and answer `--help`, before loading them."""
 from __future__ import annotations
 
 import argparse
 import typing
 
-from beam_pipeline.graph.pipeline import DEFAULT_BATCH_SIZE, DecodeOptions, WriteOptions
-from beam_pipeline.graph.tfrecord_sink import DEFAULT_GZIP_LEVEL
+from beam_pipeline.graph.settings import DEFAULT_BATCH_SIZE, DEFAULT_GZIP_LEVEL, DecodeOptions, WriteOptions
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
 from beam_pipeline.sandbox.protocol import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, DecodeLimits
 from ecg_common.cli import add_verbose_flag
