@@ -176,13 +176,25 @@ def _disk_full(error: BaseException | None) -> bool:
     return False
 
 
+def _innermost_reason(text: str) -> str:
+    """The line that says what went wrong: Beam re-raises a worker's exception as a RuntimeError whose
+    text is the worker's whole traceback, so its last `Type: message` line is the reason, not the first."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines or not lines[0].startswith("Traceback"):
+        return lines[0] if lines else ""
+    reasons = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Exit|Interrupt)\b.*:", line)]
+    return reasons[-1] if reasons else lines[-1]
+
+
 def describe_failure(error: BaseException) -> str:
     """One line saying why a run failed; a full disk is named as such (the traceback is logged)."""
     if _disk_full(error):
         return ("run failed: the disk is full (no space left, or a file size limit hit) while writing; "
                 "nothing was published and the staging folder was removed")
-    first_line = str(error).splitlines()[0] if str(error) else ""
-    return f"run failed: {type(error).__name__}: {first_line}"
+    reason = _innermost_reason(str(error))
+    if reason != (str(error).splitlines() or [""])[0]:
+        return f"run failed: {reason}"
+    return f"run failed: {type(error).__name__}: {reason}"
 
 
 def run_reporting_errors(run: Callable[[], T], package: str) -> tuple[int, T | None]:

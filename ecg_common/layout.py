@@ -9,6 +9,7 @@ trainer, the report and reprocessing read.
     OUT/report/index.html                         the run report
     OUT/run_summary.json                          counts, statistics, cost
     OUT/_SUCCESS                                  written last: the output is complete
+    OUT/_ECG_PIPELINE_OUTPUT                      written first: this folder is an output of this project
 """
 from __future__ import annotations
 
@@ -22,5 +23,8 @@ QUALITY_DIR = "quality"
 REPORT_DIR = "report"
 SUMMARY_FILE = "run_summary.json"
 SUCCESS_MARKER = "_SUCCESS"
+OUTPUT_MARKER = "_ECG_PIPELINE_OUTPUT"
+"""A small JSON file naming the project and what the folder is; only a folder holding it (or the layout
+of an older version) is ever replaced or removed by a run (beam_pipeline/runs/output_guard.py)."""
 LABELS_FINDINGS = "labels"
-"""`errors/labels.jsonl`: labels-file lines that name no usable record."""
+"""`errors/labels.jsonl`: the labels file's unusable lines and its ids without a `.mat` file."""

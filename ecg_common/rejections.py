@@ -14,11 +14,13 @@ class Reason:
     """Reason codes written to `errors/*.jsonl`. Short, stable, documented in the README (reason-code table)."""
 
     UNREADABLE = "unreadable"                # the file could not be opened or read
+    UNLISTABLE = "unlistable"                # a directory under the input that could not be listed
     NOT_MATLAB = "not_matlab"                # not a MATLAB v4/v5/v7.3 file, or truncated/corrupt
     NO_SIGNAL = "no_signal"                  # none of the known keys (data, val, ECG.data)
     BAD_DTYPE = "bad_dtype"                  # complex, boolean, string, object or struct signal
     BAD_SHAPE = "bad_shape"                  # not 2-D, or no axis of exactly 12 leads
     NON_FINITE = "non_finite"                # NaN or Inf anywhere in the signal
+    IMPLAUSIBLE_AMPLITUDE = "implausible_amplitude"  # a value beyond standardize.MAX_ABS_MV: not mV
     TOO_SHORT = "too_short"                  # shorter than 10 s and padding not requested
     BAD_HEADER = "bad_header"                # WFDB .hea unparsable or disagreeing with the array
     BAD_SAMPLING_RATE = "bad_sampling_rate"  # zero, negative or absurd sampling rate

@@ -6,6 +6,7 @@ Each builder makes the smallest file that shows one problem; `v5_claiming`, `zip
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -129,3 +130,41 @@ def virtual_dataset(target: Path) -> bytes:
         file.create_virtual_dataset("data", layout)
 
     return v73(fill)
+
+
+def huge_float32(seed: int = 0) -> bytes:
+    """Contest layout whose float32 values are finite but around 1e20: passes every finiteness check,
+    and its squared deviations overflow float32 statistics."""
+    return savemat_bytes({"data": (signal(seed) * 1e20).astype(np.float32)})
+
+
+def huge_int64(seed: int = 0) -> bytes:
+    """A headerless int64 `val` around 2**61 ADC units: about 2e15 mV at the CinC 1000 units per mV."""
+    return savemat_bytes({"val": (signal(seed).T / 4 * 2.0**62).astype(np.int64)})
+
+
+def beyond_path_max(parent: Path, name: str, content: bytes, component: int = 200) -> tuple[Path, Path]:
+    """`content` as `name` at the end of a chain of directories under `parent` so deep that the path
+    of the deeper ones exceeds PATH_MAX (which no full-path call accepts, not even root's); built with
+    directory descriptors, which have no such limit. Returns (the first directory whose path is
+    beyond PATH_MAX, the file)."""
+    path_max = os.pathconf("/", "PC_PATH_MAX")
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    path, first_beyond = parent, None
+    try:
+        for depth in range(path_max // component + 2):
+            part = f"{depth:03d}".ljust(component, "d")
+            os.mkdir(part, dir_fd=fd)
+            deeper = os.open(part, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd, path = deeper, path / part
+            if first_beyond is None and len(os.fsencode(path)) >= path_max:
+                first_beyond = path
+        out = os.open(name, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        try:
+            os.write(out, content)
+        finally:
+            os.close(out)
+    finally:
+        os.close(fd)
+    return first_beyond, path / name

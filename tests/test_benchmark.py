@@ -9,20 +9,22 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_benchmark_prints_both_runs_and_their_ratio(tmp_path):
+def test_benchmark_prints_the_three_runs_and_their_ratios(tmp_path):
     result = subprocess.run([sys.executable, os.path.join(REPO, "bench", "benchmark.py"), "--sizes", "24",
                              "--data_root", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     row = [line for line in result.stdout.splitlines() if line.strip().startswith("24 |")]
     assert row, result.stdout
     numbers = [float(x) for x in re.findall(r"\d+\.\d+|\d+", row[0].replace("|", " "))]
-    (size, loop_s, loop_mb, _, loop_cores, beam_s, beam_mb, _, beam_cores, job_s, job_cores, time_ratio,
-     mb_ratio) = numbers
-    assert size == 24 and loop_s > 0 and beam_s > 0 and loop_mb > 50 and beam_mb > 50
+    (size, loop_s, loop_mb, _, loop_cores, peer_s, peer_mb, _, peer_cores, beam_s, beam_mb, _, beam_cores, job_s,
+     job_cores, time_ratio, peer_ratio, mb_ratio) = numbers
+    assert size == 24 and loop_s > 0 and peer_s > 0 and beam_s > 0 and loop_mb > 50 and peer_mb > 50 and beam_mb > 50
     assert 0.3 < loop_cores <= 1.2  # one process, one busy thread (the sampled CPU time is not lost)
+    assert 0.3 < peer_cores <= (os.cpu_count() or 1) + 0.2
     assert 0.3 < beam_cores <= (os.cpu_count() or 1) + 0.2
     assert 0 < job_s < beam_s and 0.1 < job_cores <= (os.cpu_count() or 1) + 0.2
     assert time_ratio == pytest.approx(beam_s / loop_s, rel=0.03)
+    assert peer_ratio == pytest.approx(beam_s / peer_s, rel=0.03)
     assert mb_ratio == pytest.approx(beam_mb / loop_mb, rel=0.03)
 
 

@@ -18,7 +18,7 @@ import scipy.io
 from test_pipeline import read_errors, read_examples
 
 from beam_pipeline.cli.main_command import main
-from ecg_common.cli import EXIT_FAILED, EXIT_OK
+from ecg_common.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from ecg_common.rejections import Reason
 from ecg_common.schema import ECG_SHAPE, NUM_LEADS, NUM_SAMPLES
 
@@ -74,6 +74,10 @@ def _bad_files(outside: Path) -> dict[str, tuple[bytes, str | None, str]]:
         "OBJECT": (hf.savemat_bytes({"data": np.array([np.ones(3), "x"], dtype=object)}), None, Reason.BAD_DTYPE),
         "OVERFLOW": (hf.savemat_bytes({"val": np.full((NUM_LEADS, NUM_SAMPLES), 32767, np.int16)}, format="4"),
                      hf.wfdb_header(gain="1e-40(0)/mV"), Reason.NON_FINITE),
+        "HUGE_F32": (hf.huge_float32(15), None, Reason.IMPLAUSIBLE_AMPLITUDE),
+        "HUGE_I64": (hf.huge_int64(16), None, Reason.IMPLAUSIBLE_AMPLITUDE),
+        "MICROVOLTS": (hf.savemat_bytes({"data": (hf.signal(17) * 1000).astype(np.float32)}), None,
+                       Reason.IMPLAUSIBLE_AMPLITUDE),
         "HEA_GARBAGE": (val, "REC twelve leads at 500 Hz\n", Reason.BAD_HEADER),
         "HEA_DISAGREES": (val, hf.wfdb_header(num_samples=4000), Reason.BAD_HEADER),
         "RATE_0": (val, hf.wfdb_header(rate=0), Reason.BAD_SAMPLING_RATE),
@@ -119,12 +123,15 @@ def hostile_set(tmp_path_factory):
     os.mkfifo(train / "HEA_FIFO.hea")
     expected["HEA_FIFO"] = Reason.UNREADABLE
     (train / "DIR.mat").mkdir()  # a directory named like a record is not a file: not listed
+    (train / "deep").mkdir()
+    unlistable, _ = hf.beyond_path_max(train / "deep", "DEEP.mat", hf.contest(80))  # found by no full-path call
+    expected[f"{os.path.relpath(unlistable, train)}/"] = Reason.UNLISTABLE  # one rejection for what it holds
     (train / "sub" / "G01.mat").write_bytes(hf.contest(60))
     for rid in ("NO_LABEL", "LABEL_2", "CONFLICT"):
         (train / f"{rid}.mat").write_bytes(hf.contest(70))
     expected |= {"NO_LABEL": Reason.MISSING_LABEL, "LABEL_2": Reason.INVALID_LABEL, "CONFLICT": Reason.INVALID_LABEL}
     labelled = [rid for rid in [*GOOD, "CINC", "CINC_NO_HEA", "FLAT", "CLIPPED", "SYMLINK_IN", *expected]
-                if rid not in ("NO_LABEL", "LABEL_2", "CONFLICT")]
+                if rid not in ("NO_LABEL", "LABEL_2", "CONFLICT") and not rid.endswith("/")]  # "/": a directory
     lines = ["Recording,label,comment"]  # a header line, extra columns, a BOM and CRLF (below)
     lines += [f"{rid},{k % 2},extra column" for k, rid in enumerate(labelled)]
     lines += ["G00,0,duplicate line with the same label", "LABEL_2,2", "CONFLICT,0", "CONFLICT,1", "GHOST,1", ""]
@@ -174,7 +181,21 @@ def test_each_bad_input_is_rejected_with_its_reason(hostile_run):
     assert "broken symbolic link" in by_id["DANGLING"]["detail"]
     assert "ExternalLink" in by_id["EXTERNAL_LINK"]["detail"] and "virtual" in by_id["VIRTUAL"]["detail"]
     assert "memory" in by_id["CELL_BOMB"]["detail"]
+    assert "after the gain" in by_id["HUGE_F32"]["detail"] and "100 mV" in by_id["HUGE_I64"]["detail"]
+    [deep] = [row for rid, row in by_id.items() if rid.startswith("deep/")]
+    assert "could not be listed" in deep["detail"] and "File name too long" in deep["detail"]
     assert read_errors(out, "test") == {}
+
+
+def test_statistics_stay_finite_and_examples_keep_their_shape(hostile_run):
+    """Records of huge but finite values are rejected before they reach the statistics: the learned
+    means and stds stay those of real mV, and no written example is flattened to a constant."""
+    _, out, _, _, _ = hostile_run
+    statistics = json.loads((out / "run_summary.json").read_text())["lead_statistics"]
+    assert np.isfinite(statistics["mean_mv"]).all() and np.isfinite(statistics["std_mv"]).all()
+    assert max(statistics["std_mv"]) < 10
+    for record_id, example in read_examples(out, "train").items():
+        assert np.isfinite(example["ecg"]).all() and example["ecg"].std(axis=0).max() > 0.1, record_id
 
 
 def test_good_records_are_written_and_nothing_outside_is_read(hostile_run):
@@ -187,7 +208,8 @@ def test_good_records_are_written_and_nothing_outside_is_read(hostile_run):
 
 def test_labels_file_findings(hostile_run):
     _, out, _, _, _ = hostile_run
-    assert read_errors(out, "labels") == {"GHOST": Reason.LABEL_WITHOUT_FILE}
+    assert read_errors(out, "labels") == {"GHOST": Reason.LABEL_WITHOUT_FILE, "LABEL_2": Reason.INVALID_LABEL,
+                                          "CONFLICT": Reason.INVALID_LABEL}  # every unusable line
     assert read_examples(out, "train")["G00"]["label"] == 0  # a duplicated line with the same label is kept
 
 
@@ -249,6 +271,17 @@ def test_reject_flagged_rejects_quality_findings(hostile_set, tmp_path):
     assert "FLAT" not in read_examples(out, "train")
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["reconciled"] and summary["quality"]["train"]["records_flagged"] == 2
+
+
+def test_an_output_dir_holding_the_inputs_is_refused_before_anything_is_touched(hostile_set, capsys):
+    """The folder of the hostile set (FIFOs, links out, hostile names) holds TRAIN, TEST and the labels:
+    publishing there would have deleted them. Refused before anything is opened, created or moved."""
+    root, _ = hostile_set
+    before = _tree(root, root / "out")
+    assert _run(root, root) == EXIT_CONFIG
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"error: --output_dir {root} contains --train_dir"), last
+    assert _tree(root, root / "out") == before
 
 
 def test_readme_documents_every_reason_code():

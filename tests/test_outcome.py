@@ -22,3 +22,10 @@ def test_a_full_disk_is_named_whether_the_errno_survives_or_only_its_text():
     for error in (direct, wrapped, as_text):
         assert describe_failure(error).startswith("run failed: the disk is full")
     assert describe_failure(ValueError("boom\nmore")) == "run failed: ValueError: boom"
+
+
+def test_a_worker_traceback_wrapped_by_beam_is_reduced_to_its_reason():
+    wrapped = RuntimeError('Traceback (most recent call last):\n  File "x.py", line 1, in f\n    open(p)\n'
+                           "PermissionError: [Errno 13] Permission denied: '/out/part-0'\n\n"
+                           "[while running 'Write[train]']")
+    assert describe_failure(wrapped) == "run failed: PermissionError: [Errno 13] Permission denied: '/out/part-0'"

@@ -145,7 +145,7 @@ def test_every_file_is_accounted_for(contest_run):
     out, _, bad = contest_run
     assert read_errors(out, "train") == bad
     assert read_errors(out, "test") == {}
-    assert read_errors(out, "labels") == {"GHOST": Reason.LABEL_WITHOUT_FILE}
+    assert read_errors(out, "labels") == {"GHOST": Reason.LABEL_WITHOUT_FILE, "TRAIN905": Reason.INVALID_LABEL}
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["files_found"] == {"train": 26, "test": 5}
     assert summary["examples_written"] == {"train": 20, "test": 5}

@@ -138,17 +138,20 @@ def test_a_report_failure_is_recorded_not_raised(tmp_path):
 # --- training report ----------------------------------------------------------------------------------
 
 
-def _training_run(model_dir) -> dict:
-    """A metrics.json-shaped dict and validation_predictions.csv as train.run writes them."""
+def _training_run(model_dir, normal: int = 30, abnormal: int = 20, legacy: bool = False) -> dict:
+    """A metrics.json-shaped dict and validation_predictions.csv as train.run writes them (`legacy`:
+    as it wrote them before intervals and counts, without `validation_metrics`)."""
     rng = np.random.default_rng(1)
-    labels = np.array([0] * 30 + [1] * 20)
+    labels = np.array([0] * normal + [1] * abnormal)
     scores = np.clip(rng.normal(0.3 + 0.4 * labels, 0.15), 0.0, 1.0)
     threshold = evaluation.choose_threshold(labels, scores)
     epochs = 12
     decay = np.exp(-np.arange(epochs) / 4)
+    score = evaluation.binary_metrics if legacy else evaluation.validation_metrics
     metrics = {"threshold": threshold, "threshold_criterion": "youden",
-               "validation": evaluation.binary_metrics(labels, scores, threshold),
-               "class_counts": {"train": {"normal": 120, "abnormal": 80}, "validation": {"normal": 30, "abnormal": 20}},
+               "validation": score(labels, scores, threshold),
+               "class_counts": {"train": {"normal": 4 * normal, "abnormal": 4 * abnormal},
+                                "validation": {"normal": normal, "abnormal": abnormal}},
                "epochs_run": epochs, "best_epoch": 9, "training_seconds": 12.5,
                "history": {"loss": (0.3 + 0.5 * decay).tolist(), "auc": (0.95 - 0.4 * decay).tolist(),
                            "val_loss": (0.35 + 0.45 * decay).tolist(), "val_auc": (0.9 - 0.4 * decay).tolist()}}
@@ -179,6 +182,61 @@ def test_training_page_is_built_from_metrics_json_and_predictions(tmp_path):
     index = training_report.build(str(tmp_path))
     assert_page_shows(index, {training_report.LEARNING_CURVES_PNG, training_report.ROC_PNG,
                               training_report.CONFUSION_PNG, training_report.HISTOGRAM_PNG})
+
+
+def _page(index: str) -> str:
+    with open(index, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def test_training_page_warns_when_a_validation_class_is_small(tmp_path):
+    """One normal validation record (the issue's case): a visible warning with the caveat, the counts
+    and the intervals; none for a split with enough of each class."""
+    metrics = _training_run(tmp_path / "small", normal=1, abnormal=12)
+    page = _page(training_report.build(str(tmp_path / "small")))
+    warning = re.search(r'<span class="warning">([^<]*)</span>', page)
+    assert warning and metrics["validation"]["caveat"] in warning.group(1)
+    assert "only 1 normal and 12 abnormal" in warning.group(1)
+    assert "<th>95% interval</th>" in page and "<th>TN</th>" in page
+    low, high = metrics["validation"]["interval_95"]["auc"]
+    assert f"{low:.3f} to {high:.3f}" in page
+
+    _training_run(tmp_path / "large", normal=30, abnormal=20)
+    page = _page(training_report.build(str(tmp_path / "large")))
+    assert 'class="warning"' not in page and "unreliable:" not in page
+    assert "<th>95% interval</th>" in page
+
+
+def test_training_page_of_an_older_metrics_json_computes_intervals_and_caveat(tmp_path):
+    _training_run(tmp_path, normal=3, abnormal=20, legacy=True)
+    page = _page(training_report.build(str(tmp_path)))
+    assert "only 3 normal and 20 abnormal" in page and "n/a" not in page
+
+
+def test_validation_predictions_with_the_former_header_still_read(tmp_path):
+    path = tmp_path / layout.VALIDATION_PREDICTIONS_FILE
+    path.write_text("label,probability\n1,0.8\n0,0.3\n", encoding="utf-8")
+    labels, scores = layout.read_validation_predictions(str(path))
+    assert labels.tolist() == [1, 0] and scores.tolist() == [0.8, 0.3]
+    layout.write_validation_predictions(str(path), labels, scores)
+    assert path.read_text(encoding="utf-8").splitlines()[0] == "true_label,probability"
+
+
+def test_histogram_gives_every_class_its_own_visible_panel():
+    """A class of one record next to a class of 200 in the same bin: each class has its own panel with
+    only its bars, holding all its records, and its tallest bar reaches the top half of the panel."""
+    labels = np.array([0] + [1] * 200)
+    scores = np.full(len(labels), 0.62)
+    figure = training_report.probability_histogram_figure(labels, scores, 0.5)
+    panels = [ax for ax in figure.axes if ax.patches]
+    assert len(panels) == 2
+    for ax, label in zip(panels, (0, 1)):
+        heights = [patch.get_height() for patch in ax.patches]
+        colors = {patch.get_facecolor()[:3] for patch in ax.patches}
+        assert sum(heights) == np.sum(labels == label)
+        assert len(colors) == 1  # one class per panel: nothing drawn over it
+        assert max(heights) >= 0.5 * ax.get_ylim()[1], (label, max(heights), ax.get_ylim())
+        assert f"({np.sum(labels == label)})" in ax.get_title()
 
 
 def test_roc_curve_area_is_the_exact_auc():

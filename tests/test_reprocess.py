@@ -201,16 +201,17 @@ def test_exactly_the_new_and_changed_files_are_processed_when_more_arrive(histor
     assert examples["N102"]["label"] == 0
 
 
-def test_a_microvolt_batch_is_flagged_and_the_run_says_so(base_run, tmp_path):
+def test_a_batch_at_five_times_the_gain_is_flagged_and_the_run_says_so(base_run, tmp_path):
+    """(A batch in microvolts does not get this far: its records are rejected as implausible_amplitude.)"""
     base, _, _ = base_run
-    _arrive(tmp_path / "incoming", "UV", 3, seed=13, scale=1000.0)
+    _arrive(tmp_path / "incoming", "UV", 3, seed=13, scale=5.0)
     run = _reprocess(tmp_path / "incoming", tmp_path / "root", base)
     assert run.code == EXIT_DRIFT
     assert "drift" in run.err and "check the units" in run.err
     (batch,) = _batches(tmp_path / "root")
     drift = _summary(tmp_path / "root" / batch)["drift"]
     assert drift["flagged_leads"] == list(LEAD_NAMES)
-    assert drift["leads"]["II"]["std_ratio"] == pytest.approx(1000, rel=0.1)
+    assert drift["leads"]["II"]["std_ratio"] == pytest.approx(5, rel=0.1)
     assert set(_ledger(tmp_path / "root")) == {"UV000.mat", "UV001.mat", "UV002.mat"}, "flagged, yet processed once"
 
 

@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import shutil
 
 import apache_beam as beam
@@ -247,6 +248,83 @@ def test_auc_and_threshold():
     assert 0.4 < evaluation.choose_threshold(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.6, 0.9]), "f1") < 0.6
 
 
+def _separating_scores(rng: np.random.Generator, n_normal: int, n_abnormal: int) -> tuple[np.ndarray, np.ndarray]:
+    """Overlapping scores (AUC about 0.9): every metric is strictly between 0 and 1, so intervals have width."""
+    labels = np.array([NORMAL] * n_normal + [ABNORMAL] * n_abnormal)
+    return labels, np.clip(rng.normal(0.35 + 0.3 * labels, 0.18), 0.0, 1.0)
+
+
+def test_bootstrap_resamples_score_exactly_like_binary_metrics():
+    """The vectorized resample metrics (draw counts, cumulative negatives) equal `binary_metrics` on the
+    resample written out record by record, ties included."""
+    rng = np.random.default_rng(4)
+    labels, scores = _separating_scores(rng, 23, 31)
+    scores = np.round(scores, 1)  # many ties
+    positive, negative = scores[labels == ABNORMAL], scores[labels == NORMAL]
+    resampled = evaluation._resampled_metrics(positive, negative, 0.5, np.random.default_rng(9), 5)  # noqa: SLF001
+    replay = np.random.default_rng(9)
+    pos_counts = evaluation._resample_counts(replay, len(positive), 5)  # noqa: SLF001
+    neg_counts = evaluation._resample_counts(replay, len(negative), 5)  # noqa: SLF001
+    for b in range(5):
+        drawn_pos, drawn_neg = np.repeat(positive, pos_counts[b]), np.repeat(np.sort(negative), neg_counts[b])
+        expected = evaluation.binary_metrics(np.r_[np.ones(len(drawn_pos)), np.zeros(len(drawn_neg))],
+                                             np.r_[drawn_pos, drawn_neg], 0.5)
+        for name in evaluation.INTERVAL_METRICS:
+            assert resampled[name][b] == pytest.approx(expected[name], abs=1e-12), (name, b)
+
+
+def test_bootstrap_interval_contains_the_estimate_narrows_with_data_and_is_seeded():
+    rng = np.random.default_rng(5)
+    small, large = _separating_scores(rng, 30, 30), _separating_scores(rng, 3000, 3000)
+    widths = {}
+    for size, (labels, scores) in (("small", small), ("large", large)):
+        point = evaluation.binary_metrics(labels, scores, 0.5)
+        intervals = evaluation.bootstrap_intervals(labels, scores, 0.5)
+        assert set(intervals) == set(evaluation.INTERVAL_METRICS)
+        for name, (low, high) in intervals.items():
+            assert 0.0 <= low <= point[name] <= high <= 1.0, (size, name, low, point[name], high)
+            assert high > low, (size, name)
+        widths[size] = {name: high - low for name, (low, high) in intervals.items()}
+    for name in evaluation.INTERVAL_METRICS:  # 100 times the records: about a tenth of the width
+        assert widths["large"][name] < 0.3 * widths["small"][name], name
+    labels, scores = small
+    assert evaluation.bootstrap_intervals(labels, scores, 0.5, seed=3) == evaluation.bootstrap_intervals(
+        labels, scores, 0.5, seed=3)
+    assert evaluation.bootstrap_intervals(labels, scores, 0.5, seed=3) != evaluation.bootstrap_intervals(
+        labels, scores, 0.5, seed=4)
+    assert set(evaluation.bootstrap_intervals(labels[labels == ABNORMAL], scores[labels == ABNORMAL], 0.5).values()) == {
+        None}  # one class only: no interval rather than a made-up one
+
+
+def test_validation_metrics_carry_counts_and_flag_a_small_class():
+    rng = np.random.default_rng(6)
+    labels, scores = _separating_scores(rng, 1, 9)  # the case of the issue: one normal validation record
+    small = evaluation.validation_metrics(labels, scores, 0.5)
+    assert (small["positives"], small["negatives"], small["num_examples"]) == (9, 1, 10)
+    assert sum(small["confusion"].values()) == 10
+    assert small["reliable"] is False
+    assert "1 normal and 9 abnormal" in small["caveat"] and "specificity by 100%" in small["caveat"]
+    assert small["min_reliable_class_count"] == evaluation.MIN_RELIABLE_CLASS_COUNT
+    assert small["bootstrap"] == {"method": evaluation.BOOTSTRAP_METHOD, "resamples": evaluation.BOOTSTRAP_RESAMPLES,
+                                  "seed": evaluation.BOOTSTRAP_SEED, "level": evaluation.INTERVAL_LEVEL}
+    assert set(small["interval_95"]) == set(evaluation.INTERVAL_METRICS)
+    edge = evaluation.MIN_RELIABLE_CLASS_COUNT
+    assert evaluation.validation_metrics(*_separating_scores(rng, edge - 1, 200), 0.5)["reliable"] is False
+    large = evaluation.validation_metrics(*_separating_scores(rng, edge, edge), 0.5)
+    assert large["reliable"] is True and large["caveat"] is None
+    json.dumps(large, allow_nan=False)  # what metrics.json holds is plain JSON
+
+
+def test_console_summary_carries_intervals_counts_and_the_caveat():
+    rng = np.random.default_rng(7)
+    base = {"threshold": 0.5, "epochs_run": 3, "training_seconds": 1.5}
+    small = train.summary_line(dict(base, validation=evaluation.validation_metrics(*_separating_scores(rng, 2, 8), 0.5)))
+    assert "unreliable: validation holds only 2 normal and 8 abnormal records" in small
+    assert re.search(r"AUC \d\.\d{4} \[\d\.\d\d, \d\.\d\d\]", small), small
+    large = train.summary_line(dict(base, validation=evaluation.validation_metrics(*_separating_scores(rng, 50, 50), 0.5)))
+    assert "unreliable" not in large and "from 50 normal and 50 abnormal records" in large
+
+
 # --- model and training -------------------------------------------------------------------------
 
 
@@ -259,6 +337,12 @@ def test_short_training_run_learns(pipeline_output, tmp_path):
     assert metrics["class_counts"] == {"train": {"normal": 19, "abnormal": 19},
                                        "validation": {"normal": 5, "abnormal": 5}}
     assert metrics["epochs_run"] == TINY_CONFIG.epochs
+    # 5 + 5 validation records: counts, intervals and the caveat reach metrics.json.
+    with open(tmp_path / layout.METRICS_FILE, encoding="utf-8") as handle:
+        validation = json.load(handle)["validation"]
+    assert (validation["negatives"], validation["positives"]) == (5, 5)
+    assert validation["reliable"] is False and "5 normal and 5 abnormal" in validation["caveat"]
+    assert validation["interval_95"]["auc"][0] <= validation["auc"] <= validation["interval_95"]["auc"][1]
     for key in ("accuracy", "auc", "precision", "recall", "f1"):
         assert 0.0 <= metrics["validation"][key] <= 1.0
     assert 0.0 <= metrics["threshold"] <= 1.0
@@ -309,14 +393,39 @@ def test_predict_writes_one_row_per_record(pipeline_output, trained, tmp_path):
     with open(output, newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         header, rows = next(reader), list(reader)
-    assert header == ["record_id", "probability", "label"]
+    assert header == ["record_id", "probability", "predicted_label", "true_label"]
     assert sorted(r[0] for r in rows) == sorted(row[RECORD_ID_KEY].decode() for row in pipeline_output.raw[TEST_SPLIT])
-    for record_id, probability, label in rows:
+    for record_id, probability, predicted_label, _ in rows:
         assert 0.0 <= float(probability) <= 1.0
-        assert int(label) == int(float(probability) >= metrics["threshold"])
+        assert int(predicted_label) == int(float(probability) >= metrics["threshold"])
     truth = {row[RECORD_ID_KEY].decode(): row["_truth"] for row in pipeline_output.raw[TEST_SPLIT]}
-    accuracy = np.mean([int(label) == truth[rid] for rid, _, label in rows])
+    accuracy = np.mean([int(predicted_label) == truth[rid] for rid, _, predicted_label, _ in rows])
     assert accuracy >= 0.8, accuracy
+    # true_label is the split's label where the example has one (half of TEST here), empty elsewhere.
+    carried = {row[RECORD_ID_KEY].decode(): row[LABEL_KEY] for row in pipeline_output.raw[TEST_SPLIT]}
+    assert {rid: true_label for rid, _, _, true_label in rows} == {
+        rid: "" if label == UNKNOWN_LABEL else str(label) for rid, label in carried.items()}
+    assert [p.true_label for p in predict.read_csv(str(output))] == [carried[r[0]] for r in rows]
+
+
+def test_read_csv_reads_the_former_predictions_layout(tmp_path):
+    old = tmp_path / "old.csv"
+    old.write_text("record_id,probability,label\nTEST101,0.75,1\nTEST102,0.25,0\n", encoding="utf-8")
+    assert predict.read_csv(str(old)) == [predict.Prediction("TEST101", 0.75, 1), predict.Prediction("TEST102", 0.25, 0)]
+    new = tmp_path / "new.csv"
+    predict.write_csv([predict.Prediction("a", 0.75, 1, NORMAL), predict.Prediction("b", 0.25, 0)], str(new))
+    assert new.read_text(encoding="utf-8").splitlines() == [
+        "record_id,probability,predicted_label,true_label", "a,0.75,1,0", "b,0.25,0,"]
+    assert predict.read_csv(str(new))[0].true_label == NORMAL
+
+
+def test_labelled_summary_counts_and_caveat():
+    few = [predict.Prediction(f"r{i}", 0.9 if i % 2 else 0.1, i % 2, i % 2) for i in range(8)]
+    assert "8 labelled (4 normal, 4 abnormal)" in predict.labelled_summary(few)
+    assert "unreliable: the labelled set holds only 4 normal" in predict.labelled_summary(few)
+    many = [predict.Prediction(f"r{i}", 0.9 if i % 2 else 0.1, i % 2, i % 2) for i in range(40)]
+    assert "unreliable" not in predict.labelled_summary(many)
+    assert predict.labelled_summary([predict.Prediction("x", 0.5, 1)]) == ""
 
 
 def test_predict_uses_the_threshold_from_metrics(pipeline_output, trained, tmp_path):
@@ -328,8 +437,8 @@ def test_predict_uses_the_threshold_from_metrics(pipeline_output, trained, tmp_p
     metrics = dict(metrics, threshold=(probabilities[NUM_TRAIN // 2 - 1] + probabilities[NUM_TRAIN // 2]) / 2)
     (copy / layout.METRICS_FILE).write_text(json.dumps(metrics), encoding="utf-8")
     predictions = predict.predict(str(copy), pipeline_output.path, TRAIN_SPLIT)
-    assert sum(p.label for p in predictions) == NUM_TRAIN // 2
-    assert all(p.label == int(p.probability >= metrics["threshold"]) for p in predictions)
+    assert sum(p.predicted_label for p in predictions) == NUM_TRAIN // 2
+    assert all(p.predicted_label == int(p.probability >= metrics["threshold"]) for p in predictions)
 
 
 def test_cli_fails_with_one_line_message(tmp_path, capsys):

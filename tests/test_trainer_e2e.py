@@ -30,7 +30,7 @@ def _read_predictions(path: str) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     with open(path, encoding="utf-8") as handle:
-        assert handle.readline().strip() == "record_id,probability,label"
+        assert handle.readline().strip() == "record_id,probability,predicted_label,true_label"
     return rows
 
 
@@ -57,7 +57,20 @@ def test_demo_pipeline_to_predictions(demo_run):
         metrics = json.load(handle)
     assert metrics["class_counts"]["train"]["normal"] + metrics["class_counts"]["train"]["abnormal"] == 32
     assert sum(metrics["class_counts"]["validation"].values()) == 8
-    assert all(int(r["label"]) == int(float(r["probability"]) >= metrics["threshold"]) for r in rows)
+    assert all(int(r["predicted_label"]) == int(float(r["probability"]) >= metrics["threshold"]) for r in rows)
+    assert {r["true_label"] for r in rows} == {""}  # the pipeline never sees test_answers.txt
+
+
+def test_demo_train_predictions_carry_the_true_labels(demo_run, tmp_path):
+    """On the labelled split, true_label is the reference label of each record, and predicted_label is apart."""
+    data, out, model, _ = demo_run
+    output = tmp_path / "train_predictions.csv"
+    assert predict.main(["--model_dir", str(model), "--data_dir", str(out), "--split", TRAIN_SPLIT,
+                         "--output", str(output)]) == 0
+    with open(data / "reference.txt", encoding="utf-8") as handle:
+        truth = dict(line.split() for line in handle if line.strip())
+    rows = _read_predictions(str(output))
+    assert {r["record_id"]: r["true_label"] for r in rows} == truth
 
 
 def test_serving_raw_mat_matches_predict(demo_run):
@@ -98,5 +111,8 @@ def test_real_cinc2021_train_and_predict(real_ecg_dir, tmp_path, monkeypatch):
                          "--output", str(output)]) == 0
     rows = _read_predictions(str(output))
     with open(source / "labels.txt", encoding="utf-8") as handle:
-        labelled = {line.split()[0] for line in handle if line.strip()}
-    assert {r["record_id"] for r in rows} == labelled and len(rows) == 50
+        truth = dict(line.split()[:2] for line in handle if line.strip())
+    assert {r["record_id"] for r in rows} == set(truth) and len(rows) == 50
+    assert {r["record_id"]: r["true_label"] for r in rows} == truth  # the labelled split: the truth, unchanged
+    # 2 normal validation records: the small-class caveat is in metrics.json.
+    assert metrics["validation"]["reliable"] is False and "only 2 normal" in metrics["validation"]["caveat"]

@@ -60,17 +60,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> int:
         start_tensorflow(args.verbose)
-        from trainer.train import run
+        from trainer.train import run, summary_line
 
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                              seed=args.seed, val_fraction=args.val_fraction, patience=args.patience,
                              filters=args.filters, kernel_size=args.kernel_size, dropout=args.dropout,
                              threshold_criterion=args.threshold_criterion, deterministic=args.deterministic)
         metrics = run(args.data_dir, args.model_dir, config)
-        val = metrics["validation"]
-        print(f"wrote {args.model_dir}: validation AUC {val['auc']:.4f}, F1 {val['f1']:.4f}, accuracy "
-              f"{val['accuracy']:.4f} at threshold {metrics['threshold']:.4f}; {metrics['epochs_run']} epochs, "
-              f"{metrics['training_seconds']} s")
+        print(f"wrote {args.model_dir}: {summary_line(metrics)}")
         return EXIT_OK
 
     return run_command(work, "trainer", args.verbose)

@@ -3,7 +3,7 @@
     MODEL/serving/            the serving SavedModel (raw ECG in, the tf.Transform graph embedded)
     MODEL/model.keras         the trained Keras model
     MODEL/metrics.json        validation metrics, the threshold, the training history
-    MODEL/validation_predictions.csv   validation labels and scores, full precision (the report's ROC)
+    MODEL/validation_predictions.csv   validation true labels and scores, full precision (the report's ROC)
     MODEL/logs/               scalar summaries (TensorBoard event files)
     MODEL/report/index.html   the training report
 """
@@ -21,25 +21,31 @@ SERVING_DIR = "serving"
 MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
 VALIDATION_PREDICTIONS_FILE = "validation_predictions.csv"
-PREDICTIONS_HEADER = ("label", "probability")
+VALIDATION_PREDICTIONS_HEADER = ("true_label", "probability")
+LEGACY_TRUE_LABEL_COLUMN = "label"
+"""The truth column's name before it became `true_label` (older model directories still read)."""
 LOGS_DIR = "logs"
 REPORT_DIR = "report"
 
 
 def write_validation_predictions(path: str, labels: np.ndarray, scores: np.ndarray) -> None:
-    """The validation labels and scores, full precision, so the ROC can be recomputed exactly."""
+    """The validation records' true labels and scores, full precision, so the ROC can be recomputed exactly."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(PREDICTIONS_HEADER)
+        writer.writerow(VALIDATION_PREDICTIONS_HEADER)
         writer.writerows((int(label), repr(float(score))) for label, score in zip(labels, scores))
 
 
 def read_validation_predictions(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, probabilities) from `write_validation_predictions`' file."""
+    """(true labels, probabilities) from `write_validation_predictions`' file, old (`label`) header or new."""
+    true_column, probability_column = VALIDATION_PREDICTIONS_HEADER
     with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    labels = np.array([int(row[PREDICTIONS_HEADER[0]]) for row in rows], dtype=np.int64)
-    return labels, np.array([float(row[PREDICTIONS_HEADER[1]]) for row in rows], dtype=np.float64)
+        reader = csv.DictReader(handle)
+        if true_column not in (reader.fieldnames or ()):
+            true_column = LEGACY_TRUE_LABEL_COLUMN
+        rows = list(reader)
+    labels = np.array([int(row[true_column]) for row in rows], dtype=np.int64)
+    return labels, np.array([float(row[probability_column]) for row in rows], dtype=np.float64)
 
 
 def read_threshold(model_dir: str) -> float:

@@ -6,12 +6,18 @@ classes, not only the numbers at one threshold:
     learning_curves.png         loss, AUC and accuracy per epoch, train vs validation, best epoch marked
     roc.png                     the validation ROC curve, its AUC, and the operating point at the threshold
     confusion.png               the validation confusion matrix at the chosen threshold
-    probability_histogram.png   validation P(abnormal) per true class, with the threshold
+    probability_histogram.png   validation P(abnormal), one panel per true class, with the threshold
 
-`metrics.json` (history, threshold, confusion counts) stays the machine-readable source; the ROC
-and the histogram need every validation score, which training saves beside it as
-`validation_predictions.csv` (`label,probability`, one row per validation record, in the order scored).
-`python -m trainer.report MODEL` redraws the report from those two files.
+The metrics table gives each figure's bootstrap 95% interval and the class and confusion counts it
+comes from; when a class has fewer than `evaluation.MIN_RELIABLE_CLASS_COUNT` validation records the
+page opens with a warning (metrics.json's `validation.caveat`). Each class gets its own histogram
+panel, scaled to its own count, so a class of one record is as visible as a class of hundreds.
+
+`metrics.json` (history, threshold, confusion counts, intervals) stays the machine-readable source;
+the ROC and the histogram need every validation score, which training saves beside it as
+`validation_predictions.csv` (`true_label,probability`, one row per validation record, in the order
+scored). `python -m trainer.report MODEL` redraws the report from those two files; for a metrics.json
+written before the intervals existed, they are computed from the validation scores.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from ecg_common import report_page
 from ecg_common.cli import EXIT_OK, CommandLineParser, add_verbose_flag, run_command
 from ecg_common.report_page import Section, Table, text
 from ecg_common.schema import ABNORMAL, CLASS_NAMES, NORMAL
+from trainer import evaluation
 from trainer.evaluation import roc_auc, roc_curve
 from trainer.layout import METRICS_FILE, REPORT_DIR, VALIDATION_PREDICTIONS_FILE, read_validation_predictions
 
@@ -42,6 +49,8 @@ CURVE_ORDER = ("loss", "auc")
 CLASS_COLORS = {NORMAL: "#27ae60", ABNORMAL: "#d35400"}
 TRAIN_COLOR, VALIDATION_COLOR = "#2e86c1", "#c0392b"
 VALIDATION_PREFIX = "val_"
+WARNING_CLASS = "warning"
+"""The page style's class for text that must not be missed (`ecg_common.report_page.PAGE_STYLE`)."""
 _log = logging.getLogger(__name__)
 
 
@@ -93,7 +102,7 @@ def roc_figure(labels: np.ndarray, scores: np.ndarray, threshold: float):
     ax.set_aspect("equal")
     ax.set_xlabel("false positive rate (1 - specificity)")
     ax.set_ylabel("true positive rate (sensitivity)")
-    ax.set_title(f"ROC, {len(labels)} validation records", fontsize=10)
+    ax.set_title(f"ROC, {_class_counts_text(labels)} validation records", fontsize=10)
     ax.grid(color="#e5e5e5")
     ax.legend(fontsize=8, loc="lower right")
     return figure
@@ -119,41 +128,82 @@ def confusion_figure(confusion: dict[str, int], threshold: float):
     return figure
 
 
+def _class_counts_text(labels: np.ndarray) -> str:
+    return " / ".join(f"{np.sum(labels == label)} {CLASS_NAMES[label]}" for label in (NORMAL, ABNORMAL))
+
+
 def probability_histogram_figure(labels: np.ndarray, scores: np.ndarray, threshold: float):
-    """Validation P(abnormal) per true class: how well the scores separate, and where the threshold cuts."""
+    """Validation P(abnormal), one panel per true class (shared x, own y scale), with the threshold.
+
+    Side by side, not overlaid: on one axis a class of one record is a bar of height 1 under a class
+    of hundreds, hidden behind its bars. Each panel's y axis fits its own class, so every class shows.
+    """
     from matplotlib.ticker import MaxNLocator
 
-    figure = _new_figure(7.0, 4.0)
-    ax = figure.add_subplot()
+    classes = (NORMAL, ABNORMAL)
+    figure = _new_figure(9.0, 3.8)
+    axes = figure.subplots(1, len(classes), sharex=True, squeeze=False)[0]
     bins = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
-    for label in (NORMAL, ABNORMAL):
+    for ax, label in zip(axes, classes):
         chosen = scores[labels == label]
-        ax.hist(chosen, bins=bins, alpha=0.6, color=CLASS_COLORS[label], edgecolor="white",
-                label=f"true {CLASS_NAMES[label]} ({len(chosen)})")
-    ax.axvline(threshold, color="black", linestyle="--", linewidth=1.2, label=f"threshold {threshold:.3g}")
-    ax.set_xlim(0.0, 1.0)
-    ax.set_xlabel("predicted P(abnormal)")
-    ax.set_ylabel("validation records")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title("probability per true class", fontsize=10)
-    ax.grid(axis="y", color="#e5e5e5")
-    ax.set_axisbelow(True)
-    ax.legend(fontsize=8)
+        name = f"true {CLASS_NAMES[label]} ({len(chosen)})"
+        ax.hist(chosen, bins=bins, color=CLASS_COLORS[label], edgecolor="white", label=name)
+        if not len(chosen):
+            ax.text(0.5, 0.5, "no validation records", ha="center", va="center", transform=ax.transAxes)
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=1.2, label=f"threshold {threshold:.3g}")
+        ax.set_xlim(0.0, 1.0)
+        ax.set_xlabel("predicted P(abnormal)")
+        ax.set_ylabel("validation records")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(name, fontsize=10, color=CLASS_COLORS[label])
+        ax.grid(axis="y", color="#e5e5e5")
+        ax.set_axisbelow(True)
+        ax.legend(fontsize=8)
     return figure
 
 
 # --- the page ------------------------------------------------------------------------------------------
 
 
-def _sections(metrics: dict, labels: np.ndarray, scores: np.ndarray, figures: dict[str, str]) -> list[Section]:
+METRIC_NAMES = {"accuracy": "accuracy", "auc": "AUC", "precision": "precision", "recall": "recall (sensitivity)",
+                "specificity": "specificity", "f1": "F1"}
+
+
+def _interval_cell(validation: dict, name: str) -> str:
+    interval = (validation.get("interval_95") or {}).get(name)
+    return f"{interval[0]:.3f} to {interval[1]:.3f}" if interval else "n/a"
+
+
+def _metrics_table(validation: dict) -> Table:
+    return Table(["metric", "validation", f"{evaluation.INTERVAL_LEVEL:.0%} interval"],
+                 [[METRIC_NAMES[name], float(validation[name]), _interval_cell(validation, name)]
+                  for name in METRIC_NAMES if name in validation])
+
+
+def _counts_table(validation: dict) -> Table:
+    """What the ratios are computed from: class counts and the confusion counts at the threshold."""
+    confusion = validation["confusion"]
+    return Table([f"{CLASS_NAMES[NORMAL]} (negatives)", f"{CLASS_NAMES[ABNORMAL]} (positives)", "TP", "FP", "TN", "FN"],
+                 [[validation["negatives"], validation["positives"], confusion["tp"], confusion["fp"],
+                   confusion["tn"], confusion["fn"]]])
+
+
+def _with_uncertainty(metrics: dict, labels: np.ndarray, scores: np.ndarray) -> dict:
+    """metrics.json's `validation`; for one written before intervals and counts existed, recomputed
+    from the validation scores (the same function and seed training uses)."""
     validation = metrics["validation"]
-    names = ["accuracy", "auc", "precision", "recall", "specificity", "f1"]
-    at_threshold = Table(["metric", "validation"], [[name, float(validation[name])] for name in names if name in validation])
+    if "interval_95" in validation and "reliable" in validation:
+        return validation
+    return evaluation.validation_metrics(labels, scores, float(metrics["threshold"]))
+
+
+def _sections(metrics: dict, validation: dict, labels: np.ndarray, figures: dict[str, str]) -> list[Section]:
     counts = metrics.get("class_counts", {})
     balance = Table(["split"] + list(CLASS_NAMES.values()),
                     [[split] + [by_class.get(name, 0) for name in CLASS_NAMES.values()]
                      for split, by_class in counts.items()])
     threshold = metrics["threshold"]
+    bootstrap = validation.get("bootstrap", {})
     return [
         Section("Learning curves",
                 [f"{metrics.get('epochs_run', '?')} epochs run; early stopping on validation AUC restored the "
@@ -165,8 +215,17 @@ def _sections(metrics: dict, labels: np.ndarray, scores: np.ndarray, figures: di
         Section("At the chosen threshold",
                 [f"Threshold {text(f'{threshold:.4g}')}, chosen on validation by "
                  f"{text(metrics.get('threshold_criterion', '?'))}; a record is predicted abnormal when "
-                 "P(abnormal) &ge; threshold."],
-                [at_threshold], [figures[CONFUSION_PNG], figures[HISTOGRAM_PNG]]),
+                 "P(abnormal) &ge; threshold. The threshold was chosen on these same records, so the figures "
+                 "at it are optimistic.",
+                 f"Intervals: {text(bootstrap.get('method', evaluation.BOOTSTRAP_METHOD))} bootstrap, "
+                 f"{text(bootstrap.get('resamples', evaluation.BOOTSTRAP_RESAMPLES))} resamples drawn within "
+                 f"each class (seed {text(bootstrap.get('seed', evaluation.BOOTSTRAP_SEED))}), threshold held "
+                 f"fixed. With fewer than {evaluation.MIN_RELIABLE_CLASS_COUNT} records of a class the figures "
+                 "are flagged unreliable. An interval of zero width means every resample gave the same value "
+                 "(e.g. every record of a class right), not certainty: with n records all right, the true "
+                 "rate may still be as low as about 1 - 3/n."],
+                [_metrics_table(validation), _counts_table(validation)],
+                [figures[CONFUSION_PNG], figures[HISTOGRAM_PNG]]),
     ]
 
 
@@ -187,12 +246,18 @@ def build(model_dir: str, metrics: dict | None = None) -> str:
         HISTOGRAM_PNG: probability_histogram_figure(labels, scores, threshold),
     }
     figures = {name: report_page.save_figure(figure, folder, name) for name, figure in drawn.items()}
-    auc, seconds = float(metrics["validation"]["auc"]), metrics.get("training_seconds", "?")
+    validation = _with_uncertainty(metrics, labels, scores)
+    seconds = metrics.get("training_seconds", "?")
     intro = [f"Every number here comes from <a href=\"../{METRICS_FILE}\">{METRICS_FILE}</a> and "
              f"<a href=\"../{VALIDATION_PREDICTIONS_FILE}\">{VALIDATION_PREDICTIONS_FILE}</a>. Validation AUC "
-             f"{auc:.4f}, training {text(seconds)} s."]
+             f"{float(validation['auc']):.4f} ({evaluation.INTERVAL_LEVEL:.0%} interval "
+             f"{_interval_cell(validation, 'auc')}) from {validation['negatives']} {CLASS_NAMES[NORMAL]} and "
+             f"{validation['positives']} {CLASS_NAMES[ABNORMAL]} records, training {text(seconds)} s."]
+    if not validation["reliable"]:
+        intro.insert(0, f'<span class="{WARNING_CLASS}">Warning: these validation figures are '
+                        f"{text(validation['caveat'])}.</span>")
     return report_page.write_page(folder, "ECG classifier training report", intro,
-                                  _sections(metrics, labels, scores, figures))
+                                  _sections(metrics, validation, labels, figures))
 
 
 def build_safely(model_dir: str, metrics: dict) -> dict:

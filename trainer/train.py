@@ -5,8 +5,9 @@ stratified validation share, trains with class weights and early stopping on val
 the decision threshold on validation, and writes into `model_dir`:
     serving/       the SavedModel (raw ECG -> P(abnormal)), see `trainer.export`
     model.keras    the Keras model (best weights), for inspection or fine-tuning
-    metrics.json   validation metrics at the threshold, the threshold, class counts, epochs run
-    validation_predictions.csv   label,probability of every validation record (for the ROC)
+    metrics.json   validation metrics at the threshold with their counts, bootstrap 95% intervals and
+                   reliability (`evaluation.validation_metrics`), the threshold, class counts, epochs run
+    validation_predictions.csv   true_label,probability of every validation record (for the ROC)
     report/        index.html with learning curves, ROC, confusion matrix, histograms (`trainer.report`)
     logs/          TensorBoard event files (train/ and validation/)
 """
@@ -25,7 +26,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from ecg_common.rejections import ConfigurationError
-from ecg_common.schema import CLASS_NAMES, TRAIN_SPLIT, UNKNOWN_LABEL
+from ecg_common.schema import ABNORMAL, CLASS_NAMES, NORMAL, TRAIN_SPLIT, UNKNOWN_LABEL
 from trainer import evaluation, export, inputs, report
 from trainer.config import TrainConfig
 from trainer.layout import (LOGS_DIR, METRICS_FILE, MODEL_FILE, SERVING_DIR, VALIDATION_PREDICTIONS_FILE,
@@ -174,7 +175,7 @@ def run(data_dir: str, model_dir: str, config: TrainConfig = TrainConfig()) -> d
     metrics = {
         "threshold": threshold,
         "threshold_criterion": config.threshold_criterion,
-        "validation": evaluation.binary_metrics(labels, scores, threshold),
+        "validation": evaluation.validation_metrics(labels, scores, threshold),
         "class_counts": {"train": _named(train_counts), "validation": _named(val_counts)},
         "class_weight": {CLASS_NAMES[label]: weight for label, weight in weights.items()},
         "epochs_run": len(val_auc_history),
@@ -186,6 +187,8 @@ def run(data_dir: str, model_dir: str, config: TrainConfig = TrainConfig()) -> d
         "config": dataclasses.asdict(config),
         "history": {name: [float(v) for v in values] for name, values in history.history.items()},
     }
+    if not metrics["validation"]["reliable"]:
+        _log.warning("validation metrics are %s", metrics["validation"]["caveat"])
     model.save(os.path.join(model_dir, MODEL_FILE))
     export.export_serving_model(model, tft_output, os.path.join(model_dir, SERVING_DIR))
     write_validation_predictions(os.path.join(model_dir, VALIDATION_PREDICTIONS_FILE), labels, scores)
@@ -193,3 +196,20 @@ def run(data_dir: str, model_dir: str, config: TrainConfig = TrainConfig()) -> d
     with open(os.path.join(model_dir, METRICS_FILE), "w", encoding="utf-8") as handle:
         json.dump(metrics, handle, indent=2)
     return metrics
+
+
+def _with_interval(validation: dict, name: str) -> str:
+    interval = validation.get("interval_95", {}).get(name)
+    value = f"{validation[name]:.4f}"
+    return f"{value} [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else value
+
+
+def summary_line(metrics: dict) -> str:
+    """The console summary of a run: the validation figures with their 95% intervals, the class counts
+    they come from, and the caveat when those counts are too small to trust."""
+    val = metrics["validation"]
+    line = (f"validation AUC {_with_interval(val, 'auc')}, F1 {_with_interval(val, 'f1')}, accuracy "
+            f"{_with_interval(val, 'accuracy')} (95% intervals) at threshold {metrics['threshold']:.4f}, from "
+            f"{val['negatives']} {CLASS_NAMES[NORMAL]} and {val['positives']} {CLASS_NAMES[ABNORMAL]} records; "
+            f"{metrics['epochs_run']} epochs, {metrics['training_seconds']} s")
+    return line if val.get("reliable", True) else f"{line}; {val['caveat']}"

@@ -1,1 +1,1 @@
-"""The command lines: the main job, reprocessing, and the option groups they share."""
+"""The command lines: the main job, reprocessing, and the option groups and exit outcomes they share."""

@@ -6,18 +6,20 @@ options recognize every one of them (`beam_options.py`), so every standard pipel
 TensorFlow, tf.Transform and Beam's runners are loaded only after parsing, so `--help` and usage
 errors answer at once.
 Exit codes: 0 success, 1 the run failed (nothing published) or it rejected more than
---max_error_rate of a split's files (output and report published), 2 usage or configuration error.
+--max_error_rate of a split's files (output and report published), 2 usage or configuration error
+(an --output_dir that is not new or an earlier output included), 75 another run holds the output's
+lock, 143/130 stopped by SIGTERM/SIGINT (see `exits.py`).
 """
 from __future__ import annotations
 
 import sys
 
 from beam_pipeline.cli.beam_options import parse_with_beam_options
+from beam_pipeline.cli.exits import run_stoppable
 from beam_pipeline.cli.options import add_record_options, add_robustness_options, decode_options, write_options
 from beam_pipeline.runs.outcome import describe_excess
 from beam_pipeline.runs.runner_defaults import DEFAULT_RUNNER
-from ecg_common.cli import (EXIT_FAILED, EXIT_OK, CommandLineParser, configure_logging, run_reporting_errors,
-                            start_tensorflow)
+from ecg_common.cli import EXIT_FAILED, EXIT_OK, CommandLineParser, configure_logging, start_tensorflow
 
 
 def build_parser() -> CommandLineParser:
@@ -27,14 +29,17 @@ def build_parser() -> CommandLineParser:
                     "training set, and write sharded GZIP TFRecords plus the transform graph.",
         epilog=f"Any other option must be one of Apache Beam's pipeline options (--runner, default "
                f"{DEFAULT_RUNNER}; --direct_num_workers, --temp_location, ...) and is passed to Beam. "
-               "Exit codes: 0 success, 1 run failed, 2 usage or configuration error.")
+               "Exit codes: 0 success, 1 run failed, 2 usage or configuration error, 75 another run holds the "
+               "output's lock, 143/130 stopped by SIGTERM/SIGINT.")
     parser.add_argument("--train_dir", required=True,
                         help="labelled records: *.mat found recursively; the record id is the file stem")
     parser.add_argument("--labels", required=True,
                         help="labels file: 'id<sep>label' per line (tab, comma or spaces; 0 normal, 1 abnormal); "
                              "header line, BOM, CRLF and blank lines are tolerated")
     parser.add_argument("--test_dir", help="records transformed with the training statistics; labels optional")
-    parser.add_argument("--output_dir", required=True, help="where the output contract is written (replaced atomically)")
+    parser.add_argument("--output_dir", required=True,
+                        help="where the output contract is written: a new path, or an earlier output of this "
+                             "pipeline (replaced atomically); anything else is refused")
     add_record_options(parser)
     add_robustness_options(parser)
     return parser
@@ -48,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
     config = JobConfig(train_dir=args.train_dir, labels_path=args.labels, output_dir=args.output_dir,
                        test_dir=args.test_dir, decode=decode_options(args), write=write_options(args),
-                       max_error_rate=args.max_error_rate)
-    code, summary = run_reporting_errors(lambda: run_job(config, beam_args), "beam_pipeline")
+                       max_error_rate=args.max_error_rate, normal_labels=args.normal_labels)
+    code, summary = run_stoppable(lambda: run_job(config, beam_args), "beam_pipeline", args.output_dir)
     if code != EXIT_OK:
         return code
     if summary.get("dry_run"):

@@ -8,6 +8,7 @@ import argparse
 import typing
 
 from beam_pipeline.graph.settings import DEFAULT_BATCH_SIZE, DEFAULT_GZIP_LEVEL, DecodeOptions, WriteOptions
+from beam_pipeline.inputs.option_names import NORMAL_LABELS_OPTION
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
 from beam_pipeline.sandbox.protocol import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, DecodeLimits
 from ecg_common.cli import add_verbose_flag
@@ -45,8 +46,24 @@ def add_robustness_options(parser: argparse.ArgumentParser) -> None:
                         help=f"reject a file whose decoding needs more memory (default {DEFAULT_MEMORY_MB} MB)")
 
 
+def _class_values(text: str) -> tuple[str, ...]:
+    values = tuple(value.strip() for value in text.split(","))
+    if not all(values):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of label values")
+    return values
+
+
+def add_label_options(parser: argparse.ArgumentParser) -> None:
+    """How the labels file's values become 0/1 (read as `args.normal_labels`, a tuple, empty by default)."""
+    parser.add_argument(NORMAL_LABELS_OPTION, type=_class_values, default=(), metavar="VALUES",
+                        help="the labels file holds class names or numbers instead of 0/1 (e.g. CPSC 2018 "
+                             "REFERENCE.csv, where 1 is Normal: --normal_labels 1): these values, comma-separated, "
+                             "mean normal (0), every other value abnormal (1); only the first label column counts")
+
+
 def add_record_options(parser: argparse.ArgumentParser) -> None:
-    """Decoding and output options, shared with `beam_pipeline.reprocess` so a batch is decoded as training was."""
+    """Decoding, labels and output options, shared with `beam_pipeline.reprocess` so a batch is decoded (and its
+    labels read) as training was."""
     parser.add_argument("--sampling_rate", type=float, default=SAMPLING_RATE_HZ,
                         help=f"sampling rate (Hz) of records without a WFDB .hea header (default {SAMPLING_RATE_HZ}); "
                              f"other rates are resampled to {SAMPLING_RATE_HZ} Hz")
@@ -61,6 +78,7 @@ def add_record_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gzip_level", type=int, choices=range(4), default=DEFAULT_GZIP_LEVEL,
                         help=f"ISA-L GZIP level of the TFRecord shards, 0 fastest .. 3 smallest (default "
                              f"{DEFAULT_GZIP_LEVEL})")
+    add_label_options(parser)
 
 
 def decode_options(args: argparse.Namespace) -> DecodeOptions:

@@ -8,6 +8,7 @@ Exit codes, chosen so a scheduler can act on them:
   2   usage or configuration error (missing directory, no transform_fn in --transform_dir)
   3   a batch was published, but some leads drifted beyond the limits: look before using it
   75  another run holds the lock on ROOT (EX_TEMPFAIL: nothing done, try again later)
+  143/130  stopped by SIGTERM/SIGINT: nothing published, staging and temporary folders removed
 
 Arguments that are not the project's go to Beam once Beam's own options recognize every one of them
 (`beam_options.py`): a misspelt option is a usage error (2), never a run that ignored it. The run's
@@ -17,22 +18,22 @@ that use them, so `--help` and usage errors answer at once.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import typing
 
 from beam_pipeline.cli.beam_options import parse_with_beam_options
+from beam_pipeline.cli.exits import EXIT_LOCKED, run_stoppable
 from beam_pipeline.cli.options import add_record_options, add_robustness_options, decode_options, write_options
 from beam_pipeline.graph.settings import MEAN_SHIFT_LIMIT_STD, STD_RATIO_LIMIT, DriftLimits
 from beam_pipeline.runs.outcome import describe_excess
 from beam_pipeline.runs.runner_defaults import DEFAULT_RUNNER
-from ecg_common.cli import (EXIT_FAILED, EXIT_OK, CommandLineParser, configure_logging, run_reporting_errors,
-                            start_tensorflow)
+from ecg_common.cli import EXIT_FAILED, EXIT_OK, CommandLineParser, configure_logging, start_tensorflow
 
 if typing.TYPE_CHECKING:
     from beam_pipeline.runs.reprocess_job import ReprocessConfig, ReprocessResult
 
 EXIT_DRIFT = 3
-EXIT_LOCKED = 75
 
 
 def build_parser() -> CommandLineParser:
@@ -72,7 +73,7 @@ def _config(args: argparse.Namespace) -> ReprocessConfig:
 
     return ReprocessConfig(
         incoming=args.incoming, transform_dir=args.transform_dir, output_root=args.output_root,
-        labels_path=args.labels,
+        labels_path=args.labels, normal_labels=args.normal_labels,
         decode=decode_options(args),
         write=write_options(args), max_error_rate=args.max_error_rate,
         min_file_age_s=args.min_file_age, drift_limits=DriftLimits(args.drift_mean_shift, args.drift_std_ratio))
@@ -81,11 +82,10 @@ def _config(args: argparse.Namespace) -> ReprocessConfig:
 def _report(result: ReprocessResult, config: ReprocessConfig) -> int:
     """One line about what happened, and the exit code that says it to a scheduler."""
     from beam_pipeline.runs.reprocess_job import DATA_SPLIT, Outcome
-    from beam_pipeline.runs.run_lock import LOCK_FILE, holder_hint
+    from beam_pipeline.runs.run_lock import LOCK_FILE, held_message
 
     if result.outcome is Outcome.LOCKED:
-        print(f"error: another run holds the lock on {config.output_root}/{LOCK_FILE}"
-              f"{holder_hint(config.output_root)}; nothing done", file=sys.stderr)
+        print(f"error: {held_message(os.path.join(config.output_root, LOCK_FILE))}", file=sys.stderr)
         return EXIT_LOCKED
     if result.outcome is Outcome.NOTHING_NEW:
         print(f"nothing new in {config.incoming}; no batch written")
@@ -115,5 +115,5 @@ def main(argv: list[str] | None = None) -> int:
     from beam_pipeline.runs.reprocess_job import run_reprocess
 
     config = _config(args)
-    code, result = run_reporting_errors(lambda: run_reprocess(config, beam_args), "beam_pipeline")
+    code, result = run_stoppable(lambda: run_reprocess(config, beam_args), "beam_pipeline", config.output_root)
     return code if result is None else _report(result, config)

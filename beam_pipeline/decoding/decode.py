@@ -27,7 +27,8 @@ Normalizing rules, in this order:
   applying the gain, is refused;
 - sampling rate: anything other than 500 Hz is resampled to 500 Hz (polyphase, `resample_poly`);
 - length: the first 10 s are kept (samples 0..4999 at 500 Hz) and the rest is cropped; a shorter
-  record is refused as too short, or zero-padded at the end when `pad_short=True`.
+  record is refused as too short, or zero-padded at the end when `pad_short=True`;
+- amplitude: a kept value beyond `standardize.MAX_ABS_MV` (100 mV) is refused: it cannot be mV.
 
 Size limits are checked before anything large is allocated: array shapes are read from the
 MATLAB variable headers (`whosmat`) or the HDF5 dataset shape, and zlib-compressed v5 variables

@@ -20,6 +20,14 @@ MIN_SAMPLING_RATE_HZ = 50.0
 MAX_SAMPLING_RATE_HZ = 50_000.0
 """Plausible ECG sampling rates; outside them the rate is a typo or garbage, not a recording."""
 
+MAX_ABS_MV = 100.0
+"""The largest |value| (mV, after the gain) a record may hold. A surface ECG stays within a few mV (a
+QRS complex rarely reaches 5 mV), pacemaker spikes within about 20 mV, and the CinC int16 format at
+1000 units per mV cannot exceed 32.8 mV. Anything beyond is not a recording in mV (microvolts, ADC
+units without their gain, garbage); one such record would otherwise dominate the per-lead
+statistics learned over the whole training set (float32 1e20: a std of 1e20, which normalizes every
+other example to a constant)."""
+
 RESAMPLE_MAX_DENOMINATOR = 1000
 """Bound on the up/down factors of the polyphase resampler, which keeps its filter small."""
 
@@ -79,7 +87,17 @@ def standardize(
         result = np.ascontiguousarray(physical.T, dtype=np.float32)
     if not np.isfinite(result).all():
         return DecodeError(Reason.NON_FINITE, f"{source} overflows float32 once converted to mV")
-    return result
+    return _check_amplitude(result, source)
+
+
+def _check_amplitude(record: np.ndarray, source: str) -> np.ndarray | DecodeError:
+    """The record as is when every value is within MAX_ABS_MV, else why it cannot be in mV."""
+    peak = max(float(record.max()), -float(record.min()))
+    if peak > MAX_ABS_MV:
+        return DecodeError(Reason.IMPLAUSIBLE_AMPLITUDE,
+                           f"{source} reaches {peak:.4g} mV after the gain; an ECG stays within "
+                           f"{MAX_ABS_MV:g} mV (wrong units, a missing gain, or not a signal)")
+    return record
 
 
 def _check_dtype(array: object, source: str) -> DecodeError | None:

@@ -1,8 +1,9 @@
 """Does a new batch look like the data the frozen statistics were learned on?
 
 Reprocessing applies the deployed model's statistics as they are, so a batch in other units (a
-file exported in microvolts instead of millivolts) would be normalized into values 1000 times too
-large without any error. The batch's own per-lead mean and standard deviation are therefore
+file exported in volts instead of millivolts, or with a wrong gain) would be normalized into values
+1000 times too small (or too large) without any error; microvolts never get this far, since
+decoding refuses values beyond `standardize.MAX_ABS_MV`. The batch's own per-lead mean and standard deviation are therefore
 computed in the same Beam pass, over the raw decoded signal (mV, after gain, resampling and
 cropping), and compared with the frozen ones. Per-lead moments are merged with Chan's parallel
 formula in float64, like tf.Transform's own analyzers, so the figures are comparable.

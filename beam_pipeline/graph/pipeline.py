@@ -27,7 +27,7 @@ from beam_pipeline.graph.read import QUALITY_TAG, REJECTED_TAG, DecodeRecordFn
 from beam_pipeline.graph.settings import DecodeOptions, WriteOptions
 from beam_pipeline.graph.tfrecord_sink import WriteGzipTFRecords
 from beam_pipeline.inputs.discovery import RecordSource
-from ecg_common.layout import ERRORS_DIR, QUALITY_DIR, SHARD_PREFIX, TFRECORD_SUFFIX
+from ecg_common.layout import ERRORS_DIR, LABELS_FINDINGS, QUALITY_DIR, SHARD_PREFIX, TFRECORD_SUFFIX
 from ecg_common.rejections import Rejection
 from ecg_common.schema import TRAIN_SPLIT
 
@@ -121,5 +121,5 @@ def _transform_splits(pipeline: beam.Pipeline, transform_fn, transformed_schema,
         _ = findings | f"Quality[{split}]" >> WriteJsonLines(os.path.join(out_dir, QUALITY_DIR, split))
         raw_batches[split] = batches
     _ = (pipeline | "CreateLabelFindings" >> beam.Create(extra_rejections)
-         | "Errors[labels]" >> WriteJsonLines(os.path.join(out_dir, ERRORS_DIR, "labels")))
+         | "Errors[labels]" >> WriteJsonLines(os.path.join(out_dir, ERRORS_DIR, LABELS_FINDINGS)))
     return raw_batches

@@ -7,11 +7,13 @@ stays the single source of truth for what training and serving will apply.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from ecg_common.schema import ECG_KEY, ECG_SHAPE, LABEL_KEY, RECORD_ID_KEY, UNKNOWN_LABEL
+from ecg_common.schema import ECG_KEY, ECG_SHAPE, LABEL_KEY, LEAD_NAMES, RECORD_ID_KEY, UNKNOWN_LABEL
 
 
 def transform_ecgs(transform_output_dir: str, ecgs: np.ndarray) -> np.ndarray:
@@ -30,3 +32,20 @@ def lead_statistics(transform_output_dir: str) -> tuple[np.ndarray, np.ndarray]:
     z0, z1 = z[0, 0], z[1, 0]
     std = 1.0 / (z1 - z0)
     return -z0 * std, std
+
+
+class NonFiniteStatistics(RuntimeError):
+    """The learned statistics hold NaN or Inf: every example normalized with them would be garbage."""
+
+
+def require_finite_statistics(means: Sequence[float], stds: Sequence[float]) -> None:
+    """Raises NonFiniteStatistics when a lead's learned mean or std (as `lead_statistics` reads them) is
+    not finite.
+
+    Decoding refuses non-finite and implausibly large values and the analyzers accumulate in
+    float64, so this should never fire; it is the last check before a run publishes examples that
+    would all be constant (or NaN) without it."""
+    bad = [f"{lead} (mean {mean:g} mV, std {std:g} mV)" for lead, mean, std in zip(LEAD_NAMES, means, stds)
+           if not (np.isfinite(mean) and np.isfinite(std))]
+    if bad:
+        raise NonFiniteStatistics(f"the learned per-lead statistics are not finite: {', '.join(bad)}")

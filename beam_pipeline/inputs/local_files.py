@@ -9,20 +9,47 @@ and `refusal` decides, before anything is opened, which of them are not input:
   never followed (an archive must not make the job read `/etc` or another patient's folder);
 - a broken symbolic link, or anything that is not a regular file (FIFO, socket, device): `unreadable`.
 
-Directories reached through a symbolic link are not walked, for the same reason. Object stores
-(`gs://`) have none of these, so remote listings keep going through Beam's `FileSystems`.
+Directories reached through a symbolic link are not walked, for the same reason. A directory that
+cannot be listed (no permission, a path beyond PATH_MAX, an I/O error) is not skipped: it becomes
+an `UnlistableDirectory` entry of the listing, which discovery turns into one rejection
+(`unlistable`), so whatever it holds is accounted for by one line instead of vanishing. An entry
+that cannot even be examined is listed too (and refused later), never dropped.
+
+This check at listing time gives the clear reasons; whoever opens the file later checks again
+(`opening.py`), since the file may have changed in between. Object stores (`gs://`) have none of
+these, so remote listings keep going through Beam's `FileSystems`.
 """
 from __future__ import annotations
 
+import logging
 import os
 import stat
 
 from apache_beam.io.filesystem import FileMetadata
 
+from beam_pipeline.inputs.opening import is_inside, kind_of
 from ecg_common.rejections import Reason
 
-_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"))
+_log = logging.getLogger(__name__)
+
+
+class UnlistableDirectory(FileMetadata):
+    """A directory under the input that could not be listed, as an entry of the listing: its path,
+    why (`detail`), and its own modification time when that can be read (else 0)."""
+
+    def __init__(self, path: str, detail: str, last_updated_in_seconds: float = 0.0):
+        super().__init__(path, 0, last_updated_in_seconds)
+        self.detail = detail
+
+    @classmethod
+    def of(cls, error: OSError) -> UnlistableDirectory:
+        """The entry for the directory an `os.walk` error names."""
+        path = os.fsdecode(error.filename)
+        try:
+            mtime = os.lstat(path).st_mtime
+        except OSError:
+            mtime = 0.0
+        return cls(path, f"directory could not be listed: {type(error).__name__}: {error.strerror or error}", mtime)
 
 
 def is_local(path: str) -> bool:
@@ -31,25 +58,36 @@ def is_local(path: str) -> bool:
 
 
 def walk(directory: str) -> list[FileMetadata]:
-    """Every non-directory entry under `directory` (symbolic links to directories are not entered),
-    sorted by path; size and time are the target's when it can be reached, else the link's own."""
-    entries = []
-    for parent, _, names in os.walk(directory, followlinks=False):
+    """Every non-directory entry under `directory` (symbolic links to directories are not entered)
+    and every directory that could not be listed (an `UnlistableDirectory`), sorted by path; size
+    and time are the target's when it can be reached, else the link's own, else 0."""
+    entries: list[FileMetadata] = []
+
+    def unlistable(error: OSError) -> None:
+        entry = UnlistableDirectory.of(error)
+        _log.warning("%s: %s; what it holds is not read (one `unlistable` rejection)", entry.path, entry.detail)
+        entries.append(entry)
+
+    for parent, _, names in os.walk(directory, onerror=unlistable, followlinks=False):
         for name in names:
-            path = os.path.join(parent, name)
-            try:
-                info = os.stat(path)
-            except OSError:
-                try:
-                    info = os.lstat(path)
-                except OSError:
-                    continue  # vanished while listing: it was never there for this run
-            entries.append(FileMetadata(path, info.st_size if stat.S_ISREG(info.st_mode) else 0, info.st_mtime))
+            entry = _entry(os.path.join(parent, name))
+            if entry is not None:
+                entries.append(entry)
     return sorted(entries, key=lambda entry: entry.path)
 
 
-def _inside(path: str, root: str) -> bool:
-    return os.path.commonpath([path, root]) == root
+def _entry(path: str) -> FileMetadata | None:
+    """The listing entry of `path`; None only when it vanished since its directory was read."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return None  # vanished while listing: it was never there for this run
+        except OSError:
+            return FileMetadata(path, 0)  # cannot be examined (e.g. beyond PATH_MAX): `refusal` says why
+    return FileMetadata(path, info.st_size if stat.S_ISREG(info.st_mode) else 0, info.st_mtime)
 
 
 def refusal(path: str, root: str) -> tuple[str, str] | None:
@@ -60,7 +98,7 @@ def refusal(path: str, root: str) -> tuple[str, str] | None:
     except OSError as error:
         return Reason.UNREADABLE, f"cannot be examined: {type(error).__name__}: {error}"
     real = os.path.realpath(path)
-    if not _inside(real, real_root):
+    if not is_inside(real, real_root):
         return Reason.OUTSIDE_INPUT, f"symbolic link to {real}, outside the input directory {real_root}; not followed"
     try:
         info = os.stat(path)
@@ -68,6 +106,5 @@ def refusal(path: str, root: str) -> tuple[str, str] | None:
         what = "broken symbolic link" if is_link else "cannot be examined"
         return Reason.UNREADABLE, f"{what}: {type(error).__name__}: {error}"
     if not stat.S_ISREG(info.st_mode):
-        kind = next((name for test, name in _KINDS if test(info.st_mode)), "not a regular file")
-        return Reason.UNREADABLE, f"{kind}, not a regular file; not opened"
+        return Reason.UNREADABLE, f"{kind_of(info.st_mode)}, not a regular file; not opened"
     return None

@@ -21,6 +21,7 @@ class Example:
     header_path: str | None = None
     default_sampling_rate: float = SAMPLING_RATE_HZ
     pad_short: bool = False
+    input_root: str | None = None
 
 
 def choose_example(written: list[RecordSource], flagged: set[str], default_sampling_rate: float,
@@ -29,13 +30,15 @@ def choose_example(written: list[RecordSource], flagged: set[str], default_sampl
     if not written:
         return None
     source = next((s for s in written if s.path not in flagged), written[0])
-    return Example(source.record_id, source.path, source.header_path, default_sampling_rate, pad_short)
+    return Example(source.record_id, source.path, source.header_path, default_sampling_rate, pad_short,
+                   source.input_root)
 
 
 def decode_example(example: Example) -> np.ndarray:
     """The example's (samples, leads) mV signal, decoded exactly as the pipeline decoded it: read
     within the same limits and parsed in a sandboxed decoder child, never in this process."""
-    source = RecordSource(example.path, example.record_id, split="", header_path=example.header_path)
+    source = RecordSource(example.path, example.record_id, split="", header_path=example.header_path,
+                          input_root=example.input_root)
     result = decode_in_sandbox(source, default_sampling_rate=example.default_sampling_rate,
                                pad_short=example.pad_short)
     if not isinstance(result, np.ndarray):

@@ -18,15 +18,18 @@ from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
 from beam_pipeline.graph import pipeline as graphs
 from beam_pipeline.graph.arrow_batches import raw_schema
+from beam_pipeline.graph.statistics import require_finite_statistics
 from beam_pipeline.inputs.discovery import RecordSource, find_records, label_file_findings
 from beam_pipeline.inputs.labels import Labels, read_labels
 from beam_pipeline.inputs.local_files import is_local
 from beam_pipeline.report import build as run_report
 from beam_pipeline.runs.beam_runner import (counter, describe_runner, dry_run_summary, is_dry_run, pipeline_options,
                                             tft_temp_dir)
+from beam_pipeline.runs.interruption import deferred_stop
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
-from beam_pipeline.runs.publish import discard, publish, staging_dir_for
-from beam_pipeline.runs.summary import cpu_seconds, passes, summarize
+from beam_pipeline.runs.output_guard import check_output_dir
+from beam_pipeline.runs.publish import OutputClaim
+from beam_pipeline.runs.summary import check_reconciled, cpu_seconds, passes, summarize
 from ecg_common.layout import RAW_METADATA_DIR, SUMMARY_FILE
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import TEST_SPLIT, TRAIN_SPLIT
@@ -45,6 +48,8 @@ class JobConfig:
     decode: graphs.DecodeOptions = graphs.DecodeOptions()
     write: graphs.WriteOptions = graphs.WriteOptions()
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE
+    normal_labels: tuple[str, ...] = ()
+    """Class values of the labels file that mean normal (every other value abnormal); empty: labels are 0/1."""
 
 
 def discover(config: JobConfig, labels: Labels) -> dict[str, list[RecordSource]]:
@@ -54,22 +59,32 @@ def discover(config: JobConfig, labels: Labels) -> dict[str, list[RecordSource]]
     if not any(source.rejection is None for source in splits[TRAIN_SPLIT]):
         found = len(splits[TRAIN_SPLIT])
         raise ConfigurationError(f"no training record with a valid label: {found} .mat files in {config.train_dir}, "
-                                 f"{len(labels.by_id)} usable labels in {config.labels_path}")
+                                 f"{len(labels.by_id)} usable labels in {config.labels_path}{labels.problem_note()}")
     return splits
 
 
+def _inputs(config: JobConfig) -> dict[str, str | None]:
+    return {"--train_dir": config.train_dir, "--test_dir": config.test_dir, "--labels": config.labels_path}
+
+
 def run_job(config: JobConfig, beam_args: list[str]) -> dict:
-    """Runs both passes and publishes `config.output_dir`; returns the run summary."""
+    """Runs both passes and publishes `config.output_dir`; returns the run summary. Raises
+    ConfigurationError before anything is created when the output may not be written there, and
+    run_lock.LockHeld when another run holds the output's lock."""
     started = time.time()
-    labels = read_labels(config.labels_path)
+    output_dir = check_output_dir(config.output_dir, _inputs(config))
+    labels = read_labels(config.labels_path, config.normal_labels)
     splits = discover(config, labels)
     findings = label_file_findings(labels, [s for sources in splits.values() for s in sources], config.labels_path)
     options = pipeline_options(beam_args)
     runner = describe_runner(options)
     decode_options = config.decode
-    staging, tft_temp = staging_dir_for(config.output_dir), tft_temp_dir(options)
-    _log.info("found %s .mat files; running on %s", {k: len(v) for k, v in splits.items()}, runner)
+    claim, tft_temp, pipeline = OutputClaim(output_dir, config.output_dir), None, None
     try:
+        claim.take()  # the output's lock, what killed runs left removed, a fresh staging folder
+        with deferred_stop():  # a stop lands after the assignment, inside `try`
+            staging, tft_temp = claim.staging, tft_temp_dir(options)
+        _log.info("found %s .mat files; running on %s", {k: len(v) for k, v in splits.items()}, runner)
         with tft_beam.Context(temp_dir=tft_temp):
             pipeline = beam.Pipeline(options=options)
             graphs.build_job(pipeline, splits, findings, decode_options, staging, config.write)
@@ -88,18 +103,23 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
         if written[TRAIN_SPLIT] == 0:  # the statistics were learned from nothing: publish none of it
             kept = " and pass the quality flags (--reject_flagged)" if decode_options.reject_flagged else ""
             raise ConfigurationError(f"none of the training files in {config.train_dir} could be decoded{kept}")
-        summary = summarize(splits, staging, written, runner, started, max_error_rate=config.max_error_rate)
+        summary = summarize(splits, staging, written, runner, started, max_error_rate=config.max_error_rate,
+                            label_findings=len(findings))
+        check_reconciled(summary)
+        # Non-finite statistics would make every example constant: publish none of it.
+        require_finite_statistics(summary["lead_statistics"]["mean_mv"], summary["lead_statistics"]["std_mv"])
         summary["beam_passes"] = beam_cost
         # Drawn before publishing, so the report is part of the atomic output; a failure is recorded, not raised.
         summary["report"] = run_report.build_safely(staging, summary, splits[TRAIN_SPLIT],
                                                     decode_options.default_sampling_rate, decode_options.pad_short)
         with FileSystems.create(FileSystems.join(staging, SUMMARY_FILE)) as handle:
             handle.write(json.dumps(summary, indent=2).encode("utf-8"))
-        publish(staging, config.output_dir)
-    except BaseException:
-        discard(staging, config.output_dir)
-        raise
+        claim.publish()
     finally:
-        if is_local(tft_temp):
-            shutil.rmtree(tft_temp, ignore_errors=True)
+        with deferred_stop():
+            claim.close()  # the staging folder unless published, and the lock
+            if tft_temp is not None and is_local(tft_temp):
+                shutil.rmtree(tft_temp, ignore_errors=True)
+            if pipeline is not None:  # Beam removes its own only when run() ends; a stop can come before
+                shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
     return summary

@@ -9,6 +9,12 @@ Hashing every file every night would read the whole archive, so a file whose siz
 time both match its ledger line is taken as unchanged without reading it; one whose time moved but
 whose content hash did not (touched, copied with a new time) is not reprocessed either.
 
+Hashing reads what decoding would read, under the same rules (`inputs/opening.py`): a local file
+is hashed only if it resolves to a regular file inside INCOMING (never a FIFO, a device or a link
+out of the tree), and no file beyond MAX_HASH_BYTES or HASH_TIMEOUT_S. A file refused that way is
+recorded with an empty `sha256` (it was not read): it counts as changed whenever its size or time
+moves, so it goes to a batch, where decoding rejects it with its reason.
+
 The rename that publishes a batch folder is the commit point. The ledger is rewritten after it, so
 a run killed between the two leaves a published batch the ledger does not list yet: `reconcile`
 rolls the ledger forward from that batch's manifest at the start of the next run. A batch folder
@@ -23,20 +29,32 @@ import hashlib
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
+from typing import BinaryIO
 
 from apache_beam.io.filesystem import CompressionTypes, FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
+from beam_pipeline.inputs.file_limits import MAX_FILE_BYTES
 from beam_pipeline.inputs.local_files import is_local
-from ecg_common.rejections import ConfigurationError
+from beam_pipeline.inputs.opening import Refused, open_local
+from ecg_common.rejections import ConfigurationError, Reason
 
 LEDGER_FILE = "ledger.jsonl"
 MANIFEST_FILE = "inputs.jsonl"
 LEDGER_FORMAT = "ecg-reprocess-ledger/1"
 _TEMP_INFIX = ".tmp-"
 _HASH_CHUNK_BYTES = 4 * 2**20
+MAX_HASH_BYTES = MAX_FILE_BYTES
+"""No file larger than decoding accepts is hashed whole: it would only be rejected as `too_large`."""
+HASH_TIMEOUT_S = 300.0
+"""Wall-clock bound on hashing one file (checked between chunks): reading MAX_HASH_BYTES from a local
+disk takes about a second, so only a stalling remote store or mount comes near it."""
+NOT_HASHED = ""
+"""The `sha256` of a file that was refused unread (see the module docstring)."""
 _log = logging.getLogger(__name__)
 
 
@@ -89,20 +107,45 @@ class Scan:
     """Modified too recently (maybe still being uploaded): left for a later run."""
 
 
-def sha256_of(path: str) -> str:
-    """The content hash, streamed in chunks through `FileSystems` (local or object store)."""
-    digest = hashlib.sha256()
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        while chunk := handle.read(_HASH_CHUNK_BYTES):
-            digest.update(chunk)
+def sha256_of(path: str, root: str | None = None, limit: int = MAX_HASH_BYTES,
+              timeout_s: float = HASH_TIMEOUT_S) -> str:
+    """The content hash, streamed in chunks (a local file through `opening.open_local`, staying under
+    `root`; an object through `FileSystems`), or NOT_HASHED when the file must not be read, holds
+    more than `limit` bytes or takes longer than `timeout_s`."""
+    try:
+        with _open_for_hashing(path, root, limit) as handle:
+            return _digest(handle, limit, timeout_s)
+    except Refused as refused:
+        _log.info("%s not hashed: %s", path, refused.detail)
+        return NOT_HASHED
+
+
+def _open_for_hashing(path: str, root: str | None, limit: int) -> AbstractContextManager[BinaryIO]:
+    if is_local(path):
+        return open_local(path, limit, root)
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def _digest(handle: BinaryIO, limit: int, timeout_s: float) -> str:
+    """The SHA-256 of what `handle` holds; Refused beyond `limit` bytes or `timeout_s` seconds."""
+    digest, total, deadline = hashlib.sha256(), 0, time.monotonic() + timeout_s
+    while chunk := handle.read(_HASH_CHUNK_BYTES):
+        total += len(chunk)
+        if total > limit:
+            raise Refused(Reason.TOO_LARGE, f"holds more than {limit} bytes")
+        if time.monotonic() > deadline:
+            raise Refused(Reason.TIMEOUT, f"hashing took longer than {timeout_s:g} s")
+        digest.update(chunk)
     return digest.hexdigest()
 
 
-def scan(listing: Iterable[FileMetadata], ledger: Ledger, settled_before: float) -> Scan:
-    """Compares listed files with the ledger, hashing only those whose size or time moved.
+def scan(listing: Iterable[FileMetadata], ledger: Ledger, settled_before: float, root: str | None = None) -> Scan:
+    """Compares listed files with the ledger, hashing only those whose size or time moved. `root`:
+    the listed directory, which a local file must resolve into to be read.
 
     Files modified at or after `settled_before` (epoch seconds) are not looked at: a writer that is
-    not done yet would otherwise have half a file published.
+    not done yet would otherwise have half a file published. A file that cannot be hashed
+    (NOT_HASHED) counts as changed: there is no content to prove it the same.
     """
     states: dict[str, FileState] = {}
     changed, unsettled, touched = set(), set(), []
@@ -114,8 +157,8 @@ def scan(listing: Iterable[FileMetadata], ledger: Ledger, settled_before: float)
         if known and known.size == meta.size_in_bytes and known.mtime == meta.last_updated_in_seconds:
             states[meta.path] = known
             continue
-        state = FileState(meta.path, meta.size_in_bytes, meta.last_updated_in_seconds, sha256_of(meta.path))
-        if known and (known.size, known.sha256) == (state.size, state.sha256):
+        state = FileState(meta.path, meta.size_in_bytes, meta.last_updated_in_seconds, sha256_of(meta.path, root))
+        if known and state.sha256 != NOT_HASHED and (known.size, known.sha256) == (state.size, state.sha256):
             state = dataclasses.replace(state, batch=known.batch)
             touched.append(state)
         else:

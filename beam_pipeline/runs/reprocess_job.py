@@ -2,6 +2,7 @@
 with the frozen statistics of an earlier run (its `transform_fn`, applied as is, never re-analyzed).
 
     ROOT/.lock                       flock held for the whole run (run_lock.py)
+    ROOT/_ECG_PIPELINE_OUTPUT        the marker saying ROOT is a reprocessing root (output_guard.py)
     ROOT/ledger.jsonl                every input file published so far, and in which batch (ledger.py)
     ROOT/batch-<UTC time>/           one folder per run that found something new:
         data/part-*.tfrecord.gz      the pipeline's output layout, split "data"
@@ -11,6 +12,7 @@ with the frozen statistics of an earlier run (its `transform_fn`, applied as is,
         _SUCCESS                     written last
 
 The order of a run is what makes it safe to kill at any moment:
+  0. check that ROOT is new, empty or a reprocessing root, outside the inputs (output_guard.py);
   1. lock ROOT, then remove what killed runs left (only now is it certain that no run is writing);
   2. reconcile the ledger with the published batch folders (ledger.reconcile);
   3. list INCOMING once, hash what moved, select the records whose `.mat` or `.hea` is new or changed;
@@ -29,6 +31,7 @@ import json
 import logging
 import math
 import posixpath
+import re
 import shutil
 import time
 
@@ -44,16 +47,18 @@ from beam_pipeline.graph.drift import DriftLimits, WriteLeadMoments, drift_repor
 from beam_pipeline.inputs.discovery import (HEADER_SUFFIX, MAT_SUFFIX, RecordSource, find_records, label_file_findings,
                                             list_file_metadata)
 from beam_pipeline.inputs.labels import Labels, read_labels
-from beam_pipeline.inputs.local_files import is_local
+from beam_pipeline.inputs.local_files import UnlistableDirectory, is_local
 from beam_pipeline.report import build as run_report
 from beam_pipeline.runs.beam_runner import (counter, describe_runner, dry_run_summary, is_dry_run, pipeline_options,
                                             tft_temp_dir)
+from beam_pipeline.runs.interruption import deferred_stop
 from beam_pipeline.runs.ledger import (FileState, Ledger, read_ledger, reconcile, remove_leftover_temp_files, scan,
                                        write_ledger, write_manifest)
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
-from beam_pipeline.runs.publish import discard, leftover_staging_dirs, publish, staging_dir_for
+from beam_pipeline.runs.output_guard import Kind, check_output_root, creating_in, read_marker, write_marker
+from beam_pipeline.runs.publish import discard, publish, remove_leftovers, staging_dir_for
 from beam_pipeline.runs.run_lock import try_lock
-from beam_pipeline.runs.summary import summarize
+from beam_pipeline.runs.summary import check_reconciled, summarize
 from ecg_common.layout import SUCCESS_MARKER, SUMMARY_FILE
 from ecg_common.rejections import ConfigurationError
 
@@ -73,6 +78,8 @@ class ReprocessConfig:
     transform_dir: str
     output_root: str
     labels_path: str | None = None
+    normal_labels: tuple[str, ...] = ()
+    """Class values of the labels file that mean normal (every other value abnormal); empty: labels are 0/1."""
     decode: graphs.DecodeOptions = graphs.DecodeOptions()
     """Give the base run's decoding options, so a batch is decoded as the training records were."""
     write: graphs.WriteOptions = graphs.WriteOptions()
@@ -125,16 +132,21 @@ def _check_transform_dir(transform_dir: str) -> None:
                                  "--transform_dir must be the output directory of an earlier pipeline run")
 
 
+def _check_root(config: ReprocessConfig) -> None:
+    """ROOT must be new, empty or a reprocessing root, outside the inputs: checked before anything is created."""
+    check_output_root(config.output_root, {"--incoming": config.incoming, "--transform_dir": config.transform_dir,
+                                           "--labels": config.labels_path}, BATCH_PREFIX)
+
+
 def _remove_leftovers(root: str) -> None:
-    """What killed runs left: staging folders and half-written ledger copies (never a published batch)."""
-    for leftover in leftover_staging_dirs(root, f"{BATCH_PREFIX}*"):
-        _log.info("removing %s, left by a run that did not finish", leftover)
-        shutil.rmtree(leftover, ignore_errors=True)
+    """What killed runs left: staging folders (provably ours) and half-written ledger copies (never a
+    published batch)."""
+    remove_leftovers(root, rf"{re.escape(BATCH_PREFIX)}[^/]+")
     remove_leftover_temp_files(root)
 
 
 def _labels(config: ReprocessConfig) -> Labels:
-    return read_labels(config.labels_path) if config.labels_path else Labels({}, ())
+    return read_labels(config.labels_path, config.normal_labels) if config.labels_path else Labels({}, ())
 
 
 def select(config: ReprocessConfig, ledger: Ledger, labels: Labels) -> Selection:
@@ -142,10 +154,12 @@ def select(config: ReprocessConfig, ledger: Ledger, labels: Labels) -> Selection
     listing = list_file_metadata(config.incoming)
     if not listing:
         _log.warning("no file at all under %s (on an object store a mistyped prefix looks the same)", config.incoming)
-    relevant = [m for m in listing if m.path.lower().endswith((MAT_SUFFIX, HEADER_SUFFIX))]
+    # An unlistable directory is recorded like a file (never read), so it is reported in one batch.
+    relevant = [m for m in listing
+                if m.path.lower().endswith((MAT_SUFFIX, HEADER_SUFFIX)) or isinstance(m, UnlistableDirectory)]
     settled_before = time.time() - config.min_file_age_s if config.min_file_age_s > 0 else math.inf
-    scanned = scan(relevant, ledger, settled_before)
-    sources = find_records(config.incoming, DATA_SPLIT, labels, [(m.path, m.size_in_bytes) for m in listing])
+    scanned = scan(relevant, ledger, settled_before, config.incoming)
+    sources = find_records(config.incoming, DATA_SPLIT, labels, listing)
 
     def files_of(source: RecordSource) -> list[str]:
         return [p for p in (source.path, source.header_path) if p]
@@ -177,15 +191,18 @@ def _run_batch(config: ReprocessConfig, selection: Selection, labels: Labels, ba
     """The Beam pass into `staging`; returns the run summary (or a dry run's report)."""
     options = pipeline_options(beam_args)
     runner = describe_runner(options)
-    tft_temp = tft_temp_dir(options)
-    moments_path = FileSystems.join(tft_temp, MOMENTS_FILE)
     splits = {DATA_SPLIT: selection.sources}
     _log.info("%s: %d new or changed records (%d unchanged) from %s, on %s", batch, len(selection.sources),
               selection.unchanged, config.incoming, runner)
+    tft_temp, pipeline = None, None
     try:
+        with deferred_stop():  # a stop lands after the assignment, inside `try`
+            tft_temp = tft_temp_dir(options)
+        moments_path = FileSystems.join(tft_temp, MOMENTS_FILE)
         with tft_beam.Context(temp_dir=tft_temp):
             pipeline = beam.Pipeline(options=options)
-            raw = graphs.build_transform(pipeline, splits, _batch_findings(labels, selection.sources, config.labels_path),
+            findings = _batch_findings(labels, selection.sources, config.labels_path)
+            raw = graphs.build_transform(pipeline, splits, findings,
                                          config.decode, config.transform_dir, staging, config.write)
             _ = raw[DATA_SPLIT] | "BatchStatistics" >> WriteLeadMoments(moments_path)
             result = pipeline.run()
@@ -194,11 +211,15 @@ def _run_batch(config: ReprocessConfig, selection: Selection, labels: Labels, ba
             return dry_run_summary(result, runner)
         written = {DATA_SPLIT: counter(result, f"{DATA_SPLIT}_examples_written")}
         summary = summarize(splits, staging, written, runner, started, transform_dir=config.transform_dir,
-                            max_error_rate=config.max_error_rate)
+                            max_error_rate=config.max_error_rate, label_findings=len(findings))
+        check_reconciled(summary)
         summary["drift"] = _drift(summary, moments_path, config.drift_limits)
     finally:
-        if is_local(tft_temp):
-            shutil.rmtree(tft_temp, ignore_errors=True)
+        with deferred_stop():
+            if tft_temp is not None and is_local(tft_temp):
+                shutil.rmtree(tft_temp, ignore_errors=True)
+            if pipeline is not None:  # Beam removes its own only when run() ends; a stop can come before
+                shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
     summary.update(batch=batch, incoming=config.incoming, transform_dir=config.transform_dir,
                    records_unchanged=selection.unchanged, files_not_settled=selection.unsettled)
     return summary
@@ -208,8 +229,10 @@ def _publish_batch(config: ReprocessConfig, selection: Selection, labels: Labels
                    beam_args: list[str], started: float) -> ReprocessResult:
     batch = batch_name(datetime.datetime.now(datetime.timezone.utc))
     batch_dir = FileSystems.join(config.output_root, batch)
-    staging = staging_dir_for(batch_dir)
+    staging = ""
     try:
+        with deferred_stop():  # a stop lands after the assignment, inside `try`
+            staging = staging_dir_for(batch_dir, Kind.BATCH)
         summary = _run_batch(config, selection, labels, batch, staging, beam_args, started)
         if summary.get("dry_run"):
             discard(staging, batch_dir)
@@ -221,9 +244,12 @@ def _publish_batch(config: ReprocessConfig, selection: Selection, labels: Labels
                                                     split=DATA_SPLIT, transform_dir=config.transform_dir)
         with FileSystems.create(FileSystems.join(staging, SUMMARY_FILE)) as handle:
             handle.write(json.dumps(summary, indent=2).encode("utf-8"))
+        if read_marker(config.output_root) is None:  # from the first batch on, ROOT says what it is
+            write_marker(config.output_root, Kind.REPROCESS_ROOT)
         publish(staging, batch_dir)
     except BaseException:
-        discard(staging, batch_dir)
+        if staging:
+            discard(staging, batch_dir)
         raise
     write_ledger(config.output_root, ledger.with_states(selection.touched).with_batch(batch, selection.consumed))
     if summary["drift"]["flagged_leads"]:
@@ -235,9 +261,11 @@ def _publish_batch(config: ReprocessConfig, selection: Selection, labels: Labels
 def run_reprocess(config: ReprocessConfig, beam_args: list[str]) -> ReprocessResult:
     """Publishes one batch of the new or changed records in `config.incoming`, or nothing when there are none."""
     started = time.time()
+    _check_root(config)
     _check_transform_dir(config.transform_dir)
     labels = _labels(config)
-    lock = try_lock(config.output_root)
+    with creating_in(config.output_root):
+        lock = try_lock(config.output_root)
     if lock is None:
         return ReprocessResult(Outcome.LOCKED)
     try:

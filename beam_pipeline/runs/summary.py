@@ -14,7 +14,7 @@ from beam_pipeline.graph.statistics import lead_statistics
 from beam_pipeline.report.written import class_balance, written_sources
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE, error_rates, splits_over_budget
 from beam_pipeline.sandbox.pool import decoder_cpu_seconds
-from ecg_common.layout import ERRORS_DIR, QUALITY_DIR
+from ecg_common.layout import ERRORS_DIR, LABELS_FINDINGS, QUALITY_DIR
 from ecg_common.schema import LEAD_NAMES, NUM_SAMPLES, SAMPLING_RATE_HZ
 
 
@@ -47,35 +47,67 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + finished.ru_utime + finished.ru_stime + decoder_cpu_seconds()
 
 
+class ReconciliationError(RuntimeError):
+    """The job's counts do not add up: elements were lost (or duplicated) inside the job. A run that
+    cannot account for every file fails: nothing is published."""
+
+
+def mismatches(summary: dict) -> list[str]:
+    """What does not reconcile, one phrase each: per split, files found against examples written plus
+    records rejected, and the labels-file findings handed to the job against those it wrote."""
+    problems = []
+    for split, found in summary["files_found"].items():
+        written, rejected = summary["examples_written"][split], summary["rejected_total"][split]
+        if found != written + rejected:
+            problems.append(f"{split}: {found} files found, {written} written + {rejected} rejected")
+    expected = summary["label_file_findings_expected"]
+    seen = sum(summary["label_file_findings"].values())
+    if expected != seen:
+        problems.append(f"labels file: {expected} findings, {seen} written to {ERRORS_DIR}/")
+    return problems
+
+
+def check_reconciled(summary: dict) -> None:
+    """Raises ReconciliationError, with the counts, unless every file and finding is accounted for."""
+    if problems := mismatches(summary):
+        raise ReconciliationError(f"the counts do not reconcile ({'; '.join(problems)}): elements were lost "
+                                  "inside the job; nothing was published")
+
+
 def summarize(splits, out_dir: str, written: dict[str, int], runner: str, started: float,
-              transform_dir: str | None = None, max_error_rate: float = DEFAULT_MAX_ERROR_RATE) -> dict:
+              transform_dir: str | None = None, max_error_rate: float = DEFAULT_MAX_ERROR_RATE,
+              label_findings: int = 0) -> dict:
     """The run summary of the output in `out_dir`; `lead_statistics` are those of the transform applied,
     read from `transform_dir` (default: `out_dir`, where the main command writes its transform).
-    `error_rate_exceeded` lists the splits above `max_error_rate` (see `outcome.py`)."""
+    `error_rate_exceeded` lists the splits above `max_error_rate` (see `outcome.py`); `label_findings`
+    is how many labels-file findings the job was given to write (checked by `check_reconciled`)."""
     means, stds = lead_statistics(transform_dir or out_dir)
     rejected = {split: _rejection_counts(out_dir, split) for split in splits}
     found = {split: len(sources) for split, sources in splits.items()}
     rejected_total = {split: sum(counts.values()) for split, counts in rejected.items()}
     rates = error_rates(found, rejected_total)
-    return {
+    label_file_findings = _rejection_counts(out_dir, LABELS_FINDINGS)
+    summary = {
         "files_found": found,
         "examples_written": written,
         "rejected": rejected,
         "rejected_total": rejected_total,
-        "reconciled": all(found[s] == written[s] + sum(rejected[s].values()) for s in splits),
         "error_rate": rates,
         "max_error_rate": max_error_rate,
         "error_rate_exceeded": splits_over_budget(rates, max_error_rate),
         "quality": {split: quality.summarize(_quality_findings(out_dir, split)) for split in splits},
         "class_balance": {split: class_balance(written_sources(sources, out_dir, split))
                           for split, sources in splits.items()},
-        "label_file_findings": _rejection_counts(out_dir, "labels"),
+        "label_file_findings": label_file_findings,
+        "label_file_findings_expected": label_findings,
         "lead_statistics": {"leads": list(LEAD_NAMES), "mean_mv": means.tolist(), "std_mv": stds.tolist()},
         "signal": {"sampling_rate_hz": SAMPLING_RATE_HZ, "num_samples": NUM_SAMPLES, "crop": "first 10 s"},
         "runner": runner,
         "wall_time_s": round(time.time() - started, 2),
         "peak_rss_mb": _peak_rss_mb(),
     }
+    summary["reconciled"] = not mismatches(summary)
+    return summary
 
 
 def passes(wall_s: float, cpu_s: float) -> dict:

@@ -17,7 +17,7 @@ from typing import BinaryIO
 import numpy as np
 
 from beam_pipeline.decoding.decode import decode_record
-from beam_pipeline.inputs.file_limits import TooLarge, read_at_most
+from beam_pipeline.inputs.opening import Refused, read_local
 from beam_pipeline.sandbox.protocol import FRAME, RESULT_BYTES, RESULT_DTYPE, ChildGone, pack, parse_metadata, slot_view
 from ecg_common.rejections import DecodeError, Reason
 
@@ -43,19 +43,23 @@ def _limit_address_space(memory_mb: int) -> None:
 
 
 def _read_local(metadata: dict) -> tuple[bytes, str | None] | DecodeError:
-    """A `LocalFile` request: the file and its header, read here within the limits the parent sent."""
+    """A `LocalFile` request: the file and its header, read here within the limits the parent sent,
+    each opened without following a link out of the input root and only if it is a regular file
+    (the file may have been swapped since it was listed)."""
     path, header_path = str(metadata["path"]), metadata.get("header_path")
+    root = str(metadata.get("root") or os.path.dirname(os.path.abspath(path)))
     try:
-        with open(path, "rb") as handle:
-            payload = read_at_most(handle, int(metadata["max_bytes"]), path)
-        if header_path is None:
-            return payload, None
-        with open(str(header_path), "rb") as handle:
-            return payload, read_at_most(handle, int(metadata["max_header_bytes"]), header_path).decode("utf-8", "replace")
-    except TooLarge as error:
-        return DecodeError(Reason.TOO_LARGE, str(error))
-    except OSError as error:  # permissions, vanished file
-        return DecodeError(Reason.UNREADABLE, f"{type(error).__name__}: {error}")
+        payload = read_local(path, int(metadata["max_bytes"]), root)
+    except Refused as refused:
+        return DecodeError(refused.reason, refused.detail)
+    if header_path is None:
+        return payload, None
+    try:
+        header = read_local(str(header_path), int(metadata["max_header_bytes"]), root)
+    except Refused as refused:  # say it is the header, unless the detail names it already
+        detail = refused.detail if str(header_path) in refused.detail else f"header {header_path}: {refused.detail}"
+        return DecodeError(refused.reason, detail)
+    return payload, header.decode("utf-8", "replace")
 
 
 def _decode_request(metadata: dict, payload: bytes, slots: mmap.mmap | None = None) -> tuple[dict, bytes]:

@@ -106,7 +106,7 @@ def _request_size(data: bytes | LocalFile, header_text: str | None) -> int:
     """At least the bytes the request puts in the pipe: a LocalFile's names or a file's bytes, plus
     its header text, as JSON escapes them (a hostile header may grow several times over)."""
     if isinstance(data, LocalFile):
-        variable = len(json.dumps(data.path)) + len(json.dumps(data.header_path))
+        variable = len(json.dumps(data.path)) + len(json.dumps(data.header_path)) + len(json.dumps(data.root))
     else:
         variable = len(data)
     return variable + len(json.dumps(header_text)) + _FIXED_METADATA_BYTES

@@ -72,9 +72,12 @@ def slot_view(slots: mmap.mmap, slot: int) -> np.ndarray:
 @dataclasses.dataclass(frozen=True)
 class LocalFile:
     """A file on this machine's file system, which the child reads itself (within the given limits)
-    instead of the parent reading it and copying its bytes through the pipe."""
+    instead of the parent reading it and copying its bytes through the pipe. `root` is the input
+    directory both files must still be under when the child opens them (`inputs/opening.py`);
+    without one, the file's own folder."""
 
     path: str
     header_path: str | None
     max_bytes: int
     max_header_bytes: int
+    root: str | None = None

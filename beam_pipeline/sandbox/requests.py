@@ -30,7 +30,7 @@ def decoder_request(source: RecordSource) -> tuple[bytes | LocalFile, str | None
         return Rejection(source.record_id, source.path, Reason.TOO_LARGE,
                          f"{source.size_bytes} bytes; the limit is {MAX_FILE_BYTES}")
     if is_local(source.path) and (source.header_path is None or is_local(source.header_path)):
-        return LocalFile(source.path, source.header_path, MAX_FILE_BYTES, MAX_HEADER_BYTES), None
+        return LocalFile(source.path, source.header_path, MAX_FILE_BYTES, MAX_HEADER_BYTES, source.input_root), None
     try:
         mat_bytes = _read_bytes(source.path, MAX_FILE_BYTES)
         header = (_read_bytes(source.header_path, MAX_HEADER_BYTES).decode("utf-8", "replace")
