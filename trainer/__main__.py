@@ -1,15 +1,16 @@
 """`python -m trainer --data_dir OUT --model_dir MODEL [--epochs N] [--batch_size B] [--learning_rate R] [--seed S]`.
 
 Exit codes (as the pipeline's CLI): 0 success, 1 the run failed, 2 usage or configuration error
-(a missing data dir, an output that is not the pipeline's, a training set without both classes).
+(an unknown option, a missing data dir, an output that is not the pipeline's, a training set without
+both classes). TensorFlow is loaded after parsing, so `--help` and usage errors answer at once.
 """
 from __future__ import annotations
 
 import argparse
 
-from ecg_common.cli import EXIT_OK, add_verbose_flag, exit_now, run_command
+from ecg_common.cli import EXIT_OK, CommandLineParser, add_verbose_flag, exit_now, run_command, start_tensorflow
+from trainer.config import TrainConfig
 from trainer.evaluation import THRESHOLD_CRITERIA
-from trainer.train import TrainConfig, run, summary_line
 
 _DEFAULTS = TrainConfig()
 
@@ -24,8 +25,8 @@ def _filters(text: str) -> tuple[int, ...]:
     return values
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> CommandLineParser:
+    parser = CommandLineParser(
         prog="python -m trainer",
         description="Train the ECG classifier on the pipeline's output and export a SavedModel that takes raw ECGs.",
         epilog="Writes MODEL/serving/ (SavedModel), MODEL/model.keras, MODEL/metrics.json and MODEL/logs/ "
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def work() -> int:
+        start_tensorflow(args.verbose)
+        from trainer.train import run, summary_line
+
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                              seed=args.seed, val_fraction=args.val_fraction, patience=args.patience,
                              filters=args.filters, kernel_size=args.kernel_size, dropout=args.dropout,

@@ -7,25 +7,25 @@ Measures on the training split, each alone:
 - input, cached: the same from memory, as every epoch of a set that fits;
 - model: training steps/s of the default model on one batch held in memory (free input).
 Input examples/s must exceed the model's examples/s (steps/s x batch size).
+TensorFlow is imported inside the measurements, so the command parses (and answers `--help`) first.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 
-import tensorflow as tf
-
-from ecg_common.cli import EXIT_OK, add_verbose_flag, run_command
+from ecg_common.cli import EXIT_OK, CommandLineParser, add_verbose_flag, run_command, start_tensorflow
 from ecg_common.schema import TRAIN_SPLIT
-from trainer import inputs
-from trainer.model import build_model
-from trainer.train import TrainConfig
+from trainer.config import TrainConfig
 
 
 def input_examples_per_second(data_dir: str, batch_size: int, seed: int = 0) -> dict[str, float]:
     """Examples/s of the training input alone: one pass from the shards, then the best of 3 from the cache."""
+    import tensorflow as tf
+
+    from trainer import inputs
+
     files = inputs.split_files(data_dir, TRAIN_SPLIT)
     spec = inputs.parsing_spec(inputs.load_transform_output(data_dir))
     records = inputs.scan_records(files)
@@ -47,6 +47,10 @@ def input_examples_per_second(data_dir: str, batch_size: int, seed: int = 0) -> 
 
 def model_steps_per_second(batch_size: int, steps: int = 40, config: TrainConfig = TrainConfig()) -> float:
     """Training steps/s of the model on a batch already in memory: its speed with a free input."""
+    import tensorflow as tf
+
+    from trainer.model import build_model
+
     model = build_model(config.filters, config.kernel_size, config.dropout, config.learning_rate)
     ecg = tf.random.stateless_normal([batch_size, *model.input_shape[1:]], seed=[1, 2])
     label = tf.cast(tf.range(batch_size) % 2, tf.float32)
@@ -73,13 +77,14 @@ def measure(data_dir: str, batch_size: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.benchmark", description=__doc__.splitlines()[0])
+    parser = CommandLineParser(prog="python -m trainer.benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("--data_dir", required=True, help="the pipeline's --output_dir")
     parser.add_argument("--batch_size", type=int, default=TrainConfig.batch_size)
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
 
     def work() -> int:
+        start_tensorflow(args.verbose)
         print(json.dumps(measure(args.data_dir, args.batch_size), indent=2))
         return EXIT_OK
 

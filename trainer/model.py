@@ -10,8 +10,7 @@ from __future__ import annotations
 import keras
 
 from ecg_common.schema import ECG_KEY, ECG_SHAPE
-
-DEFAULT_FILTERS = (16, 32, 48, 64, 96, 128)
+from trainer.config import DEFAULT_FILTERS
 
 
 def _conv_block(x, filters: int, kernel_size: int, strides: int, name: str):

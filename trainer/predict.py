@@ -21,7 +21,6 @@ was not scored (`probability` and `predicted_label` empty). Every file given app
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import logging
@@ -30,11 +29,11 @@ import os
 
 import numpy as np
 
-from ecg_common.cli import EXIT_OK, add_verbose_flag, exit_now, run_command
+from ecg_common.cli import EXIT_OK, CommandLineParser, add_verbose_flag, exit_now, run_command, start_tensorflow
 from ecg_common.rejections import ConfigurationError, Reason, Rejection
 from ecg_common.schema import (ABNORMAL, CLASS_NAMES, ECG_KEY, LABEL_KEY, NORMAL, RECORD_ID_KEY, TEST_SPLIT,
                                UNKNOWN_LABEL)
-from trainer import export, inputs, raw_records, sources
+from trainer import raw_records
 from trainer.evaluation import binary_metrics, reliability
 from trainer.layout import read_decoding_options, resolve_export
 
@@ -68,6 +67,8 @@ _log = logging.getLogger(__name__)
 
 def _check_same_transform(export_dir: str, data_dir: str) -> None:
     """Refuses a data folder normalized with another transform than the model's, when both record theirs."""
+    from trainer import export, sources  # TensorFlow: imported when used, so the command parses first
+
     expected = export.transform_info(export_dir).get(sources.LEAD_STATISTICS_KEY)
     recorded = sources.lead_statistics(data_dir)
     if expected is not None and recorded is not None and not sources.same_transform(recorded, expected):
@@ -76,6 +77,8 @@ def _check_same_transform(export_dir: str, data_dir: str) -> None:
 
 
 def _scorer(loaded, export_dir: str):
+    from trainer import export  # TensorFlow: imported when used, so the command parses first
+
     score = loaded.signatures[export.TRANSFORMED_SIGNATURE]
     if export.PREDICTED_LABEL_KEY not in score.structured_outputs:
         raise ConfigurationError(f"{export_dir} was exported by an older trainer, without the threshold inside: "
@@ -87,6 +90,8 @@ def predict(model_dir: str, data_dir: str, split: str, batch_size: int = 64,
             model_version: int | None = None) -> list[Prediction]:
     """Predictions for every example of `data_dir/<split>`, sorted by record id (newest export unless
     `model_version`)."""
+    from trainer import export, inputs  # TensorFlow: imported when used, so the command parses first
+
     export_dir = resolve_export(model_dir, model_version)
     files = inputs.split_files(data_dir, split)
     _check_same_transform(export_dir, data_dir)
@@ -114,6 +119,8 @@ def predict_records(model_dir: str, paths: list[str], batch_size: int = 64,
                     model_version: int | None = None) -> list[Prediction]:
     """Predictions for the raw recordings `paths` name (files or folders), one per file, sorted by
     record id; a file that does not decode, or whose amplitude is not millivolts, has its reason."""
+    from trainer import export  # TensorFlow: imported when used, so the command parses first
+
     export_dir = resolve_export(model_dir, model_version)
     options = read_decoding_options(model_dir)
     loaded = export.load_serving_model(export_dir)
@@ -189,8 +196,8 @@ def labelled_summary(predictions: list[Prediction]) -> str:
     return line if counts["reliable"] else f"{line}; {counts['caveat']}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> CommandLineParser:
+    parser = CommandLineParser(
         prog="python -m trainer.predict",
         description="Write record_id,probability,predicted_label,true_label for every record of a split of the "
                     "pipeline's output, or of raw recordings (--records, with an error column).",
@@ -215,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--split goes with --data_dir, not with --records")
 
     def work() -> int:
+        start_tensorflow(args.verbose)
         if args.records:
             predictions = predict_records(args.model_dir, args.records, args.batch_size, args.model_version)
             write_csv(predictions, args.output, error_column=True)

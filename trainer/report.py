@@ -21,7 +21,6 @@ written before the intervals existed, they are computed from the validation scor
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ import sys
 import numpy as np
 
 from ecg_common import report_page
+from ecg_common.cli import EXIT_OK, CommandLineParser, add_verbose_flag, run_command
 from ecg_common.report_page import Section, Table, text
 from ecg_common.schema import ABNORMAL, CLASS_NAMES, NORMAL
 from trainer import evaluation
@@ -272,13 +272,19 @@ def build_safely(model_dir: str, metrics: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer.report",
-                                     description="Redraw MODEL/report/ from MODEL/metrics.json and "
-                                                 f"MODEL/{VALIDATION_PREDICTIONS_FILE}.")
+    parser = CommandLineParser(prog="python -m trainer.report",
+                               description="Redraw MODEL/report/ from MODEL/metrics.json and "
+                                           f"MODEL/{VALIDATION_PREDICTIONS_FILE}.",
+                               epilog="Exit codes: 0 success, 1 the report could not be drawn, 2 usage error.")
     parser.add_argument("model_dir", help="a trainer --model_dir")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
-    print(f"wrote {build(args.model_dir)}")
-    return 0
+
+    def work() -> int:
+        print(f"wrote {build(args.model_dir)}")
+        return EXIT_OK
+
+    return run_command(work, "trainer", args.verbose)
 
 
 if __name__ == "__main__":

@@ -32,28 +32,12 @@ from tensorflow.core.framework import summary_pb2
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import ABNORMAL, CLASS_NAMES, NORMAL, UNKNOWN_LABEL
 from trainer import evaluation, export, inputs, report, sources
+from trainer.config import TrainConfig
 from trainer.layout import (LOGS_DIR, METRICS_FILE, MODEL_FILE, VALIDATION_PREDICTIONS_FILE, adopt_unversioned_export,
                             write_decoding_options, write_validation_predictions)
-from trainer.model import DEFAULT_FILTERS, build_model
+from trainer.model import build_model
 
 _log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Hyperparameters and run options; the defaults train the demo set in a few minutes on 2 cores."""
-
-    epochs: int = 40
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    seed: int = 42
-    val_fraction: float = 0.2
-    patience: int = 8
-    filters: tuple[int, ...] = DEFAULT_FILTERS
-    kernel_size: int = 7
-    dropout: float = 0.3
-    threshold_criterion: str = "youden"
-    deterministic: bool = True
 
 
 class ScalarSummaries(keras.callbacks.Callback):

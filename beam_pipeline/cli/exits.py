@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from beam_pipeline.runs.interruption import Stopped, stop_received, stopping_on_signals
-from beam_pipeline.runs.run_lock import LockHeld
 from ecg_common.cli import run_reporting_errors
 
 EXIT_LOCKED = 75
@@ -26,6 +25,10 @@ def _outcomes_first(work: Callable[[], T]) -> Callable[[], T]:
     """`work`, with a held lock and a stop taken out of the failures: a failure that a stop signal
     caused (Beam may wrap the exception the signal raised) is the stop."""
     def run() -> T:
+        # Imported here: run_lock loads Beam's file systems, and the commands import this module before
+        # parsing (--help answers without Beam).
+        from beam_pipeline.runs.run_lock import LockHeld
+
         try:
             return work()
         except LockHeld as held:

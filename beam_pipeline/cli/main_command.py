@@ -1,7 +1,10 @@
 """Command line: `python -m beam_pipeline --train_dir DIR --labels FILE [--test_dir DIR] --output_dir DIR [Beam options]`.
 
-The project's own options are parsed here; everything else is handed to Beam untouched, so every
-standard pipeline option (--runner, --direct_num_workers, --temp_location, ...) works.
+The project's own options are parsed here; the other arguments go to Beam unchanged once Beam's own
+options recognize every one of them (`beam_options.py`), so every standard pipeline option
+(--runner, --direct_num_workers, --temp_location, ...) works and a misspelt one stops the run.
+TensorFlow, tf.Transform and Beam's runners are loaded only after parsing, so `--help` and usage
+errors answer at once.
 Exit codes: 0 success, 1 the run failed (nothing published) or it rejected more than
 --max_error_rate of a split's files (output and report published), 2 usage or configuration error
 (an --output_dir that is not new or an earlier output included), 75 another run holds the output's
@@ -9,23 +12,23 @@ lock, 143/130 stopped by SIGTERM/SIGINT (see `exits.py`).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
+from beam_pipeline.cli.beam_options import parse_with_beam_options
 from beam_pipeline.cli.exits import run_stoppable
 from beam_pipeline.cli.options import add_record_options, add_robustness_options, decode_options, write_options
-from beam_pipeline.runs.beam_runner import DEFAULT_RUNNER
-from beam_pipeline.runs.job import JobConfig, run_job
 from beam_pipeline.runs.outcome import describe_excess
-from ecg_common.cli import EXIT_FAILED, EXIT_OK, configure_logging
+from beam_pipeline.runs.runner_defaults import DEFAULT_RUNNER
+from ecg_common.cli import EXIT_FAILED, EXIT_OK, CommandLineParser, configure_logging, start_tensorflow
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> CommandLineParser:
+    parser = CommandLineParser(
         prog="python -m beam_pipeline",
         description="Decode 12-lead ECG .mat files, normalize every lead with tf.Transform statistics of the "
                     "training set, and write sharded GZIP TFRecords plus the transform graph.",
-        epilog=f"Any other option is passed to Apache Beam (default --runner={DEFAULT_RUNNER}). "
+        epilog=f"Any other option must be one of Apache Beam's pipeline options (--runner, default "
+               f"{DEFAULT_RUNNER}; --direct_num_workers, --temp_location, ...) and is passed to Beam. "
                "Exit codes: 0 success, 1 run failed, 2 usage or configuration error, 75 another run holds the "
                "output's lock, 143/130 stopped by SIGTERM/SIGINT.")
     parser.add_argument("--train_dir", required=True,
@@ -43,8 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, beam_args = build_parser().parse_known_args(argv)
+    args, beam_args = parse_with_beam_options(build_parser(), argv)
     configure_logging("beam_pipeline", args.verbose)
+    start_tensorflow(args.verbose)
+    from beam_pipeline.runs.job import JobConfig, run_job  # after parsing: loads tf.Transform and Beam's runners
+
     config = JobConfig(train_dir=args.train_dir, labels_path=args.labels, output_dir=args.output_dir,
                        test_dir=args.test_dir, decode=decode_options(args), write=write_options(args),
                        max_error_rate=args.max_error_rate, normal_labels=args.normal_labels)

@@ -1,13 +1,14 @@
 """The option groups both commands share (decoding, limits, output), so a reprocessed batch is decoded
-and written exactly as the training records were, and the defaults are written once."""
+and written exactly as the training records were, and the defaults are written once.
+
+Nothing here imports Beam or TensorFlow: the commands parse, and answer `--help`, before loading them."""
 from __future__ import annotations
 
 import argparse
 import typing
 
-from beam_pipeline.graph.pipeline import DEFAULT_BATCH_SIZE, DecodeOptions, WriteOptions
-from beam_pipeline.graph.tfrecord_sink import DEFAULT_GZIP_LEVEL
-from beam_pipeline.inputs.labels import NORMAL_LABELS_OPTION
+from beam_pipeline.graph.settings import DEFAULT_BATCH_SIZE, DEFAULT_GZIP_LEVEL, DecodeOptions, WriteOptions
+from beam_pipeline.inputs.option_names import NORMAL_LABELS_OPTION
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
 from ecg_common.cli import add_verbose_flag
 from ecg_common.schema import DURATION_S, SAMPLING_RATE_HZ

@@ -9,32 +9,41 @@ Exit codes, chosen so a scheduler can act on them:
   3   a batch was published, but some leads drifted beyond the limits: look before using it
   75  another run holds the lock on ROOT (EX_TEMPFAIL: nothing done, try again later)
   143/130  stopped by SIGTERM/SIGINT: nothing published, staging and temporary folders removed
+
+Arguments that are not the project's go to Beam once Beam's own options recognize every one of them
+(`beam_options.py`): a misspelt option is a usage error (2), never a run that ignored it. The run's
+modules (TensorFlow, tf.Transform, Beam's runners) are imported after parsing, inside the functions
+that use them, so `--help` and usage errors answer at once.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import typing
 
+from beam_pipeline.cli.beam_options import parse_with_beam_options
 from beam_pipeline.cli.exits import EXIT_LOCKED, run_stoppable
 from beam_pipeline.cli.options import add_record_options, add_robustness_options, decode_options, write_options
-from beam_pipeline.graph.drift import MEAN_SHIFT_LIMIT_STD, STD_RATIO_LIMIT, DriftLimits
-from beam_pipeline.runs.beam_runner import DEFAULT_RUNNER
+from beam_pipeline.graph.settings import MEAN_SHIFT_LIMIT_STD, STD_RATIO_LIMIT, DriftLimits
 from beam_pipeline.runs.outcome import describe_excess
-from beam_pipeline.runs.reprocess_job import DATA_SPLIT, Outcome, ReprocessConfig, ReprocessResult, run_reprocess
-from beam_pipeline.runs.run_lock import LOCK_FILE, held_message
-from ecg_common.cli import EXIT_FAILED, EXIT_OK, configure_logging
+from beam_pipeline.runs.runner_defaults import DEFAULT_RUNNER
+from ecg_common.cli import EXIT_FAILED, EXIT_OK, CommandLineParser, configure_logging, start_tensorflow
+
+if typing.TYPE_CHECKING:
+    from beam_pipeline.runs.reprocess_job import ReprocessConfig, ReprocessResult
 
 EXIT_DRIFT = 3
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> CommandLineParser:
+    parser = CommandLineParser(
         prog="python -m beam_pipeline.reprocess",
         description="Turn the ECG .mat files in --incoming that are new or changed since the last run into one "
                     "batch of TFRecords under --output_root, normalized with the frozen statistics of an earlier "
                     "run (--transform_dir). Nothing is re-analyzed; a run with nothing new writes nothing.",
-        epilog=f"Any other option is passed to Apache Beam (default --runner={DEFAULT_RUNNER}). Exit codes: 0 batch "
+        epilog=f"Any other option must be one of Apache Beam's pipeline options (--runner, default "
+               f"{DEFAULT_RUNNER}; ...) and is passed to Beam. Exit codes: 0 batch "
                f"published or nothing new, 1 run failed or too many files rejected, 2 usage or configuration "
                f"error, {EXIT_DRIFT} batch "
                f"published but drift flagged, {EXIT_LOCKED} another run holds the lock.")
@@ -60,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> ReprocessConfig:
+    from beam_pipeline.runs.reprocess_job import ReprocessConfig
+
     return ReprocessConfig(
         incoming=args.incoming, transform_dir=args.transform_dir, output_root=args.output_root,
         labels_path=args.labels, normal_labels=args.normal_labels,
@@ -70,6 +81,9 @@ def _config(args: argparse.Namespace) -> ReprocessConfig:
 
 def _report(result: ReprocessResult, config: ReprocessConfig) -> int:
     """One line about what happened, and the exit code that says it to a scheduler."""
+    from beam_pipeline.runs.reprocess_job import DATA_SPLIT, Outcome
+    from beam_pipeline.runs.run_lock import LOCK_FILE, held_message
+
     if result.outcome is Outcome.LOCKED:
         print(f"error: {held_message(os.path.join(config.output_root, LOCK_FILE))}", file=sys.stderr)
         return EXIT_LOCKED
@@ -95,8 +109,11 @@ def _report(result: ReprocessResult, config: ReprocessConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, beam_args = build_parser().parse_known_args(argv)
+    args, beam_args = parse_with_beam_options(build_parser(), argv)
     configure_logging("beam_pipeline", args.verbose)
+    start_tensorflow(args.verbose)
+    from beam_pipeline.runs.reprocess_job import run_reprocess
+
     config = _config(args)
     code, result = run_stoppable(lambda: run_reprocess(config, beam_args), "beam_pipeline", config.output_root)
     return code if result is None else _report(result, config)

@@ -9,7 +9,8 @@ cropping), and compared with the frozen ones. Per-lead moments are merged with C
 formula in float64, like tf.Transform's own analyzers, so the figures are comparable.
 
 A lead is flagged when its batch mean moves by more than MEAN_SHIFT_LIMIT_STD frozen standard
-deviations, or its batch std is outside [1 / STD_RATIO_LIMIT, STD_RATIO_LIMIT] times the frozen std.
+deviations, or its batch std is outside [1 / STD_RATIO_LIMIT, STD_RATIO_LIMIT] times the frozen std
+(the limits live in `settings.py`, with the other settings the command lines give).
 The limits come from the 60 real recordings in `shared/data/real-ecg`: with all CinC 2021 records as
 the frozen set, a batch of one source's records (Georgia, Hefei, Ningbo, and CPSC 2018) moved a lead's
 mean by at most 0.03 std and kept its std within 0.4x-1.5x, while single records moved the mean up to
@@ -19,7 +20,6 @@ the std limit, which deserves a look as well.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import typing
 
@@ -29,19 +29,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.graph.arrow_batches import signal_samples
+from beam_pipeline.graph.settings import DriftLimits
 from ecg_common.schema import LEAD_NAMES, NUM_LEADS
-
-MEAN_SHIFT_LIMIT_STD = 1.0
-"""Largest accepted |batch mean - frozen mean| per lead, in frozen standard deviations."""
-
-STD_RATIO_LIMIT = 4.0
-"""Largest accepted batch std / frozen std per lead (and its inverse the smallest)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DriftLimits:
-    mean_shift_std: float = MEAN_SHIFT_LIMIT_STD
-    std_ratio: float = STD_RATIO_LIMIT
 
 
 class LeadMoments(typing.NamedTuple):

@@ -12,7 +12,6 @@ alone, with a transform_fn read from disk.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import typing
 
@@ -25,28 +24,14 @@ from beam_pipeline.graph.arrow_batches import DecodedRecord, tensor_adapter_conf
 from beam_pipeline.graph.encode import EncodeExamplesFn
 from beam_pipeline.graph.preprocessing import preprocessing_fn
 from beam_pipeline.graph.read import QUALITY_TAG, REJECTED_TAG, DecodeRecordFn
-from beam_pipeline.graph.tfrecord_sink import DEFAULT_GZIP_LEVEL, WriteGzipTFRecords
+from beam_pipeline.graph.settings import DecodeOptions, WriteOptions
+from beam_pipeline.graph.tfrecord_sink import WriteGzipTFRecords
 from beam_pipeline.inputs.discovery import RecordSource
 from ecg_common.layout import ERRORS_DIR, LABELS_FINDINGS, QUALITY_DIR, SHARD_PREFIX, TFRECORD_SUFFIX
 from ecg_common.rejections import Rejection
-from ecg_common.schema import SAMPLING_RATE_HZ, TRAIN_SPLIT
-from ecg_decode.sandbox.protocol import DecodeLimits
+from ecg_common.schema import TRAIN_SPLIT
 
 DECODED_TAG = "decoded"
-
-DEFAULT_BATCH_SIZE = 32
-"""Records per Arrow batch fed to tf.Transform (8 and 64 measured no faster: docs/performance.md)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DecodeOptions:
-    """What decoding and batching need to know; the same for both passes."""
-
-    default_sampling_rate: float = SAMPLING_RATE_HZ
-    pad_short: bool = False
-    batch_size: int = DEFAULT_BATCH_SIZE
-    limits: DecodeLimits = DecodeLimits()
-    reject_flagged: bool = False
 
 
 class DecodeAndBatch(beam.PTransform):
@@ -87,15 +72,6 @@ def _analyze(pipeline: beam.Pipeline, train: list[RecordSource], options: Decode
     batches, _, _ = pipeline | "CreateTrain" >> beam.Create(train) | "DecodeTrain" >> DecodeAndBatch(
         options, assess_quality=options.reject_flagged)
     return (batches, tensor_adapter_config()) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
-
-
-@dataclasses.dataclass(frozen=True)
-class WriteOptions:
-    """How the TFRecord shards are written; the same for the main command and reprocessing."""
-
-    num_shards: int = 0
-    """0: the runner decides, which keeps memory flat; a fixed count makes Beam group all examples first."""
-    gzip_level: int = DEFAULT_GZIP_LEVEL
 
 
 def build_job(pipeline: beam.Pipeline, splits: dict[str, list[RecordSource]], extra_rejections: list[Rejection],

@@ -15,8 +15,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.tfrecordio import _TFRecordSink
 from isal import isal_zlib
 
-DEFAULT_GZIP_LEVEL = 2
-"""ISA-L level (0-3): on real ECGs 2 compresses like zlib level 6 within 11%, at 1/9 of the time."""
+from beam_pipeline.graph.settings import DEFAULT_GZIP_LEVEL
 
 _GZIP_WBITS = 31  # deflate in a GZIP container
 

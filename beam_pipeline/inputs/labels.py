@@ -30,6 +30,7 @@ from apache_beam.io.filesystem import CompressedFile, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.inputs.local_files import is_local
+from beam_pipeline.inputs.option_names import NORMAL_LABELS_OPTION
 from ecg_common.rejections import ConfigurationError, Reason
 from ecg_common.schema import ABNORMAL, CLASS_NAMES, NORMAL, VALID_LABELS
 from ecg_decode.file_limits import TooLarge, read_at_most
@@ -44,9 +45,6 @@ ID_HEADER_WORDS = frozenset({"recording", "record", "record_id", "id", "filename
 LABEL_HEADER_WORDS = frozenset({"label", "labels", "class", "first_label", "target", "diagnosis", "dx", "y"})
 """The words that make the first non-blank line a header (first field, second field); listed in
 docs/labels-file.md."""
-
-NORMAL_LABELS_OPTION = "--normal_labels"
-"""The command-line option that sets `normal_labels`, named in the hint of a summary."""
 
 _EXAMPLES_SHOWN = 3
 _log = logging.getLogger(__name__)

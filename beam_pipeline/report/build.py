@@ -19,12 +19,11 @@ A section whose summary key is absent (an older summary, a reprocessing run) say
 
 The job calls `build_safely` before publishing: a report that cannot be drawn must not lose a
 finished run, so a failure is logged and recorded as `report.status = "failed"` in the summary, and
-no half-written report folder is left. `python -m beam_pipeline.report OUT` rebuilds the report of a
-published output from its `run_summary.json`.
+no half-written report folder is left. `python -m beam_pipeline.report OUT` (`__main__.py`) rebuilds
+the report of a published output from its `run_summary.json`.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -208,12 +207,3 @@ def rebuild(out_dir: str) -> str:
         summary = json.loads(handle.read().decode("utf-8"))
     recorded = (summary.get("report") or {}).get("example")
     return build(out_dir, summary, Example(**recorded) if recorded else None)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m beam_pipeline.report",
-                                     description="Redraw OUT/report/ from OUT/run_summary.json.")
-    parser.add_argument("output_dir", help="a pipeline --output_dir")
-    args = parser.parse_args(argv)
-    print(f"wrote {rebuild(args.output_dir)}")
-    return 0

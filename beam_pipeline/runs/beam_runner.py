@@ -12,14 +12,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOpti
                                                   TestOptions)
 
 from beam_pipeline.graph.read import METRICS_NAMESPACE
-
-DEFAULT_RUNNER = "FnApiRunner"
-"""Beam 2.77's DirectRunner first tries to download the Prism binary, which cannot work offline."""
-
-LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
-DEFAULT_LOCAL_RUNNING_MODE = "multi_threading"
-"""Measured fastest on 2 cores (docs/performance.md): zlib and TensorFlow release the GIL, so threads
-use both cores, while multi_processing pays for moving record batches between processes."""
+from beam_pipeline.runs.runner_defaults import DEFAULT_LOCAL_RUNNING_MODE, DEFAULT_RUNNER, LOCAL_RUNNERS
 
 
 def pipeline_options(beam_args: list[str]) -> PipelineOptions:

@@ -39,7 +39,6 @@ the classes that alter them share their geometry), and splitting it would scatte
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -47,6 +46,7 @@ import re
 import numpy as np
 import scipy.io
 
+from ecg_common.cli import CommandLineParser, add_verbose_flag, configure_logging
 from ecg_common.schema import ABNORMAL, LEAD_NAMES, NORMAL, NUM_LEADS, NUM_SAMPLES, SAMPLING_RATE_HZ
 
 GENERATOR_VERSION = 1
@@ -380,13 +380,15 @@ def _generate(output_dir: str, n_train: int, n_test: int, seed: int, abnormal_fr
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = CommandLineParser(prog="python -m beam_pipeline.synthetic", description=__doc__.split("\n")[0])
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--train", type=int, default=600, help="number of TRAIN records")
     parser.add_argument("--test", type=int, default=400, help="number of TEST records")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--abnormal_fraction", type=float, default=0.5)
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    configure_logging("beam_pipeline", args.verbose)
     try:
         wrote = _generate(args.output_dir, args.train, args.test, args.seed, args.abnormal_fraction)
     except ValueError as e:

@@ -1,0 +1,49 @@
+"""What the graphs take from the command lines (decoding, writing, drift limits) and the defaults.
+
+Plain dataclasses and constants, importing neither Beam nor TensorFlow: the command lines show these
+defaults in `--help` and build these settings before loading either.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from ecg_decode.sandbox.protocol import DecodeLimits
+from ecg_common.schema import SAMPLING_RATE_HZ
+
+DEFAULT_BATCH_SIZE = 32
+"""Records per Arrow batch fed to tf.Transform (8 and 64 measured no faster: docs/performance.md)."""
+
+DEFAULT_GZIP_LEVEL = 2
+"""ISA-L level (0-3): on real ECGs 2 compresses like zlib level 6 within 11%, at 1/9 of the time."""
+
+MEAN_SHIFT_LIMIT_STD = 1.0
+"""Largest accepted |batch mean - frozen mean| per lead, in frozen standard deviations (see `drift.py`)."""
+
+STD_RATIO_LIMIT = 4.0
+"""Largest accepted batch std / frozen std per lead (and its inverse the smallest; see `drift.py`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+    """What decoding and batching need to know; the same for both passes."""
+
+    default_sampling_rate: float = SAMPLING_RATE_HZ
+    pad_short: bool = False
+    batch_size: int = DEFAULT_BATCH_SIZE
+    limits: DecodeLimits = DecodeLimits()
+    reject_flagged: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteOptions:
+    """How the TFRecord shards are written; the same for the main command and reprocessing."""
+
+    num_shards: int = 0
+    """0: the runner decides, which keeps memory flat; a fixed count makes Beam group all examples first."""
+    gzip_level: int = DEFAULT_GZIP_LEVEL
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftLimits:
+    mean_shift_std: float = MEAN_SHIFT_LIMIT_STD
+    std_ratio: float = STD_RATIO_LIMIT
