@@ -151,7 +151,7 @@ def test_every_file_is_accounted_for(contest_run):
     assert summary["examples_written"] == {"train": 20, "test": 5}
     assert summary["rejected_total"] == {"train": 6, "test": 0}
     assert summary["reconciled"] is True
-    assert summary["runner"] == f"FnApiRunner (multi_threading, {os.cpu_count()} workers)"
+    assert summary["runner"] == f"FnApiRunner (in_memory, {os.cpu_count()} workers)"
 
 
 @pytest.mark.parametrize("layout", ["cinc2021", "cpsc2018"])

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from ecg_decode.sandbox.protocol import DecodeLimits
 from ecg_common.schema import SAMPLING_RATE_HZ
+from ecg_decode.sandbox.protocol import DecodeLimits
 
 DEFAULT_BATCH_SIZE = 32
 """Records per Arrow batch fed to tf.Transform (8 and 64 measured no faster: docs/performance.md)."""

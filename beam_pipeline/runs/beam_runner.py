@@ -17,7 +17,7 @@ from beam_pipeline.runs.runner_defaults import DEFAULT_LOCAL_RUNNING_MODE, DEFAU
 
 def pipeline_options(beam_args: list[str]) -> PipelineOptions:
     """Beam options as given, with the measured-fastest local defaults for what was not given:
-    FnApiRunner, `multi_threading` with one worker per core."""
+    FnApiRunner, `in_memory` with one worker thread per core (`runner_defaults.py` says why)."""
     options = PipelineOptions(beam_args)
     standard = options.view_as(StandardOptions)
     if standard.runner is None:

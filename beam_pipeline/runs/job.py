@@ -25,6 +25,7 @@ from beam_pipeline.inputs.local_files import is_local
 from beam_pipeline.report import build as run_report
 from beam_pipeline.runs.beam_runner import (counter, describe_runner, dry_run_summary, is_dry_run, pipeline_options,
                                             tft_temp_dir)
+from beam_pipeline.runs.data_plane_guard import guard_local_data_plane
 from beam_pipeline.runs.interruption import deferred_stop
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
 from beam_pipeline.runs.output_guard import check_output_dir
@@ -78,6 +79,7 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
     splits = discover(config, labels)
     findings = label_file_findings(labels, [s for sources in splits.values() for s in sources], config.labels_path)
     options = pipeline_options(beam_args)
+    guard_local_data_plane(options)  # before the runner starts its workers
     runner = describe_runner(options)
     decode_options = config.decode
     claim, tft_temp, pipeline = OutputClaim(output_dir, config.output_dir), None, None

@@ -50,6 +50,7 @@ from beam_pipeline.inputs.local_files import UnlistableDirectory, is_local
 from beam_pipeline.report import build as run_report
 from beam_pipeline.runs.beam_runner import (counter, describe_runner, dry_run_summary, is_dry_run, pipeline_options,
                                             tft_temp_dir)
+from beam_pipeline.runs.data_plane_guard import guard_local_data_plane
 from beam_pipeline.runs.interruption import deferred_stop
 from beam_pipeline.runs.ledger import (FileState, Ledger, read_ledger, reconcile, remove_leftover_temp_files, scan,
                                        write_ledger, write_manifest)
@@ -189,6 +190,7 @@ def _run_batch(config: ReprocessConfig, selection: Selection, labels: Labels, ba
                beam_args: list[str], started: float) -> dict:
     """The Beam pass into `staging`; returns the run summary (or a dry run's report)."""
     options = pipeline_options(beam_args)
+    guard_local_data_plane(options)  # before the runner starts its workers
     runner = describe_runner(options)
     splits = {DATA_SPLIT: selection.sources}
     _log.info("%s: %d new or changed records (%d unchanged) from %s, on %s", batch, len(selection.sources),

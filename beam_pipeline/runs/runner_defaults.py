@@ -5,6 +5,9 @@ DEFAULT_RUNNER = "FnApiRunner"
 """Beam 2.77's DirectRunner first tries to download the Prism binary, which cannot work offline."""
 
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
-DEFAULT_LOCAL_RUNNING_MODE = "multi_threading"
-"""Measured fastest on 2 cores (docs/performance.md): zlib and TensorFlow release the GIL, so threads
-use both cores, while multi_processing pays for moving record batches between processes."""
+DEFAULT_LOCAL_RUNNING_MODE = "in_memory"
+"""Bundles on one thread per worker (`--direct_num_workers`, default one per core) in this process, with
+no gRPC data channel: Beam 2.77's `multi_threading` mode loses elements of large collections through
+its data channel's timer flush (docs/beam-multithreading-loss.md), `in_memory` has no such channel and
+is as fast here (docs/performance.md). `multi_processing` pays for moving record batches between
+processes."""
