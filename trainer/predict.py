@@ -203,7 +203,7 @@ def build_parser() -> CommandLineParser:
                     "pipeline's output, or of raw recordings (--records, with an error column).",
         epilog="Exit codes: 0 success, 1 run failed, 2 usage or configuration error.")
     parser.add_argument("--model_dir", required=True, help="the trainer's --model_dir")
-    source = parser.add_mutually_exclusive_group(required=True)
+    source = parser.add_mutually_exclusive_group()  # one is required: checked in main, after unknown options
     source.add_argument("--data_dir", help="the pipeline's --output_dir")
     source.add_argument("--records", nargs="+", metavar="PATH",
                         help="raw .mat files (with their .hea) or folders of them, instead of --data_dir/--split")
@@ -218,6 +218,8 @@ def build_parser() -> CommandLineParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.records and not args.data_dir:
+        parser.error("one of the arguments --data_dir --records is required")
     if args.records and args.split is not None:
         parser.error("--split goes with --data_dir, not with --records")
 
