@@ -30,6 +30,12 @@ def convert(train_dir: str, out_file: str) -> int:
         count += ecg.shape[0]
     mean = total / count
     std = np.sqrt(total_sq / count - mean ** 2)
+    return write_examples(paths, out_file, mean, std)
+
+
+def write_examples(paths: list[str], out_file: str, mean: np.ndarray, std: np.ndarray) -> int:
+    """Pass 2: each file normalized with (mean, std), one `tf.train.Example` per record, one GZIP file
+    (also the parallel peer's shard writer, so both loops do the same work)."""
     options = tf.io.TFRecordOptions(compression_type="GZIP")
     with tf.io.TFRecordWriter(out_file, options) as writer:
         for path in paths:

@@ -35,20 +35,10 @@ def _partial_sums(paths: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def _write_shard(task: tuple[list[str], str, np.ndarray, np.ndarray]) -> int:
-    import tensorflow as tf  # in the worker only: the parent forks without TensorFlow loaded
+    from baseline_loop import write_examples  # imports TensorFlow: in the worker only, after the fork
 
     paths, out_file, mean, std = task
-    options = tf.io.TFRecordOptions(compression_type="GZIP")
-    with tf.io.TFRecordWriter(out_file, options) as writer:
-        for path in paths:
-            ecg = ((_load(path) - mean) / std).astype(np.float32)
-            record_id = os.path.splitext(os.path.basename(path))[0]
-            example = tf.train.Example(features=tf.train.Features(feature={
-                "ecg": tf.train.Feature(float_list=tf.train.FloatList(value=ecg.reshape(-1))),
-                "record_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[record_id.encode()])),
-            }))
-            writer.write(example.SerializeToString())
-    return len(paths)
+    return write_examples(paths, out_file, mean, std)
 
 
 def convert(train_dir: str, out_dir: str, workers: int) -> int:
