@@ -26,7 +26,8 @@ setuptools.setup(
     "and a Keras trainer on them.",
     python_requires=">=3.10,<3.13",
     install_requires=REQUIRED_PACKAGES,
-    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17"]},
+    extras_require={"test": ["pytest==9.2.0", "hypothesis==6.170.17",
+                             "wfdb==4.3.1"]},  # writes WFDB fixtures (wrsamp) for the reader's tests
     # The demo generator (`beam_pipeline.synthetic`) stays out of the package Beam installs on workers.
     packages=setuptools.find_packages(
         include=["ecg_common", "ecg_decode", "ecg_decode.*", "beam_pipeline", "beam_pipeline.*", "trainer", "trainer.*"],

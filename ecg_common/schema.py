@@ -25,6 +25,16 @@ ECG_SHAPE = (NUM_SAMPLES, NUM_LEADS)
 ECG_KEY = "ecg"
 LABEL_KEY = "label"
 RECORD_ID_KEY = "record_id"
+LABELS_KEY = "labels"
+"""Multi-label runs: int64 [K] multi-hot over the classes in `OUT/classes.txt` (binary runs keep `label`)."""
+WINDOW_INDEX_KEY = "window_index"
+"""int64, 0-based index of the window within its record (records longer than one window)."""
+WINDOW_START_KEY = "window_start_s"
+"""float32, where the window starts in its record, in seconds."""
+AGE_KEY = "age"
+"""float32 years, absent when the record does not say."""
+SEX_KEY = "sex"
+"""int64, 0 female, 1 male, absent when the record does not say."""
 
 UNKNOWN_LABEL = -1
 """Label value of a record whose label is not known (unlabelled TEST records).

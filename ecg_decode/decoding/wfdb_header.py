@@ -49,7 +49,9 @@ class WfdbHeader:
 
     `gains` are as written in the file (ADC units per `units`); `gains_per_mv` converts them so
     that `(adc - baseline) / gain_per_mv` is in millivolts whatever the file's voltage unit.
-    `num_samples` is None when the header leaves it unspecified (missing or 0).
+    `num_samples` is None when the header leaves it unspecified (missing or 0). `comments` are the
+    `#` lines in file order, without the `#` and surrounding blanks: where CinC headers keep a
+    record's `Age:`, `Sex:` and `Dx:` (read by the modules that need them, not here).
     """
 
     record_name: str
@@ -60,6 +62,7 @@ class WfdbHeader:
     baselines: tuple[int | float, ...]
     units: tuple[str, ...]
     lead_names: tuple[str, ...]
+    comments: tuple[str, ...] = ()
 
     @property
     def gains_per_mv(self) -> tuple[float, ...]:
@@ -161,6 +164,7 @@ def parse_header(text: str) -> WfdbHeader | DecodeError:
     if not isinstance(text, str):
         return _bad(f"header is {type(text).__name__}, not text")
     lines = [line.strip() for line in text.lstrip("\ufeff").splitlines()]
+    comments = tuple(line[1:].strip() for line in lines if line.startswith("#"))
     lines = [line for line in lines if line and not line.startswith("#")]
     if not lines:
         return _bad("header is empty (no record line)")
@@ -187,4 +191,5 @@ def parse_header(text: str) -> WfdbHeader | DecodeError:
         baselines=baselines,
         units=units,
         lead_names=lead_names,
+        comments=comments,
     )
