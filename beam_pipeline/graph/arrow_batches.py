@@ -6,6 +6,7 @@ float32 signal is handed to Arrow without a per-value Python loop (one concatena
 """
 from __future__ import annotations
 
+import json
 import struct
 import typing
 
@@ -16,16 +17,19 @@ from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.public import tfxio
 
 from ecg_common.schema import ECG_KEY, ECG_SHAPE, LABEL_KEY, RECORD_ID_KEY, UNKNOWN_LABEL, raw_feature_spec
+from ecg_decode.decoding.record_info import RecordInfo
 
 _VALUES_PER_ECG = int(np.prod(ECG_SHAPE))
 
 
 class DecodedRecord(typing.NamedTuple):
-    """One record ready for tf.Transform: float32 ECG_SHAPE signal in mV, label (or UNKNOWN_LABEL)."""
+    """One record ready for tf.Transform: float32 ECG_SHAPE signal in mV, label (or UNKNOWN_LABEL),
+    and what the record says about its patient (`RecordInfo`, from the decoder child)."""
 
     record_id: str
     label: int
     ecg: np.ndarray
+    info: RecordInfo = RecordInfo()
 
 
 # --- coders -----------------------------------------------------------------------------------
@@ -36,21 +40,24 @@ class DecodedRecord(typing.NamedTuple):
 
 
 class DecodedRecordCoder(beam.coders.Coder):
-    """Label, id and the raw float32 signal (no pickle: nothing decoded here can run code), for the
-    rare times a record crosses processes; a size estimate that does not copy it."""
+    """Label, id, the record's info as JSON and the raw float32 signal (no pickle: nothing decoded
+    here can run code), for the rare times a record crosses processes; a size estimate that does not
+    copy it."""
 
-    _HEADER = struct.Struct("<qI")  # label, length of the UTF-8 record id
+    _HEADER = struct.Struct("<qII")  # label, length of the UTF-8 record id, length of the info JSON
 
     def encode(self, record: DecodedRecord) -> bytes:
         record_id = record.record_id.encode("utf-8")
+        info = json.dumps(record.info.to_json()).encode("utf-8")
         signal = np.ascontiguousarray(record.ecg, dtype="<f4").tobytes()
-        return self._HEADER.pack(record.label, len(record_id)) + record_id + signal
+        return self._HEADER.pack(record.label, len(record_id), len(info)) + record_id + info + signal
 
     def decode(self, data: bytes) -> DecodedRecord:
-        label, id_length = self._HEADER.unpack_from(data)
+        label, id_length, info_length = self._HEADER.unpack_from(data)
         start = self._HEADER.size + id_length
-        ecg = np.frombuffer(data, dtype="<f4", offset=start).reshape(ECG_SHAPE)
-        return DecodedRecord(bytes(data[self._HEADER.size:start]).decode("utf-8"), label, ecg)
+        info = RecordInfo.from_json(json.loads(bytes(data[start:start + info_length]).decode("utf-8")))
+        ecg = np.frombuffer(data, dtype="<f4", offset=start + info_length).reshape(ECG_SHAPE)
+        return DecodedRecord(bytes(data[self._HEADER.size:start]).decode("utf-8"), label, ecg, info)
 
     def estimate_size(self, record: DecodedRecord) -> int:
         return record.ecg.nbytes + len(record.record_id) + self._HEADER.size
