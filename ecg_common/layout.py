@@ -36,6 +36,11 @@ DEFAULT_SAMPLING_RATE_KEY = "default_sampling_rate_hz"
 """The rate (Hz) assumed for a record without a WFDB `.hea` header (`--sampling_rate`)."""
 PAD_SHORT_KEY = "pad_short"
 """Whether records shorter than 10 s were zero-padded (`--pad_short`) rather than rejected."""
+GEOMETRY_KEY = "geometry"
+"""The example geometry the run was built with (`schema.Geometry.to_json()`: rate, window, leads); an
+output without it was built with the default geometry. Reprocessing refuses other geometry."""
+WINDOW_STRIDE_KEY = "window_stride_s"
+"""The stride between windows (`--window_stride_s`), null for one window per record."""
 SUCCESS_MARKER = "_SUCCESS"
 OUTPUT_MARKER = "_ECG_PIPELINE_OUTPUT"
 """A small JSON file naming the project and what the folder is; only a folder holding it (or the layout

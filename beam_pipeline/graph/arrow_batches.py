@@ -16,14 +16,13 @@ import pyarrow as pa
 from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.public import tfxio
 
-from ecg_common.schema import ECG_KEY, ECG_SHAPE, LABEL_KEY, RECORD_ID_KEY, UNKNOWN_LABEL, raw_feature_spec
+from ecg_common.schema import (DEFAULT_GEOMETRY, ECG_KEY, LABEL_KEY, NUM_LEADS, RECORD_ID_KEY, UNKNOWN_LABEL,
+                               Geometry, raw_feature_spec)
 from ecg_decode.decoding.record_info import RecordInfo
-
-_VALUES_PER_ECG = int(np.prod(ECG_SHAPE))
 
 
 class DecodedRecord(typing.NamedTuple):
-    """One record ready for tf.Transform: float32 ECG_SHAPE signal in mV, label (or UNKNOWN_LABEL),
+    """One example ready for tf.Transform: float32 (samples, leads) signal in mV, label (or UNKNOWN_LABEL),
     and what the record says about its patient (`RecordInfo`, from the decoder child)."""
 
     record_id: str
@@ -44,19 +43,20 @@ class DecodedRecordCoder(beam.coders.Coder):
     here can run code), for the rare times a record crosses processes; a size estimate that does not
     copy it."""
 
-    _HEADER = struct.Struct("<qII")  # label, length of the UTF-8 record id, length of the info JSON
+    _HEADER = struct.Struct("<qIII")  # label, id length (UTF-8), info JSON length, leads
 
     def encode(self, record: DecodedRecord) -> bytes:
         record_id = record.record_id.encode("utf-8")
         info = json.dumps(record.info.to_json()).encode("utf-8")
         signal = np.ascontiguousarray(record.ecg, dtype="<f4").tobytes()
-        return self._HEADER.pack(record.label, len(record_id), len(info)) + record_id + info + signal
+        header = self._HEADER.pack(record.label, len(record_id), len(info), record.ecg.shape[-1])
+        return header + record_id + info + signal
 
     def decode(self, data: bytes) -> DecodedRecord:
-        label, id_length, info_length = self._HEADER.unpack_from(data)
+        label, id_length, info_length, leads = self._HEADER.unpack_from(data)
         start = self._HEADER.size + id_length
         info = RecordInfo.from_json(json.loads(bytes(data[start:start + info_length]).decode("utf-8")))
-        ecg = np.frombuffer(data, dtype="<f4", offset=start + info_length).reshape(ECG_SHAPE)
+        ecg = np.frombuffer(data, dtype="<f4", offset=start + info_length).reshape(-1, leads)
         return DecodedRecord(bytes(data[self._HEADER.size:start]).decode("utf-8"), label, ecg, info)
 
     def estimate_size(self, record: DecodedRecord) -> int:
@@ -97,14 +97,14 @@ beam.coders.registry.register_coder(DecodedRecord, DecodedRecordCoder)
 beam.coders.registry.register_coder(pa.RecordBatch, RecordBatchCoder)
 
 
-def raw_schema():
+def raw_schema(geometry: Geometry = DEFAULT_GEOMETRY):
     """The raw data's `tensorflow_metadata` Schema (what `OUT/metadata/` holds)."""
-    return schema_utils.schema_from_feature_spec(raw_feature_spec())
+    return schema_utils.schema_from_feature_spec(raw_feature_spec(geometry))
 
 
-def tensor_adapter_config() -> tfxio.TensorAdapterConfig:
-    """Arrow schema + tensor representations matching `raw_schema()` (dense [5000, 12] `ecg`)."""
-    source = tfxio.TFExampleBeamRecord(physical_format="inmem", schema=raw_schema(),
+def tensor_adapter_config(geometry: Geometry = DEFAULT_GEOMETRY) -> tfxio.TensorAdapterConfig:
+    """Arrow schema + tensor representations matching `raw_schema()` (dense `ecg` of `geometry.shape`)."""
+    source = tfxio.TFExampleBeamRecord(physical_format="inmem", schema=raw_schema(geometry),
                                        telemetry_descriptors=["ecg_beam_pipeline"])
     return source.TensorAdapterConfig()
 
@@ -121,16 +121,16 @@ def to_record_batch(records: typing.Sequence[DecodedRecord]) -> pa.RecordBatch:
     labels = np.array([r.label for r in records], dtype=np.int64)
     ids = pa.array([r.record_id.encode("utf-8") for r in records], type=pa.large_binary())
     return pa.RecordBatch.from_arrays(
-        [_list_column(pa.array(signal), _VALUES_PER_ECG, rows),
+        [_list_column(pa.array(signal), records[0].ecg.size, rows),
          _list_column(pa.array(labels), 1, rows),
          _list_column(ids, 1, rows)],
         [ECG_KEY, LABEL_KEY, RECORD_ID_KEY])
 
 
-def signal_samples(batch: pa.RecordBatch) -> np.ndarray:
+def signal_samples(batch: pa.RecordBatch, num_leads: int = NUM_LEADS) -> np.ndarray:
     """The batch's raw `ecg` column as (records * samples, leads) float32, without copying it."""
     values = batch.column(batch.schema.get_field_index(ECG_KEY)).flatten().to_numpy(zero_copy_only=False)
-    return values.reshape(-1, ECG_SHAPE[-1])
+    return values.reshape(-1, num_leads)
 
 
 def drop_unknown_labels(batch: pa.RecordBatch) -> pa.RecordBatch:

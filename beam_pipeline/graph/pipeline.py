@@ -48,7 +48,7 @@ class DecodeAndBatch(beam.PTransform):
     def expand(self, sources):
         outcome = sources | "Decode" >> beam.ParDo(
             DecodeRecordFn(self._options.default_sampling_rate, self._options.pad_short, self._options.limits,
-                           self._options.reject_flagged, self._assess_quality)
+                           self._options.reject_flagged, self._assess_quality, self._options.geometry)
         ).with_outputs(REJECTED_TAG, QUALITY_TAG, main=DECODED_TAG)
         batch_size = self._options.batch_size
         batches = (outcome[DECODED_TAG]
@@ -71,7 +71,7 @@ def _analyze(pipeline: beam.Pipeline, train: list[RecordSource], options: Decode
     """Learns the per-lead statistics over the training records: TFT's (transform_fn, transformed metadata)."""
     batches, _, _ = pipeline | "CreateTrain" >> beam.Create(train) | "DecodeTrain" >> DecodeAndBatch(
         options, assess_quality=options.reject_flagged)
-    return (batches, tensor_adapter_config()) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
+    return (batches, tensor_adapter_config(options.geometry)) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
 
 
 def build_job(pipeline: beam.Pipeline, splits: dict[str, list[RecordSource]], extra_rejections: list[Rejection],
@@ -111,7 +111,7 @@ def _transform_splits(pipeline: beam.Pipeline, transform_fn, transformed_schema,
     for split, sources in splits.items():
         batches, rejections, findings = (pipeline | f"Create[{split}]" >> beam.Create(sources)
                                          | f"Decode[{split}]" >> DecodeAndBatch(options))
-        transformed, _ = (((batches, tensor_adapter_config()), transform_fn)
+        transformed, _ = (((batches, tensor_adapter_config(options.geometry)), transform_fn)
                           | f"Transform[{split}]" >> tft_beam.TransformDataset(output_record_batches=True))
         _ = (transformed
              | f"Encode[{split}]" >> beam.ParDo(EncodeExamplesFn(transformed_schema, split))

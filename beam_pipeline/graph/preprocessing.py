@@ -8,28 +8,30 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from ecg_common.schema import ECG_KEY, ECG_SHAPE, LABEL_KEY, NUM_LEADS, RECORD_ID_KEY, UNKNOWN_LABEL
+from ecg_common.schema import ECG_KEY, LABEL_KEY, RECORD_ID_KEY, UNKNOWN_LABEL
 
 
 def preprocessing_fn(inputs: dict) -> dict:
-    """Normalizes each lead to zero mean and unit variance over all samples of all training records.
+    """Normalizes each lead to zero mean and unit variance over all samples of all training examples.
 
-    The analyzers see the ECG reshaped to [batch * samples, leads], so they reduce over records *and*
-    time and return 12 means and 12 variances (not one per element, not one per record). Only the
+    The analyzers see the ECG reshaped to [batch * samples, leads], so they reduce over examples *and*
+    time and return one mean and one variance per lead (not one per element, not one per example).
+    The geometry (samples and leads) is the input's static shape (`raw_feature_spec(geometry)`). Only the
     analyzer input is reshaped: every output keeps the batch dimension, as tf.Transform requires.
     Statistics are accumulated in float64; a lead that is constant over the whole set keeps its
     scale (std 1) instead of dividing by zero. `record_id` passes through; `label` leaves as the
     known labels only (`known_labels`), so the transformed schema declares it optional.
     """
     ecg = inputs[ECG_KEY]
-    per_sample = tf.reshape(ecg, [-1, NUM_LEADS])
+    shape = ecg.shape[1:].as_list()
+    per_sample = tf.reshape(ecg, [-1, shape[-1]])
     mean = tft.mean(per_sample, reduce_instance_dims=False, output_dtype=tf.float64)
     var = tft.var(per_sample, reduce_instance_dims=False, output_dtype=tf.float64)
     std = tf.sqrt(var)
     std = tf.where(std > 0, std, tf.ones_like(std))
     normalized = (tf.cast(ecg, tf.float64) - mean) / std
     return {
-        ECG_KEY: tf.ensure_shape(tf.cast(normalized, tf.float32), [None, *ECG_SHAPE]),
+        ECG_KEY: tf.ensure_shape(tf.cast(normalized, tf.float32), [None, *shape]),
         LABEL_KEY: known_labels(inputs[LABEL_KEY]),
         RECORD_ID_KEY: inputs[RECORD_ID_KEY],
     }

@@ -21,6 +21,7 @@ from beam_pipeline.graph.arrow_batches import DecodedRecord
 from beam_pipeline.inputs.decoder_requests import decoder_request
 from beam_pipeline.inputs.discovery import RecordSource
 from ecg_common.rejections import DecodeError, Reason, Rejection
+from ecg_common.schema import DEFAULT_GEOMETRY, Geometry
 from ecg_decode.decoding.quality import QualityFinding, assess
 from ecg_decode.decoding.record_info import Decoded
 from ecg_decode.sandbox.parent import DecoderProcess
@@ -88,7 +89,8 @@ class DecodeRecordFn(beam.DoFn):
     """
 
     def __init__(self, default_sampling_rate: float, pad_short: bool, limits: DecodeLimits = DecodeLimits(),
-                 reject_flagged: bool = False, assess_quality: bool = True):
+                 reject_flagged: bool = False, assess_quality: bool = True, geometry: Geometry = DEFAULT_GEOMETRY):
+        self._geometry = geometry
         self._default_sampling_rate = default_sampling_rate
         self._pad_short = pad_short
         self._limits = limits
@@ -117,7 +119,7 @@ class DecodeRecordFn(beam.DoFn):
         while not self._decoder.has_room(data, header):
             yield from self._collect_oldest()
         self._decoder.submit(data, header, default_sampling_rate=self._default_sampling_rate,
-                             pad_short=self._pad_short)
+                             pad_short=self._pad_short, geometry=self._geometry)
         self._in_flight.append(source)
 
     def finish_bundle(self):
@@ -142,7 +144,9 @@ class DecodeRecordFn(beam.DoFn):
         yield from self._outputs(source, result)
 
     def _outputs(self, source: RecordSource, outcome: Decoded | Rejection):
-        if self._assess_quality and not isinstance(outcome, Rejection) and (flags := assess(outcome.ecg)):
+        flags = assess(outcome.ecg, self._geometry.lead_names) if (
+            self._assess_quality and not isinstance(outcome, Rejection)) else None
+        if flags:
             finding = QualityFinding(source.record_id, source.path, flags)
             yield beam.pvalue.TaggedOutput(QUALITY_TAG, finding)
             if self._reject_flagged:

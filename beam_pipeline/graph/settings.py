@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ecg_common.schema import SAMPLING_RATE_HZ
+from ecg_common.schema import DEFAULT_GEOMETRY, SAMPLING_RATE_HZ, Geometry
 from ecg_decode.sandbox.protocol import DecodeLimits
 
 DEFAULT_BATCH_SIZE = 32
@@ -32,6 +32,8 @@ class DecodeOptions:
     batch_size: int = DEFAULT_BATCH_SIZE
     limits: DecodeLimits = DecodeLimits()
     reject_flagged: bool = False
+    geometry: Geometry = DEFAULT_GEOMETRY
+    """The example's rate, window and leads (`--target_rate_hz`, `--window_s`, `--leads`)."""
 
 
 @dataclasses.dataclass(frozen=True)

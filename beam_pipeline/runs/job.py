@@ -31,8 +31,8 @@ from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
 from beam_pipeline.runs.output_guard import check_output_dir
 from beam_pipeline.runs.publish import OutputClaim
 from beam_pipeline.runs.summary import check_reconciled, cpu_seconds, passes, summarize
-from ecg_common.layout import (DEFAULT_SAMPLING_RATE_KEY, PAD_SHORT_KEY, RAW_METADATA_DIR, SUMMARY_DECODING_KEY,
-                               SUMMARY_FILE)
+from ecg_common.layout import (DEFAULT_SAMPLING_RATE_KEY, GEOMETRY_KEY, PAD_SHORT_KEY, RAW_METADATA_DIR,
+                               SUMMARY_DECODING_KEY, SUMMARY_FILE)
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import TEST_SPLIT, TRAIN_SPLIT
 
@@ -74,6 +74,8 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
     ConfigurationError before anything is created when the output may not be written there, and
     run_lock.LockHeld when another run holds the output's lock."""
     started = time.time()
+    if (problem := config.decode.geometry.problem()) is not None:
+        raise ConfigurationError(f"--target_rate_hz/--window_s/--leads: {problem}")
     output_dir = check_output_dir(config.output_dir, _inputs(config))
     labels = read_labels(config.labels_path, config.normal_labels)
     splits = discover(config, labels)
@@ -100,20 +102,22 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
             beam_cost = passes(time.monotonic() - beam_started, cpu_seconds() - cpu_started)
             _log.info("both passes done after %.1f s: %.1f s in Beam, %.2f cores busy", time.time() - started,
                       beam_cost["wall_s"], beam_cost["cores_busy"])
-        metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema()),
+        metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema(decode_options.geometry)),
                                    FileSystems.join(staging, RAW_METADATA_DIR))
         written = {split: counter(result, f"{split}_examples_written") for split in splits}
         if written[TRAIN_SPLIT] == 0:  # the statistics were learned from nothing: publish none of it
             kept = " and pass the quality flags (--reject_flagged)" if decode_options.reject_flagged else ""
             raise ConfigurationError(f"none of the training files in {config.train_dir} could be decoded{kept}")
         summary = summarize(splits, staging, written, runner, started, max_error_rate=config.max_error_rate,
-                            label_findings=len(findings))
+                            label_findings=len(findings), geometry=decode_options.geometry)
         check_reconciled(summary)
         # Non-finite statistics would make every example constant: publish none of it.
-        require_finite_statistics(summary["lead_statistics"]["mean_mv"], summary["lead_statistics"]["std_mv"])
+        require_finite_statistics(summary["lead_statistics"]["mean_mv"], summary["lead_statistics"]["std_mv"],
+                                  decode_options.geometry.lead_names)
         summary["beam_passes"] = beam_cost
         summary[SUMMARY_DECODING_KEY] = {DEFAULT_SAMPLING_RATE_KEY: decode_options.default_sampling_rate,
-                                         PAD_SHORT_KEY: decode_options.pad_short}
+                                         PAD_SHORT_KEY: decode_options.pad_short,
+                                         GEOMETRY_KEY: decode_options.geometry.to_json()}
         # Drawn before publishing, so the report is part of the atomic output; a failure is recorded, not raised.
         summary["report"] = run_report.build_safely(staging, summary, splits[TRAIN_SPLIT],
                                                     decode_options.default_sampling_rate, decode_options.pad_short)

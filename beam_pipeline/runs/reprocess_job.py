@@ -58,9 +58,10 @@ from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
 from beam_pipeline.runs.output_guard import Kind, check_output_root, creating_in, read_marker, write_marker
 from beam_pipeline.runs.publish import discard, publish, remove_leftovers, staging_dir_for
 from beam_pipeline.runs.run_lock import try_lock
-from beam_pipeline.runs.summary import check_reconciled, summarize
+from beam_pipeline.runs.summary import check_reconciled, check_same_geometry, read_geometry, summarize
 from ecg_common.layout import BATCH_PREFIX, BATCH_SPLIT, SUCCESS_MARKER, SUMMARY_FILE
 from ecg_common.rejections import ConfigurationError
+from ecg_common.schema import ECG_KEY
 from ecg_decode.pairing import is_header, is_record
 
 DATA_SPLIT = BATCH_SPLIT
@@ -132,6 +133,18 @@ def _check_transform_dir(transform_dir: str) -> None:
                                  "--transform_dir must be the output directory of an earlier pipeline run")
 
 
+def _check_geometry(config: ReprocessConfig) -> None:
+    """The batch must be cut as the transform was built (rate, window, leads): one line otherwise."""
+    if (problem := config.decode.geometry.problem()) is not None:
+        raise ConfigurationError(f"--target_rate_hz/--window_s/--leads: {problem}")
+    built = read_geometry(config.transform_dir)
+    shape = list(tft.TFTransformOutput(config.transform_dir).raw_feature_spec()[ECG_KEY].shape)
+    if shape != list(built.shape):
+        raise ConfigurationError(f"--transform_dir {config.transform_dir}: its transform takes ecg {shape}, its "
+                                 f"run summary says {built.describe()}; the directory is inconsistent")
+    check_same_geometry(config.decode.geometry, built, config.transform_dir)
+
+
 def _check_root(config: ReprocessConfig) -> None:
     """ROOT must be new, empty or a reprocessing root, outside the inputs: checked before anything is created."""
     check_output_root(config.output_root, {"--incoming": config.incoming, "--transform_dir": config.transform_dir,
@@ -183,7 +196,7 @@ def _batch_findings(labels: Labels, sources: list[RecordSource], labels_path: st
 def _drift(summary: dict, moments_path: str, limits: DriftLimits) -> dict:
     frozen = summary["lead_statistics"]
     return drift_report(read_lead_moments(moments_path), np.array(frozen["mean_mv"]), np.array(frozen["std_mv"]),
-                        limits)
+                        limits, tuple(frozen["leads"]))
 
 
 def _run_batch(config: ReprocessConfig, selection: Selection, labels: Labels, batch: str, staging: str,
@@ -205,14 +218,15 @@ def _run_batch(config: ReprocessConfig, selection: Selection, labels: Labels, ba
             findings = _batch_findings(labels, selection.sources, config.labels_path)
             raw = graphs.build_transform(pipeline, splits, findings,
                                          config.decode, config.transform_dir, staging, config.write)
-            _ = raw[DATA_SPLIT] | "BatchStatistics" >> WriteLeadMoments(moments_path)
+            _ = raw[DATA_SPLIT] | "BatchStatistics" >> WriteLeadMoments(moments_path, config.decode.geometry.num_leads)
             result = pipeline.run()
             result.wait_until_finish()
         if is_dry_run(options):
             return dry_run_summary(result, runner)
         written = {DATA_SPLIT: counter(result, f"{DATA_SPLIT}_examples_written")}
         summary = summarize(splits, staging, written, runner, started, transform_dir=config.transform_dir,
-                            max_error_rate=config.max_error_rate, label_findings=len(findings))
+                            max_error_rate=config.max_error_rate, label_findings=len(findings),
+                            geometry=config.decode.geometry)
         check_reconciled(summary)
         summary["drift"] = _drift(summary, moments_path, config.drift_limits)
     finally:
@@ -264,6 +278,7 @@ def run_reprocess(config: ReprocessConfig, beam_args: list[str]) -> ReprocessRes
     started = time.time()
     _check_root(config)
     _check_transform_dir(config.transform_dir)
+    _check_geometry(config)
     labels = _labels(config)
     with creating_in(config.output_root):
         lock = try_lock(config.output_root)

@@ -19,7 +19,9 @@ import numpy as np
 from ecg_common.rejections import DecodeError, Reason
 from ecg_decode.decoding.decode import decode_with_info
 from ecg_decode.opening import Refused, read_local
-from ecg_decode.sandbox.protocol import FRAME, RESULT_BYTES, RESULT_DTYPE, ChildGone, pack, parse_metadata, slot_view
+from ecg_common.schema import DEFAULT_GEOMETRY, Geometry
+from ecg_decode.sandbox.protocol import (FRAME, RESULT_BYTES, RESULT_DTYPE, ChildGone, fits_in_slot, pack,
+                                         parse_metadata, slot_view)
 
 
 def _read_exactly_blocking(stream: BinaryIO, size: int) -> bytes:
@@ -71,18 +73,21 @@ def _decode_request(metadata: dict, payload: bytes, slots: mmap.mmap | None = No
         if isinstance(read, DecodeError):
             return {"reason": read.reason, "detail": read.detail}, b""
         payload, header = read
+    geometry = Geometry.from_json(metadata["geometry"]) if metadata.get("geometry") else DEFAULT_GEOMETRY
     try:
         result = decode_with_info(payload, header,
-                               default_sampling_rate=float(metadata["default_sampling_rate"]),
-                               pad_short=bool(metadata["pad_short"]))
+                                  default_sampling_rate=float(metadata["default_sampling_rate"]),
+                                  pad_short=bool(metadata["pad_short"]), geometry=geometry,
+                                  whole_record=bool(metadata.get("whole_record", False)))
     except MemoryError:  # decode_record catches its own; this is the last resort around it
         result = DecodeError(Reason.TOO_LARGE, "ran out of memory while decoding the file")
     if isinstance(result, DecodeError):
         return {"reason": result.reason, "detail": result.detail}, b""
     ecg, response = result.ecg, {"shape": list(result.ecg.shape), "info": result.info.to_json()}
     slot = metadata.get("slot")
-    if slots is not None and isinstance(slot, int) and 0 <= slot < len(slots) // RESULT_BYTES:
-        slot_view(slots, slot)[...] = ecg
+    fits = fits_in_slot(ecg.shape)
+    if slots is not None and fits and isinstance(slot, int) and 0 <= slot < len(slots) // RESULT_BYTES:
+        slot_view(slots, slot, ecg.shape)[...] = ecg
         return {**response, "slot": slot}, b""
     return response, np.ascontiguousarray(ecg, dtype=RESULT_DTYPE).tobytes()
 
