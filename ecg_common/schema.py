@@ -137,4 +137,8 @@ def raw_feature_spec(geometry: Geometry = DEFAULT_GEOMETRY) -> dict:
         ECG_KEY: tf.io.FixedLenFeature(list(geometry.shape), tf.float32),
         LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
         RECORD_ID_KEY: tf.io.FixedLenFeature([], tf.string),
+        WINDOW_INDEX_KEY: tf.io.FixedLenFeature([], tf.int64),
+        WINDOW_START_KEY: tf.io.FixedLenFeature([], tf.float32),
+        AGE_KEY: tf.io.VarLenFeature(tf.float32),
+        SEX_KEY: tf.io.VarLenFeature(tf.int64),
     }

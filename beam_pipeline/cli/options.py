@@ -83,13 +83,18 @@ def add_record_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window_s", type=_positive(float), default=DURATION_S,
                         help=f"seconds per example (default {DURATION_S}); a record shorter than this is rejected "
                              f"(too_short) unless --pad_short")
+    parser.add_argument("--window_stride_s", type=_positive(float), default=None,
+                        help="cut every window of --window_s seconds starting at 0, T, 2T, ... (a record of D s "
+                             "gives floor((D - S) / T) + 1 examples, each with record_id, window_index and "
+                             "window_start_s); default: one window per record, its first")
     parser.add_argument("--leads", type=_lead_list, default=LEAD_NAMES, metavar="I,II,...",
                         help=f"the leads ecg holds, in this order, by name from the header (any case; by the standard "
                              f"order for records without names); a record missing one is rejected (missing_lead), "
                              f"extra leads are dropped (default {','.join(LEAD_NAMES)})")
     parser.add_argument("--pad_short", action="store_true",
                         help="zero-pad records shorter than one window at the end instead of rejecting them. "
-                             f"Longer records are cropped to their first window (first {DURATION_S} s by default)")
+                             f"Longer records are cropped to their first window (first {DURATION_S} s by default) "
+                             "unless --window_stride_s")
     parser.add_argument("--num_shards", type=int, default=0,
                         help="TFRecord shards per split; 0 (default) lets the runner decide, which keeps memory "
                              "flat; a fixed count makes Beam group all examples first")
@@ -105,7 +110,7 @@ def decode_options(args: argparse.Namespace) -> DecodeOptions:
     """The decoding options of `add_record_options` and `add_robustness_options`, as the pipeline takes them."""
     return DecodeOptions(args.sampling_rate, args.pad_short, args.batch_size,
                          DecodeLimits(args.decode_timeout_s, args.decode_memory_mb), args.reject_flagged,
-                         Geometry(args.target_rate_hz, args.window_s, args.leads))
+                         Geometry(args.target_rate_hz, args.window_s, args.leads), args.window_stride_s)
 
 
 def write_options(args: argparse.Namespace) -> WriteOptions:

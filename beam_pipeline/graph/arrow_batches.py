@@ -16,19 +16,22 @@ import pyarrow as pa
 from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.public import tfxio
 
-from ecg_common.schema import (DEFAULT_GEOMETRY, ECG_KEY, LABEL_KEY, NUM_LEADS, RECORD_ID_KEY, UNKNOWN_LABEL,
-                               Geometry, raw_feature_spec)
+from ecg_common.schema import (AGE_KEY, DEFAULT_GEOMETRY, ECG_KEY, LABEL_KEY, NUM_LEADS, RECORD_ID_KEY, SEX_KEY,
+                               UNKNOWN_LABEL, WINDOW_INDEX_KEY, WINDOW_START_KEY, Geometry, raw_feature_spec)
 from ecg_decode.decoding.record_info import RecordInfo
 
 
 class DecodedRecord(typing.NamedTuple):
     """One example ready for tf.Transform: float32 (samples, leads) signal in mV, label (or UNKNOWN_LABEL),
-    and what the record says about its patient (`RecordInfo`, from the decoder child)."""
+    what the record says about its patient (`RecordInfo`, from the decoder child), and which window of
+    its record it is (0 and 0.0 for the single window of a run without `--window_stride_s`)."""
 
     record_id: str
     label: int
     ecg: np.ndarray
     info: RecordInfo = RecordInfo()
+    window_index: int = 0
+    window_start_s: float = 0.0
 
 
 # --- coders -----------------------------------------------------------------------------------
@@ -43,21 +46,23 @@ class DecodedRecordCoder(beam.coders.Coder):
     here can run code), for the rare times a record crosses processes; a size estimate that does not
     copy it."""
 
-    _HEADER = struct.Struct("<qIII")  # label, id length (UTF-8), info JSON length, leads
+    _HEADER = struct.Struct("<qIIIqd")  # label, id length (UTF-8), info JSON length, leads, window index, start
 
     def encode(self, record: DecodedRecord) -> bytes:
         record_id = record.record_id.encode("utf-8")
         info = json.dumps(record.info.to_json()).encode("utf-8")
         signal = np.ascontiguousarray(record.ecg, dtype="<f4").tobytes()
-        header = self._HEADER.pack(record.label, len(record_id), len(info), record.ecg.shape[-1])
+        header = self._HEADER.pack(record.label, len(record_id), len(info), record.ecg.shape[-1],
+                                   record.window_index, record.window_start_s)
         return header + record_id + info + signal
 
     def decode(self, data: bytes) -> DecodedRecord:
-        label, id_length, info_length, leads = self._HEADER.unpack_from(data)
+        label, id_length, info_length, leads, window_index, window_start_s = self._HEADER.unpack_from(data)
         start = self._HEADER.size + id_length
         info = RecordInfo.from_json(json.loads(bytes(data[start:start + info_length]).decode("utf-8")))
         ecg = np.frombuffer(data, dtype="<f4", offset=start + info_length).reshape(-1, leads)
-        return DecodedRecord(bytes(data[self._HEADER.size:start]).decode("utf-8"), label, ecg, info)
+        return DecodedRecord(bytes(data[self._HEADER.size:start]).decode("utf-8"), label, ecg, info, window_index,
+                             window_start_s)
 
     def estimate_size(self, record: DecodedRecord) -> int:
         return record.ecg.nbytes + len(record.record_id) + self._HEADER.size
@@ -114,17 +119,30 @@ def _list_column(values: pa.Array, per_row: int, rows: int) -> pa.LargeListArray
     return pa.LargeListArray.from_arrays(offsets, values)
 
 
+def _optional_column(values: list, dtype: np.dtype) -> pa.LargeListArray:
+    """One value per row where known, an empty list where None (a VarLenFeature: absent when unknown)."""
+    known = [value for value in values if value is not None]
+    offsets = np.concatenate([[0], np.cumsum([value is not None for value in values])]).astype(np.int64)
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(np.array(known, dtype=dtype)))
+
+
 def to_record_batch(records: typing.Sequence[DecodedRecord]) -> pa.RecordBatch:
     """Packs records into one RecordBatch with the column types of `tensor_adapter_config()`."""
     rows = len(records)
     signal = np.concatenate([r.ecg.reshape(-1) for r in records]).astype(np.float32, copy=False)
     labels = np.array([r.label for r in records], dtype=np.int64)
     ids = pa.array([r.record_id.encode("utf-8") for r in records], type=pa.large_binary())
-    return pa.RecordBatch.from_arrays(
-        [_list_column(pa.array(signal), records[0].ecg.size, rows),
-         _list_column(pa.array(labels), 1, rows),
-         _list_column(ids, 1, rows)],
-        [ECG_KEY, LABEL_KEY, RECORD_ID_KEY])
+    window_index = np.array([r.window_index for r in records], dtype=np.int64)
+    window_start = np.array([r.window_start_s for r in records], dtype=np.float32)
+    columns = {ECG_KEY: _list_column(pa.array(signal), records[0].ecg.size, rows),
+               LABEL_KEY: _list_column(pa.array(labels), 1, rows),
+               RECORD_ID_KEY: _list_column(ids, 1, rows),
+               WINDOW_INDEX_KEY: _list_column(pa.array(window_index), 1, rows),
+               WINDOW_START_KEY: _list_column(pa.array(window_start), 1, rows),
+               AGE_KEY: _optional_column([r.info.age for r in records], np.float32),
+               SEX_KEY: _optional_column([r.info.sex for r in records], np.int64)}
+    names = sorted(columns)  # the order of the schema's Arrow columns (`tensor_adapter_config`)
+    return pa.RecordBatch.from_arrays([columns[name] for name in names], names)
 
 
 def signal_samples(batch: pa.RecordBatch, num_leads: int = NUM_LEADS) -> np.ndarray:

@@ -48,7 +48,8 @@ class DecodeAndBatch(beam.PTransform):
     def expand(self, sources):
         outcome = sources | "Decode" >> beam.ParDo(
             DecodeRecordFn(self._options.default_sampling_rate, self._options.pad_short, self._options.limits,
-                           self._options.reject_flagged, self._assess_quality, self._options.geometry)
+                           self._options.reject_flagged, self._assess_quality, self._options.geometry,
+                           self._options.window_stride_s)
         ).with_outputs(REJECTED_TAG, QUALITY_TAG, main=DECODED_TAG)
         batch_size = self._options.batch_size
         batches = (outcome[DECODED_TAG]

@@ -8,7 +8,11 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from ecg_common.schema import ECG_KEY, LABEL_KEY, RECORD_ID_KEY, UNKNOWN_LABEL
+from ecg_common.schema import (AGE_KEY, ECG_KEY, LABEL_KEY, RECORD_ID_KEY, SEX_KEY, UNKNOWN_LABEL, WINDOW_INDEX_KEY,
+                               WINDOW_START_KEY)
+
+PASSTHROUGH_KEYS = (RECORD_ID_KEY, WINDOW_INDEX_KEY, WINDOW_START_KEY, AGE_KEY, SEX_KEY)
+"""Raw features the transform copies unchanged (age and sex stay sparse: absent when unknown)."""
 
 
 def preprocessing_fn(inputs: dict) -> dict:
@@ -19,8 +23,9 @@ def preprocessing_fn(inputs: dict) -> dict:
     The geometry (samples and leads) is the input's static shape (`raw_feature_spec(geometry)`). Only the
     analyzer input is reshaped: every output keeps the batch dimension, as tf.Transform requires.
     Statistics are accumulated in float64; a lead that is constant over the whole set keeps its
-    scale (std 1) instead of dividing by zero. `record_id` passes through; `label` leaves as the
-    known labels only (`known_labels`), so the transformed schema declares it optional.
+    scale (std 1) instead of dividing by zero. `record_id`, the window's index and start, age and
+    sex pass through (those present in `inputs`); `label` leaves as the known labels only
+    (`known_labels`), so the transformed schema declares it optional.
     """
     ecg = inputs[ECG_KEY]
     shape = ecg.shape[1:].as_list()
@@ -33,7 +38,7 @@ def preprocessing_fn(inputs: dict) -> dict:
     return {
         ECG_KEY: tf.ensure_shape(tf.cast(normalized, tf.float32), [None, *shape]),
         LABEL_KEY: known_labels(inputs[LABEL_KEY]),
-        RECORD_ID_KEY: inputs[RECORD_ID_KEY],
+        **{key: inputs[key] for key in PASSTHROUGH_KEYS if key in inputs},
     }
 
 

@@ -24,6 +24,7 @@ from ecg_common.rejections import DecodeError, Reason, Rejection
 from ecg_common.schema import DEFAULT_GEOMETRY, Geometry
 from ecg_decode.decoding.quality import QualityFinding, assess
 from ecg_decode.decoding.record_info import Decoded
+from ecg_decode.decoding.windows import cut_windows
 from ecg_decode.sandbox.parent import DecoderProcess
 from ecg_decode.sandbox.pool import pool_for
 from ecg_decode.sandbox.protocol import DecodeLimits
@@ -74,12 +75,13 @@ def _in_global_window(output):
 
 
 class DecodeRecordFn(beam.DoFn):
-    """RecordSource -> DecodedRecord (main output) or Rejection (`REJECTED_TAG` output), plus a
+    """RecordSource -> DecodedRecords, one per window (main output), or a Rejection (`REJECTED_TAG`
+    output), plus a
     QualityFinding (`QUALITY_TAG` output) for a decoded record that raises a quality flag; with
     `reject_flagged` such a record is rejected (`poor_quality`) instead of written.
 
     The decoder child works on the next files (up to `parent.RESULT_SLOTS` ahead) while this
-    thread takes earlier ones down the rest of their path (quality flags, batching, transform,
+    thread takes earlier ones down the rest of their path (windows, quality flags, batching, transform,
     encoding: Beam runs those inside our `yield`). So a record's outputs may leave while a later
     element is processed; the last ones leave in `finish_bundle`. Each bundle keeps one decoder
     child for itself.
@@ -89,8 +91,10 @@ class DecodeRecordFn(beam.DoFn):
     """
 
     def __init__(self, default_sampling_rate: float, pad_short: bool, limits: DecodeLimits = DecodeLimits(),
-                 reject_flagged: bool = False, assess_quality: bool = True, geometry: Geometry = DEFAULT_GEOMETRY):
+                 reject_flagged: bool = False, assess_quality: bool = True, geometry: Geometry = DEFAULT_GEOMETRY,
+                 window_stride_s: float | None = None):
         self._geometry = geometry
+        self._window_stride_s = window_stride_s
         self._default_sampling_rate = default_sampling_rate
         self._pad_short = pad_short
         self._limits = limits
@@ -119,7 +123,8 @@ class DecodeRecordFn(beam.DoFn):
         while not self._decoder.has_room(data, header):
             yield from self._collect_oldest()
         self._decoder.submit(data, header, default_sampling_rate=self._default_sampling_rate,
-                             pad_short=self._pad_short, geometry=self._geometry)
+                             pad_short=self._pad_short, geometry=self._geometry,
+                             whole_record=self._window_stride_s is not None)
         self._in_flight.append(source)
 
     def finish_bundle(self):
@@ -157,4 +162,6 @@ class DecodeRecordFn(beam.DoFn):
             return
         self._decoded.inc()
         self._progress.tick()
-        yield DecodedRecord(source.record_id, source.label, outcome.ecg, outcome.info)
+        for window in cut_windows(outcome.ecg, self._geometry, self._window_stride_s):
+            yield DecodedRecord(source.record_id, source.label, window.ecg, outcome.info, window.index,
+                                window.start_s)

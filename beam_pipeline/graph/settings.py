@@ -34,6 +34,8 @@ class DecodeOptions:
     reject_flagged: bool = False
     geometry: Geometry = DEFAULT_GEOMETRY
     """The example's rate, window and leads (`--target_rate_hz`, `--window_s`, `--leads`)."""
+    window_stride_s: float | None = None
+    """`--window_stride_s`: None keeps one window per record (its first); else every window at this stride."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,9 +32,10 @@ from beam_pipeline.runs.output_guard import check_output_dir
 from beam_pipeline.runs.publish import OutputClaim
 from beam_pipeline.runs.summary import check_reconciled, cpu_seconds, passes, summarize
 from ecg_common.layout import (DEFAULT_SAMPLING_RATE_KEY, GEOMETRY_KEY, PAD_SHORT_KEY, RAW_METADATA_DIR,
-                               SUMMARY_DECODING_KEY, SUMMARY_FILE)
+                               SUMMARY_DECODING_KEY, SUMMARY_FILE, WINDOW_STRIDE_KEY)
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import TEST_SPLIT, TRAIN_SPLIT
+from ecg_decode.decoding.windows import stride_problem
 
 _log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
     started = time.time()
     if (problem := config.decode.geometry.problem()) is not None:
         raise ConfigurationError(f"--target_rate_hz/--window_s/--leads: {problem}")
+    if (problem := stride_problem(config.decode.geometry, config.decode.window_stride_s)) is not None:
+        raise ConfigurationError(f"--window_stride_s: {problem}")
     output_dir = check_output_dir(config.output_dir, _inputs(config))
     labels = read_labels(config.labels_path, config.normal_labels)
     splits = discover(config, labels)
@@ -105,11 +108,13 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
         metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema(decode_options.geometry)),
                                    FileSystems.join(staging, RAW_METADATA_DIR))
         written = {split: counter(result, f"{split}_examples_written") for split in splits}
+        records_written = {split: counter(result, f"{split}_records_written") for split in splits}
         if written[TRAIN_SPLIT] == 0:  # the statistics were learned from nothing: publish none of it
             kept = " and pass the quality flags (--reject_flagged)" if decode_options.reject_flagged else ""
             raise ConfigurationError(f"none of the training files in {config.train_dir} could be decoded{kept}")
         summary = summarize(splits, staging, written, runner, started, max_error_rate=config.max_error_rate,
-                            label_findings=len(findings), geometry=decode_options.geometry)
+                            label_findings=len(findings), geometry=decode_options.geometry,
+                            records_written=records_written)
         check_reconciled(summary)
         # Non-finite statistics would make every example constant: publish none of it.
         require_finite_statistics(summary["lead_statistics"]["mean_mv"], summary["lead_statistics"]["std_mv"],
@@ -117,7 +122,8 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
         summary["beam_passes"] = beam_cost
         summary[SUMMARY_DECODING_KEY] = {DEFAULT_SAMPLING_RATE_KEY: decode_options.default_sampling_rate,
                                          PAD_SHORT_KEY: decode_options.pad_short,
-                                         GEOMETRY_KEY: decode_options.geometry.to_json()}
+                                         GEOMETRY_KEY: decode_options.geometry.to_json(),
+                                         WINDOW_STRIDE_KEY: decode_options.window_stride_s}
         # Drawn before publishing, so the report is part of the atomic output; a failure is recorded, not raised.
         summary["report"] = run_report.build_safely(staging, summary, splits[TRAIN_SPLIT],
                                                     decode_options.default_sampling_rate, decode_options.pad_short)

@@ -62,6 +62,7 @@ from beam_pipeline.runs.summary import check_reconciled, check_same_geometry, re
 from ecg_common.layout import BATCH_PREFIX, BATCH_SPLIT, SUCCESS_MARKER, SUMMARY_FILE
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import ECG_KEY
+from ecg_decode.decoding.windows import stride_problem
 from ecg_decode.pairing import is_header, is_record
 
 DATA_SPLIT = BATCH_SPLIT
@@ -137,6 +138,8 @@ def _check_geometry(config: ReprocessConfig) -> None:
     """The batch must be cut as the transform was built (rate, window, leads): one line otherwise."""
     if (problem := config.decode.geometry.problem()) is not None:
         raise ConfigurationError(f"--target_rate_hz/--window_s/--leads: {problem}")
+    if (problem := stride_problem(config.decode.geometry, config.decode.window_stride_s)) is not None:
+        raise ConfigurationError(f"--window_stride_s: {problem}")
     built = read_geometry(config.transform_dir)
     shape = list(tft.TFTransformOutput(config.transform_dir).raw_feature_spec()[ECG_KEY].shape)
     if shape != list(built.shape):
@@ -224,9 +227,10 @@ def _run_batch(config: ReprocessConfig, selection: Selection, labels: Labels, ba
         if is_dry_run(options):
             return dry_run_summary(result, runner)
         written = {DATA_SPLIT: counter(result, f"{DATA_SPLIT}_examples_written")}
+        records_written = {DATA_SPLIT: counter(result, f"{DATA_SPLIT}_records_written")}
         summary = summarize(splits, staging, written, runner, started, transform_dir=config.transform_dir,
                             max_error_rate=config.max_error_rate, label_findings=len(findings),
-                            geometry=config.decode.geometry)
+                            geometry=config.decode.geometry, records_written=records_written)
         check_reconciled(summary)
         summary["drift"] = _drift(summary, moments_path, config.drift_limits)
     finally:

@@ -58,7 +58,8 @@ def mismatches(summary: dict) -> list[str]:
     records rejected, and the labels-file findings handed to the job against those it wrote."""
     problems = []
     for split, found in summary["files_found"].items():
-        written, rejected = summary["examples_written"][split], summary["rejected_total"][split]
+        written = summary.get("records_written", summary["examples_written"])[split]
+        rejected = summary["rejected_total"][split]
         if found != written + rejected:
             problems.append(f"{split}: {found} files found, {written} written + {rejected} rejected")
     expected = summary["label_file_findings_expected"]
@@ -77,11 +78,14 @@ def check_reconciled(summary: dict) -> None:
 
 def summarize(splits, out_dir: str, written: dict[str, int], runner: str, started: float,
               transform_dir: str | None = None, max_error_rate: float = DEFAULT_MAX_ERROR_RATE,
-              label_findings: int = 0, geometry: Geometry = DEFAULT_GEOMETRY) -> dict:
+              label_findings: int = 0, geometry: Geometry = DEFAULT_GEOMETRY,
+              records_written: dict[str, int] | None = None) -> dict:
     """The run summary of the output in `out_dir`; `lead_statistics` are those of the transform applied,
     read from `transform_dir` (default: `out_dir`, where the main command writes its transform).
     `error_rate_exceeded` lists the splits above `max_error_rate` (see `outcome.py`); `label_findings`
-    is how many labels-file findings the job was given to write (checked by `check_reconciled`)."""
+    is how many labels-file findings the job was given to write (checked by `check_reconciled`).
+    `written` counts examples (windows), `records_written` the files they came from (default: the
+    same, one window per record); files found = records written + rejected."""
     means, stds = lead_statistics(transform_dir or out_dir)
     rejected = {split: _rejection_counts(out_dir, split) for split in splits}
     found = {split: len(sources) for split, sources in splits.items()}
@@ -91,6 +95,7 @@ def summarize(splits, out_dir: str, written: dict[str, int], runner: str, starte
     summary = {
         "files_found": found,
         "examples_written": written,
+        "records_written": records_written if records_written is not None else dict(written),
         "rejected": rejected,
         "rejected_total": rejected_total,
         "error_rate": rates,
