@@ -22,14 +22,15 @@ def _conv_block(x, filters: int, kernel_size: int, strides: int, name: str):
 
 
 def build_model(filters: tuple[int, ...] = DEFAULT_FILTERS, kernel_size: int = 7, dropout: float = 0.3,
-                learning_rate: float = 1e-3) -> keras.Model:
-    """A compiled Keras 3 model: input `ecg` [batch, 5000, 12] (normalized), output [batch, 1] sigmoid.
+                learning_rate: float = 1e-3, input_shape: tuple[int, int] = ECG_SHAPE) -> keras.Model:
+    """A compiled Keras 3 model: input `ecg` [batch, *input_shape] (normalized; default [batch, 5000, 12],
+    the trainer passes the shape its data's schema declares), output [batch, 1] sigmoid.
 
     Every block is a stride-2 convolution, so len(filters) blocks divide the length by 2**len(filters)
     (6 blocks: 5000 -> 79 steps, a receptive field of about a second, enough for one beat).
     Metrics are named so that callbacks can monitor `val_auc`.
     """
-    inputs = keras.Input(shape=ECG_SHAPE, name=ECG_KEY)
+    inputs = keras.Input(shape=tuple(input_shape), name=ECG_KEY)
     x = inputs
     for index, width in enumerate(filters):
         x = _conv_block(x, width, kernel_size, strides=2, name=f"block{index + 1}")

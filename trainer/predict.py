@@ -9,7 +9,9 @@ trained. `D` is a main-command output (`--split train|test`) or a reprocessed ba
 carries, so `D` needs no `transform_fn/`. When `D`'s `run_summary.json` records lead statistics
 other than the model's transform, the examples were normalized differently and predict refuses.
 Writes `record_id,probability,predicted_label,true_label`, one row per record, sorted by record id;
-`true_label` is empty for a record whose split carries no label. When the split carries true labels
+`true_label` is empty for a record whose split carries no label. A record cut into several windows
+(the pipeline's `--window_stride_s`) gets the mean of its windows' probabilities, thresholded at the
+model's threshold; `--per_window` writes one row per window instead, with a `window_index` column. When the split carries true labels
 (TRAIN, or TEST with answers), the CLI also reports how the predictions score against them.
 
 `--records` scores raw recordings instead (`.mat` files, with their `.hea` headers, or folders of
@@ -32,7 +34,7 @@ import numpy as np
 from ecg_common.cli import EXIT_OK, CommandLineParser, add_verbose_flag, exit_now, run_command, start_tensorflow
 from ecg_common.rejections import ConfigurationError, Reason, Rejection
 from ecg_common.schema import (ABNORMAL, CLASS_NAMES, ECG_KEY, LABEL_KEY, NORMAL, RECORD_ID_KEY, TEST_SPLIT,
-                               UNKNOWN_LABEL)
+                               UNKNOWN_LABEL, WINDOW_INDEX_KEY)
 from trainer import raw_records
 from trainer.evaluation import binary_metrics, reliability
 from trainer.layout import read_decoding_options, resolve_export
@@ -41,6 +43,8 @@ CSV_HEADER = ("record_id", "probability", "predicted_label", "true_label")
 """Always all four columns, so a reader need not guess; `true_label` is empty when the truth is unknown."""
 ERROR_COLUMN = "error"
 """The fifth column of a `--records` CSV: a reason code (README's table) for a file not scored, else empty."""
+WINDOW_COLUMN = "window_index"
+"""The last column of a `--per_window` CSV: which window of its record a row scores."""
 LEGACY_PREDICTED_COLUMN = "label"
 """What `predicted_label` was called before: `read_csv` still reads such files."""
 
@@ -55,6 +59,8 @@ class Prediction:
     """The label the split's example carries, UNKNOWN_LABEL (-1) when it has none."""
     error: str = ""
     """A raw file not scored: its reason code (probability NaN, predicted_label UNKNOWN_LABEL)."""
+    window_index: int | None = None
+    """With `--per_window`, which window of its record the row scores; None for a row per record."""
 
     @property
     def label(self) -> int:
@@ -86,10 +92,24 @@ def _scorer(loaded, export_dir: str):
     return score
 
 
+def mean_per_record(windows: list[Prediction], threshold: float) -> list[Prediction]:
+    """One prediction per record: the mean probability of its windows, labelled abnormal when it is
+    >= `threshold` (the model's, chosen on validation), with the true label its windows carry."""
+    by_record: dict[str, list[Prediction]] = {}
+    for window in windows:
+        by_record.setdefault(window.record_id, []).append(window)
+    records = []
+    for record_id, rows in by_record.items():
+        probability = float(np.mean([row.probability for row in rows], dtype=np.float64))
+        records.append(Prediction(record_id, probability, ABNORMAL if probability >= threshold else NORMAL,
+                                  rows[0].true_label))
+    return sorted(records, key=lambda p: p.record_id)
+
+
 def predict(model_dir: str, data_dir: str, split: str, batch_size: int = 64,
-            model_version: int | None = None) -> list[Prediction]:
-    """Predictions for every example of `data_dir/<split>`, sorted by record id (newest export unless
-    `model_version`)."""
+            model_version: int | None = None, per_window: bool = False) -> list[Prediction]:
+    """Predictions for every record of `data_dir/<split>`, sorted by record id (newest export unless
+    `model_version`): the mean over a record's windows, or with `per_window` one per window."""
     from trainer import export, inputs  # TensorFlow: imported when used, so the command parses first
 
     export_dir = resolve_export(model_dir, model_version)
@@ -102,12 +122,15 @@ def predict(model_dir: str, data_dir: str, split: str, batch_size: int = 64,
     predictions = []
     for batch in inputs.input_fn(inputs.read_examples(files), spec, batch_size):
         outputs = score(**{ECG_KEY: batch[ECG_KEY]})
-        for record_id, probability, predicted, true_label in zip(
+        windows = batch[WINDOW_INDEX_KEY].numpy() if WINDOW_INDEX_KEY in batch else [0] * len(batch[ECG_KEY])
+        for record_id, probability, predicted, true_label, window in zip(
                 batch[RECORD_ID_KEY].numpy(), outputs[export.PROBABILITY_KEY].numpy(),
-                outputs[export.PREDICTED_LABEL_KEY].numpy(), batch[LABEL_KEY].numpy()):
+                outputs[export.PREDICTED_LABEL_KEY].numpy(), batch[LABEL_KEY].numpy(), windows):
             predictions.append(Prediction(record_id.decode("utf-8"), float(probability), int(predicted),
-                                          int(true_label)))
-    return sorted(predictions, key=lambda p: p.record_id)
+                                          int(true_label), window_index=int(window)))
+    if per_window:
+        return sorted(predictions, key=lambda p: (p.record_id, p.window_index))
+    return mean_per_record(predictions, float(loaded.threshold.numpy()))
 
 
 def _not_scored(record_id: str, reason: str, path: str, detail: str) -> Prediction:
@@ -127,27 +150,29 @@ def predict_records(model_dir: str, paths: list[str], batch_size: int = 64,
     _scorer(loaded, export_dir)  # refuses an export without the threshold inside
     score = loaded.signatures[export.SERVING_SIGNATURE]
 
-    predictions, pending = [], []
+    predictions, windows, pending = [], [], []
 
     def score_pending() -> None:
         if pending:
             batch = np.stack([ecg for _, ecg in pending]).astype(np.float32)
             outputs = score(**{ECG_KEY: batch})
-            predictions.extend(Prediction(record_id, float(p), int(label)) for (record_id, _), p, label in zip(
+            windows.extend(Prediction(record_id, float(p), int(label)) for (record_id, _), p, label in zip(
                 pending, outputs[export.PROBABILITY_KEY].numpy(), outputs[export.PREDICTED_LABEL_KEY].numpy()))
             pending.clear()
 
     for record in raw_records.find_raw_records(paths):
-        decoded = raw_records.decode_raw(record, options)
+        decoded = raw_records.decode_raw_windows(record, options)
         if isinstance(decoded, Rejection):
             predictions.append(_not_scored(record.record_id, decoded.reason, decoded.path, decoded.detail))
-        elif (problem := export.lead_amplitude_problem(decoded)) is not None:
+        elif (problem := next(filter(None, map(export.lead_amplitude_problem, decoded)), None)) is not None:
             predictions.append(_not_scored(record.record_id, Reason.IMPLAUSIBLE_AMPLITUDE, record.path, problem))
         else:
-            pending.append((record.record_id, decoded))
+            pending.extend((record.record_id, window) for window in decoded)
             if len(pending) >= batch_size:
                 score_pending()
     score_pending()
+    # One row per file: the mean over its windows (the training data's --window_stride_s), thresholded.
+    predictions.extend(mean_per_record(windows, float(loaded.threshold.numpy())))
     return sorted(predictions, key=lambda p: p.record_id)
 
 
@@ -160,12 +185,14 @@ def write_csv(predictions: list[Prediction], path: str, error_column: bool = Fal
     precision so `predicted_label` can be re-derived from them exactly; a row not scored has them empty."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
+    per_window = any(p.window_index is not None for p in predictions)
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(CSV_HEADER + ((ERROR_COLUMN,) if error_column else ()))
+        writer.writerow(CSV_HEADER + ((ERROR_COLUMN,) if error_column else ()) + ((WINDOW_COLUMN,) if per_window else ()))
         for p in predictions:
             cells = ("", "") if p.error else (repr(p.probability), p.predicted_label)
-            writer.writerow((p.record_id, *cells, _label_cell(p.true_label)) + ((p.error,) if error_column else ()))
+            writer.writerow((p.record_id, *cells, _label_cell(p.true_label)) + ((p.error,) if error_column else ())
+                            + ((p.window_index,) if per_window else ()))
 
 
 def read_csv(path: str) -> list[Prediction]:
@@ -200,7 +227,9 @@ def build_parser() -> CommandLineParser:
     parser = CommandLineParser(
         prog="python -m trainer.predict",
         description="Write record_id,probability,predicted_label,true_label for every record of a split of the "
-                    "pipeline's output, or of raw recordings (--records, with an error column).",
+                    "pipeline's output (a record cut into windows: the mean probability over its windows, "
+                    "thresholded; --per_window for one row per window), or of raw recordings (--records, with "
+                    "an error column).",
         epilog="Exit codes: 0 success, 1 run failed, 2 usage or configuration error.")
     parser.add_argument("--model_dir", required=True, help="the trainer's --model_dir")
     source = parser.add_mutually_exclusive_group()  # one is required: checked in main, after unknown options
@@ -209,6 +238,9 @@ def build_parser() -> CommandLineParser:
                         help="raw .mat files (with their .hea) or folders of them, instead of --data_dir/--split")
     parser.add_argument("--split", help=f"a split folder of data_dir (default {TEST_SPLIT})")
     parser.add_argument("--output", required=True, help="CSV file to write")
+    parser.add_argument("--per_window", action="store_true",
+                        help="with --data_dir: one row per window (a window_index column) instead of one row per "
+                             "record, whose probability is the mean over its windows (the default)")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--model_version", type=int, help="the MODEL/serving/<version> to use (default: the newest)")
     add_verbose_flag(parser)
@@ -230,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             write_csv(predictions, args.output, error_column=True)
         else:
             predictions = predict(args.model_dir, args.data_dir, args.split or TEST_SPLIT, args.batch_size,
-                                  args.model_version)
+                                  args.model_version, per_window=args.per_window)
             write_csv(predictions, args.output)
         summary = labelled_summary(predictions)
         not_scored = sum(1 for p in predictions if p.error)
