@@ -54,6 +54,7 @@ from ecg_decode.decoding.container import Signal, load_signal
 from ecg_decode.decoding.record_info import Decoded, RecordInfo, from_header_comments
 from ecg_decode.decoding.standardize import standardize
 from ecg_decode.decoding.wfdb_header import WfdbHeader, parse_header
+from ecg_decode.decoding.wfdb_signal import read_signals
 
 
 def decode_record(
@@ -99,6 +100,30 @@ def decode_with_info(
         return DecodeError(Reason.NOT_MATLAB, f"could not decode the file: {type(error).__name__}: {error}")
 
 
+def decode_wfdb_with_info(
+    header_text: str,
+    signal_files: dict[str, bytes],
+    *,
+    pad_short: bool = False,
+    geometry: Geometry = DEFAULT_GEOMETRY,
+    whole_record: bool = False,
+) -> Decoded | DecodeError:
+    """A record stored the WFDB way (`NAME.hea` and its signal files, `wfdb_signal.py`), decoded by
+    the same rules as a `.mat` with its header; never raises."""
+    try:
+        header = parse_header(header_text)
+        if isinstance(header, DecodeError):
+            return header
+        signal = read_signals(header, signal_files)
+        if isinstance(signal, DecodeError):
+            return signal
+        return _standardized(signal, header, header.sampling_rate, pad_short, geometry, whole_record)
+    except MemoryError:
+        return DecodeError(Reason.TOO_LARGE, "ran out of memory while decoding the file")
+    except Exception as error:  # noqa: BLE001 - the contract is "never raise" for any input
+        return DecodeError(Reason.BAD_HEADER, f"could not decode the WFDB record: {type(error).__name__}: {error}")
+
+
 def _decode(
     mat_bytes: bytes, header_text: str | None, default_sampling_rate: float, pad_short: bool,
     geometry: Geometry, whole_record: bool,
@@ -113,6 +138,11 @@ def _decode(
     if isinstance(signal, DecodeError):
         return signal
     sampling_rate = header.sampling_rate if header is not None else default_sampling_rate
+    return _standardized(signal, header, sampling_rate, pad_short, geometry, whole_record)
+
+
+def _standardized(signal: Signal, header: WfdbHeader | None, sampling_rate: float, pad_short: bool,
+                  geometry: Geometry, whole_record: bool) -> Decoded | DecodeError:
     ecg = standardize(signal, header, sampling_rate, pad_short, geometry, whole_record)
     if isinstance(ecg, DecodeError):
         return ecg

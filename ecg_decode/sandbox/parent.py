@@ -38,7 +38,7 @@ from ecg_common.schema import DEFAULT_GEOMETRY, Geometry
 from ecg_decode.decoding.record_info import Decoded, RecordInfo
 from ecg_decode.sandbox.protocol import (CHILD_ENV, FRAME, MAX_METADATA_BYTES, MAX_RESULT_BYTES, RESULT_BYTES,
                                          RESULT_DTYPE, STARTUP_TIMEOUT_S, ChildGone, DecodeLimits, LocalFile, Timeout,
-                                         fits_in_slot, pack, parse_metadata, slot_view)
+                                         WfdbBytes, fits_in_slot, pack, parse_metadata, slot_view)
 
 
 def _signal_name(returncode: int | None) -> str:
@@ -106,11 +106,13 @@ _FIXED_METADATA_BYTES = 512
 """More than a request's frame header, JSON keys, numbers and slot take (the rest is measured)."""
 
 
-def _request_size(data: bytes | LocalFile, header_text: str | None) -> int:
+def _request_size(data: bytes | LocalFile | WfdbBytes, header_text: str | None) -> int:
     """At least the bytes the request puts in the pipe: a LocalFile's names or a file's bytes, plus
     its header text, as JSON escapes them (a hostile header may grow several times over)."""
     if isinstance(data, LocalFile):
         variable = len(json.dumps(data.path)) + len(json.dumps(data.header_path)) + len(json.dumps(data.root))
+    elif isinstance(data, WfdbBytes):
+        variable = sum(len(json.dumps(name)) + len(content) + 24 for name, content in data.files.items())
     else:
         variable = len(data)
     return variable + len(json.dumps(header_text)) + _FIXED_METADATA_BYTES
@@ -141,15 +143,15 @@ class DecoderProcess:
         if self._slots:
             weakref.finalize(self, os.close, self._slots[0])
 
-    def decode(self, data: bytes | LocalFile, header_text: str | None, *, default_sampling_rate: float,
+    def decode(self, data: bytes | LocalFile | WfdbBytes, header_text: str | None, *, default_sampling_rate: float,
                pad_short: bool, geometry: Geometry = DEFAULT_GEOMETRY) -> np.ndarray | DecodeError:
         """Decodes one file and waits for it (nothing else may be pending)."""
         result = self.decode_with_info(data, header_text, default_sampling_rate=default_sampling_rate,
                                        pad_short=pad_short, geometry=geometry)
         return result if isinstance(result, DecodeError) else result.ecg
 
-    def decode_with_info(self, data: bytes | LocalFile, header_text: str | None, *, default_sampling_rate: float,
-                         pad_short: bool, geometry: Geometry = DEFAULT_GEOMETRY,
+    def decode_with_info(self, data: bytes | LocalFile | WfdbBytes, header_text: str | None, *,
+                         default_sampling_rate: float, pad_short: bool, geometry: Geometry = DEFAULT_GEOMETRY,
                          whole_record: bool = False) -> Decoded | DecodeError:
         """`decode` with the record's `RecordInfo` beside the array (and, with `whole_record`, all of it)."""
         if self._pending:
@@ -169,14 +171,14 @@ class DecoderProcess:
             return RESULT_SLOTS
         return 2 if self._can_queue else 1
 
-    def has_room(self, data: bytes | LocalFile, header_text: str | None) -> bool:
+    def has_room(self, data: bytes | LocalFile | WfdbBytes, header_text: str | None) -> bool:
         """Whether `data` (and `header_text`) can be submitted now without waiting for a result first."""
         if not self._pending:
             return True
         queued_bytes = sum(request.size for request in self._pending) + _request_size(data, header_text)
         return self._can_queue and len(self._pending) < self.max_pending and queued_bytes <= QUEUEABLE_REQUEST_BYTES
 
-    def submit(self, data: bytes | LocalFile, header_text: str | None, *, default_sampling_rate: float,
+    def submit(self, data: bytes | LocalFile | WfdbBytes, header_text: str | None, *, default_sampling_rate: float,
                pad_short: bool, geometry: Geometry = DEFAULT_GEOMETRY, whole_record: bool = False) -> None:
         """Sends one file (its bytes and header text, or a `LocalFile` for the child to read) to the
         child; its result is what a later `collect` returns in turn: `geometry.shape`, or with
@@ -188,7 +190,10 @@ class DecoderProcess:
                     "slot": slot, "geometry": geometry.to_json(), "whole_record": whole_record}
         if isinstance(data, LocalFile):
             metadata.update(dataclasses.asdict(data))
-        frame = pack(metadata, b"" if isinstance(data, LocalFile) else data)
+        if isinstance(data, WfdbBytes):
+            metadata["signal_files"] = data.manifest()
+        payload = b"" if isinstance(data, LocalFile) else data.payload() if isinstance(data, WfdbBytes) else data
+        frame = pack(metadata, payload)
         request = _Request(frame, _request_size(data, header_text), time.monotonic(), slot, geometry, whole_record)
         self._send_with_restart(request)
         self._pending.append(request)

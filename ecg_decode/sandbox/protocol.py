@@ -91,3 +91,17 @@ class LocalFile:
     max_bytes: int
     max_header_bytes: int
     root: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class WfdbBytes:
+    """A WFDB record's signal files, read by the parent (remote storage) and sent in the request's
+    payload one after the other; the header travels as the request's header text."""
+
+    files: dict[str, bytes]
+
+    def payload(self) -> bytes:
+        return b"".join(self.files.values())
+
+    def manifest(self) -> list[list]:
+        return [[name, len(data)] for name, data in self.files.items()]
