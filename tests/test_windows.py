@@ -167,3 +167,20 @@ def test_reprocessing_with_other_geometry_is_one_configuration_error(windowed_ru
     assert code == EXIT_CONFIG
     lines = err.getvalue().strip().splitlines()
     assert len(lines) == 1 and "--leads" in lines[0] and "I,II,V1" in lines[0]
+
+
+def test_the_run_counts_age_and_sex_and_the_report_shows_them(windowed_run):
+    summary = json.loads((windowed_run / "run_summary.json").read_text())
+    structs = [scipy.io.loadmat(path)["ECG"][0, 0] for path in sorted((REAL / "cpsc2018").glob("*.mat"))]
+    sexes = [str(struct["sex"].reshape(-1)[0]) for struct in structs]
+    assert summary["demographics"]["train"]["sex"] == {"female": sexes.count("Female"), "male": sexes.count("Male"),
+                                                       "unknown": 0}
+    ages = [int(struct["age"].reshape(-1)[0]) for struct in structs]
+    train_ages = summary["demographics"]["train"]["age_years"]
+    assert sum(train_ages.values()) == 10 and train_ages["unknown"] == 0
+    assert train_ages["50-59"] == sum(50 <= age < 60 for age in ages)
+    cinc_sexes = [line.split(":", 1)[1].strip() for path in (REAL / "cinc2021").glob("*.hea")
+                  for line in path.read_text().splitlines() if line.startswith("# Sex:")]
+    assert summary["demographics"]["test"]["sex"]["female"] == cinc_sexes.count("Female") == 27
+    page = (windowed_run / "report" / "index.html").read_text()
+    assert "Age and sex of the records written" in page and "90+" in page

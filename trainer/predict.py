@@ -188,7 +188,8 @@ def write_csv(predictions: list[Prediction], path: str, error_column: bool = Fal
     per_window = any(p.window_index is not None for p in predictions)
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(CSV_HEADER + ((ERROR_COLUMN,) if error_column else ()) + ((WINDOW_COLUMN,) if per_window else ()))
+        writer.writerow(CSV_HEADER + ((ERROR_COLUMN,) if error_column else ())
+                        + ((WINDOW_COLUMN,) if per_window else ()))
         for p in predictions:
             cells = ("", "") if p.error else (repr(p.probability), p.predicted_label)
             writer.writerow((p.record_id, *cells, _label_cell(p.true_label)) + ((p.error,) if error_column else ())

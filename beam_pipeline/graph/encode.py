@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 from tfx_bsl.public import tfxio
 
+from beam_pipeline.graph import demographics
 from beam_pipeline.graph.arrow_batches import drop_unknown_labels
 from beam_pipeline.graph.read import METRICS_NAMESPACE
 from ecg_common.schema import WINDOW_INDEX_KEY
@@ -27,12 +28,16 @@ class EncodeExamplesFn(beam.DoFn):
         self._encoder = tfxio.RecordBatchToExamplesEncoder(self._schema)
         self._written = beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"{self._split}_examples_written")
         self._records = beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"{self._split}_records_written")
+        self._demographics = {name: beam.metrics.Metrics.counter(METRICS_NAMESPACE, name)
+                              for name in demographics.counter_names(self._split)}
 
     def process(self, transformed):
         batch, _ = transformed
         examples = self._encoder.encode(drop_unknown_labels(batch))
         self._written.inc(len(examples))
         self._records.inc(first_windows(batch))
+        for name, count in demographics.count_batch(batch, self._split).items():
+            self._demographics[name].inc(count)
         yield from examples
 
 

@@ -16,6 +16,7 @@ import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
+from beam_pipeline.graph import demographics
 from beam_pipeline.graph import pipeline as graphs
 from beam_pipeline.graph.arrow_batches import raw_schema
 from beam_pipeline.graph.statistics import require_finite_statistics
@@ -120,6 +121,8 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
         require_finite_statistics(summary["lead_statistics"]["mean_mv"], summary["lead_statistics"]["std_mv"],
                                   decode_options.geometry.lead_names)
         summary["beam_passes"] = beam_cost
+        summary["demographics"] = {split: demographics.summarize(lambda name: counter(result, name), split)
+                                   for split in splits}
         summary[SUMMARY_DECODING_KEY] = {DEFAULT_SAMPLING_RATE_KEY: decode_options.default_sampling_rate,
                                          PAD_SHORT_KEY: decode_options.pad_short,
                                          GEOMETRY_KEY: decode_options.geometry.to_json(),

@@ -42,6 +42,7 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 
+from beam_pipeline.graph import demographics
 from beam_pipeline.graph import pipeline as graphs
 from beam_pipeline.graph.drift import DriftLimits, WriteLeadMoments, drift_report, read_lead_moments
 from beam_pipeline.inputs.discovery import RecordSource, find_records, label_file_findings, list_file_metadata
@@ -232,6 +233,7 @@ def _run_batch(config: ReprocessConfig, selection: Selection, labels: Labels, ba
                             max_error_rate=config.max_error_rate, label_findings=len(findings),
                             geometry=config.decode.geometry, records_written=records_written)
         check_reconciled(summary)
+        summary["demographics"] = {DATA_SPLIT: demographics.summarize(lambda name: counter(result, name), DATA_SPLIT)}
         summary["drift"] = _drift(summary, moments_path, config.drift_limits)
     finally:
         with deferred_stop():

@@ -131,7 +131,8 @@ def summarize(findings: Iterable[dict]) -> dict:
     for flag in records:
         ids = sorted(records[flag])
         summary[flag] = {"records": len(ids),
-                         "by_lead": {lead: by_lead[flag][lead] for lead in _lead_order(by_lead[flag]) if by_lead[flag][lead]},
+                         "by_lead": {lead: by_lead[flag][lead] for lead in _lead_order(by_lead[flag])
+                                     if by_lead[flag][lead]},
                          "record_ids": ids[:SUMMARY_MAX_IDS], "record_ids_truncated": len(ids) > SUMMARY_MAX_IDS}
     return summary
 

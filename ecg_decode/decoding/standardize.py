@@ -181,8 +181,8 @@ def _lead_rows(header: WfdbHeader | None, num_rows: int, wanted: tuple[str, ...]
         names = [lead.lower() for lead in LEAD_NAMES]
     missing = [lead for lead, lower in zip(wanted, wanted_lower) if lower not in names]
     if missing:
-        return DecodeError(Reason.MISSING_LEAD, f"{source} has no lead {', '.join(missing)} "
-                                                f"(it has {', '.join(header.lead_names) if header else 'the standard 12'})")
+        present = ", ".join(header.lead_names) if header else "the standard 12"
+        return DecodeError(Reason.MISSING_LEAD, f"{source} has no lead {', '.join(missing)} (it has {present})")
     return [names.index(lower) for lower in wanted_lower]
 
 
