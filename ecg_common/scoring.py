@@ -3,7 +3,12 @@ scoring (`beam_pipeline/graph/scoring.py`) both do, so both give the same rows f
 
 The examples are parsed with the transformed schema the export carries (`assets.extra/`), with a
 dense `label` that defaults to UNKNOWN_LABEL (the pipeline leaves it out of unlabelled examples),
-and fed to the export's `transformed` signature, which applies the model and the threshold inside it.
+and fed to the export's `transformed` signature, which applies the model and the threshold inside it,
+always in calls of SCORING_CHUNK rows (the last one padded with zeros, whose outputs are dropped).
+Why: the model's float32 output for a record depends on the size of the batch it is scored in (on
+this project's 2-core CPU a batch of 1 gave 1 ulp off for some records, found when nightly scoring's
+batches, cut by Beam, first disagreed with predict's by 3e-8), so a score must not depend on how a
+caller happened to batch its records. With a fixed call size it depends on the record alone.
 Imports TensorFlow (and tf.Transform's metadata reader): import this module only where you score.
 """
 from __future__ import annotations
@@ -19,6 +24,9 @@ from ecg_common.model_layout import (EXTRA_ASSETS_DIR, PREDICTED_LABEL_KEY, PROB
 from ecg_common.predictions import Prediction
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import ECG_KEY, LABEL_KEY, RECORD_ID_KEY, UNKNOWN_LABEL
+
+SCORING_CHUNK = 32
+"""Rows per call of the model, always (see the module docstring); predict's default batch is two such calls."""
 
 
 def parsing_spec(transformed_spec: Mapping) -> dict:
@@ -55,13 +63,26 @@ def transformed_scorer(loaded, export_dir: str):
     return score
 
 
+def _score_in_chunks(score, ecg: tf.Tensor) -> tuple[list[float], list[int]]:
+    """(probabilities, predicted labels) of every row of `ecg`, scored SCORING_CHUNK rows per call."""
+    probabilities, labels = [], []
+    count = int(tf.shape(ecg)[0])
+    for start in range(0, count, SCORING_CHUNK):
+        chunk = ecg[start:start + SCORING_CHUNK]
+        rows = int(tf.shape(chunk)[0])
+        padded = tf.pad(chunk, [[0, SCORING_CHUNK - rows], [0, 0], [0, 0]])
+        outputs = score(**{ECG_KEY: padded})
+        probabilities.extend(outputs[PROBABILITY_KEY].numpy()[:rows].tolist())
+        labels.extend(outputs[PREDICTED_LABEL_KEY].numpy()[:rows].tolist())
+    return probabilities, labels
+
+
 def score_parsed(score, parsed: Mapping) -> list[Prediction]:
     """One Prediction per example of a parsed batch (`parsing_spec`'s features), in the batch's order."""
-    outputs = score(**{ECG_KEY: parsed[ECG_KEY]})
-    return [Prediction(record_id.decode("utf-8"), float(probability), int(predicted), int(true_label))
-            for record_id, probability, predicted, true_label in zip(
-                parsed[RECORD_ID_KEY].numpy(), outputs[PROBABILITY_KEY].numpy(),
-                outputs[PREDICTED_LABEL_KEY].numpy(), parsed[LABEL_KEY].numpy())]
+    probabilities, predicted = _score_in_chunks(score, parsed[ECG_KEY])
+    return [Prediction(record_id.decode("utf-8"), float(probability), int(label), int(true_label))
+            for record_id, probability, label, true_label in zip(
+                parsed[RECORD_ID_KEY].numpy(), probabilities, predicted, parsed[LABEL_KEY].numpy())]
 
 
 def score_serialized(score, spec: Mapping, serialized: list[bytes]) -> list[Prediction]:

@@ -83,6 +83,15 @@ def _deliver(source: Path, incoming: Path, prefix: str, labelled: int, unlabelle
                 handle.write(f"{prefix}{k:03d}\t{truth[old]}\n")
 
 
+def reprocess_without_model(incoming: Path, root: Path, transform_dir: Path) -> tuple[int, str, str]:
+    """The reprocess command without --model_dir: (code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = reprocess_command.main(["--incoming", str(incoming), "--transform_dir", str(transform_dir),
+                                       "--output_root", str(root)])
+    return code, out.getvalue(), err.getvalue()
+
+
 def _one_line(err: str) -> str:
     (line,) = err.strip().splitlines()
     return line
@@ -176,8 +185,7 @@ def test_without_model_dir_nothing_is_scored(night, tmp_path):
     """The same command without --model_dir: a batch as before, no predictions.csv, no `model` in the summary."""
     root = tmp_path / "root"
     shutil.copytree(night["work"] / "new-A" / "TRAIN", tmp_path / "incoming")
-    assert reprocess_command.main(["--incoming", str(tmp_path / "incoming"), "--transform_dir", str(night["out"]),
-                                   "--output_root", str(root)]) == EXIT_OK
+    assert reprocess_without_model(tmp_path / "incoming", root, night["out"])[0] == EXIT_OK
     (batch,) = _batches(root)
     assert not (root / batch / PREDICTIONS_FILE).exists()
     assert "model" not in _summary(root / batch)
@@ -204,8 +212,7 @@ def test_a_root_refuses_another_transform_naming_both(night, other_transform, tm
     before = sorted(os.listdir(root)), (root / LEDGER_FILE).read_bytes()
     (tmp_path / "incoming").mkdir()
     shutil.copy(night["work"] / "new-A" / "TRAIN" / "TRAIN101.mat", tmp_path / "incoming" / "Z001.mat")
-    code, _, err = run_reprocess(dict(night["paths"], DIR=str(tmp_path / "incoming"), ROOT=str(root),
-                                      BASE_OUT=str(other_transform)))
+    code, _, err = reprocess_without_model(tmp_path / "incoming", root, other_transform)
     assert code == EXIT_CONFIG
     line = _one_line(err)
     assert str(night["out"]) in line and str(other_transform) in line and "new --output_root" in line
@@ -235,11 +242,10 @@ def test_a_ledger_without_a_transform_adopts_the_runs_unless_its_batches_disagre
     ledger.write_text("\n".join([json.dumps(old), *rows]) + "\n")  # as written before this version
     empty = tmp_path / "incoming"
     empty.mkdir()
-    paths = dict(night["paths"], DIR=str(empty), ROOT=str(root))
-    code, _, err = run_reprocess(dict(paths, BASE_OUT=str(other_transform)))
+    code, _, err = reprocess_without_model(empty, root, other_transform)
     assert code == EXIT_CONFIG and "was normalized with another transform" in _one_line(err)
     assert "transform" not in json.loads(ledger.read_text().splitlines()[0])
-    code, stdout, _ = run_reprocess(paths)
+    code, stdout, _ = reprocess_without_model(empty, root, night["out"])
     assert code == EXIT_OK and "nothing new" in stdout
     assert json.loads(ledger.read_text().splitlines()[0])["transform"]["transform_dir"] == str(night["out"])
 
