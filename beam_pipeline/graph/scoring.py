@@ -7,10 +7,13 @@ The examples scored are the very bytes written to the shards, parsed and scored 
 `python -m trainer.predict --data_dir ROOT/batch-X --split data` writes for it.
 
 Why a DoFn of our own rather than RunInference with `TFModelHandlerTensor`: Beam 2.77's TensorFlow
-handler imports `tensorflow_hub` (not installed, and not a dependency we want on workers) and loads
-through `tf.keras.models.load_model`, which cannot load the export (a `tf.Module` holding a Keras 3
-model and tf.Transform's tf_keras layer, not a Keras model); its `inference_fn` would also see
-tensors, not serialized examples with their record ids and labels. The DoFn does what RunInference
+handler does not import here (`ModuleNotFoundError: No module named 'tensorflow_hub'`: it needs
+tensorflow_hub, which is not installed and which we do not want on workers), and it loads through
+`tf.keras.models.load_model`, which refuses the export (checked: "Unable to create a TF-Keras model
+from SavedModel ... exported with `tf.saved_model.save`, and lacks the TF-Keras metadata file"; it is
+a `tf.Module` holding a Keras 3 model and tf.Transform's tf_keras layer). Its `inference_fn` would
+also see tensors, not serialized examples with their record ids and labels. So no speed comparison
+could be made; the cost of this DoFn is measured by `bench/nightly_scoring.py`. The DoFn does what RunInference
 does for us: the SavedModel is loaded once per worker process (`beam.utils.shared.Shared`, so the
 DoFn instances of every bundle thread share it) in `setup`, and it scores `BatchElements` batches.
 """
