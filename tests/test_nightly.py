@@ -29,7 +29,7 @@ from beam_pipeline.runs.ledger import LEDGER_FILE, Ledger, TransformClaim
 from beam_pipeline.runs.reprocess_job import claim_transform
 from beam_pipeline.synthetic.generator import generate_dataset
 from ecg_common import model_layout
-from ecg_common.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+from ecg_common.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, option_names
 from ecg_common.layout import BATCH_SPLIT, SUMMARY_FILE
 from ecg_common.predictions import PREDICTIONS_FILE
 from ecg_common.rejections import ConfigurationError
@@ -290,3 +290,13 @@ def test_a_model_that_fails_to_score_publishes_nothing(night, tmp_path):
     assert code == EXIT_FAILED and _one_line(err).startswith("error:")
     assert (_batches(root), (root / LEDGER_FILE).read_bytes()) == before
     assert not [name for name in os.listdir(root) if ".staging-" in name]
+
+
+def test_every_reprocess_option_is_in_the_documented_option_table():
+    """docs/reprocessing.md's option table names every option of the parser (--model_dir included)."""
+    section = (REPO / "docs" / "reprocessing.md").read_text(encoding="utf-8").split("## Options")[1].split("\n## ")[0]
+    documented = {name for line in section.splitlines() if line.startswith("| `")
+                  for name in re.findall(r"`(--\w+)`", line.split(" | ")[0])}
+    options = {name for name in option_names(reprocess_command.build_parser()) if name.startswith("--")}
+    assert "--model_dir" in options
+    assert options - {"--help"} == documented
