@@ -16,6 +16,8 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,11 +55,17 @@ def readme_nightly_command() -> str:
     return lines[0]
 
 
-def run_reprocess(paths: dict[str, str], *extra: str) -> tuple[int, str, str]:
-    """The README's nightly command in this process (optional `[...]` parts dropped): (code, stdout, stderr)."""
+def run_reprocess(paths: dict[str, str], *extra: str, separate_process: bool = False) -> tuple[int, str, str]:
+    """The README's nightly command (optional `[...]` parts dropped), in this process or, with
+    `separate_process`, as a command line in a fresh interpreter that never imports the trainer:
+    (code, stdout, stderr)."""
     words = shlex.split(re.sub(r"\s*\[[^\]]*\]", "", readme_nightly_command()))
     assert words[:3] == ["python", "-m", "beam_pipeline.reprocess"]
     argv = [paths.get(word, word) for word in words[3:]] + list(extra)
+    if separate_process:
+        done = subprocess.run([sys.executable, "-m", "beam_pipeline.reprocess", *argv], cwd=REPO,
+                              capture_output=True, text=True)
+        return done.returncode, done.stdout, done.stderr
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = reprocess_command.main(argv)
@@ -118,8 +126,9 @@ def night(tmp_path_factory):
         generate_dataset(str(work / f"new-{prefix}"), labelled + unlabelled, 0, seed=10 + index)
         _deliver(work / f"new-{prefix}", work / "incoming", prefix, labelled, unlabelled, labels)
         before = set(_batches(root)) if root.exists() else set()
-        code, stdout, _ = run_reprocess(paths, "--labels", str(labels))
-        assert code == EXIT_OK
+        # The third night runs as a scheduler would start it: its own process, no trainer imported.
+        code, stdout, err = run_reprocess(paths, "--labels", str(labels), separate_process=index == 2)
+        assert code == EXIT_OK, err
         (batch,) = set(_batches(root)) - before
         nights.append(dict(batch=root / batch, stdout=stdout, ids={f"{prefix}{k:03d}" for k in range(labelled + unlabelled)},
                            labelled=labelled))
