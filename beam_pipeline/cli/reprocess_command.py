@@ -27,7 +27,7 @@ from beam_pipeline.cli.beam_options import parse_with_beam_options
 from beam_pipeline.cli.exits import EXIT_LOCKED, run_stoppable
 from beam_pipeline.cli.options import add_record_options, add_robustness_options, decode_options, write_options
 from beam_pipeline.graph.settings import MEAN_SHIFT_LIMIT_STD, STD_RATIO_LIMIT, DriftLimits
-from beam_pipeline.runs.outcome import describe_excess
+from beam_pipeline.runs.outcome import describe_dry_run, describe_excess
 from beam_pipeline.runs.runner_defaults import DEFAULT_RUNNER
 from ecg_common.cli import EXIT_FAILED, EXIT_OK, CommandLineParser, configure_logging, start_tensorflow
 
@@ -97,7 +97,7 @@ def _report(result: ReprocessResult, config: ReprocessConfig) -> int:
         return EXIT_OK
     summary = result.summary
     if result.outcome is Outcome.DRY_RUN:
-        print(f"dry run: built the job ({len(summary['steps'])} steps) on {summary['runner']}; nothing written")
+        print(describe_dry_run(summary))
         return EXIT_OK
     scored = (f", scored by {summary['model']['model_dir']} version {summary['model']['version']}"
               if "model" in summary else "")
