@@ -25,8 +25,8 @@ import shutil
 
 import numpy as np
 
-from ecg_common.layout import DEFAULT_SAMPLING_RATE_KEY, PAD_SHORT_KEY
 from ecg_common import model_layout
+from ecg_common.layout import DEFAULT_SAMPLING_RATE_KEY, PAD_SHORT_KEY
 from ecg_common.model_layout import SAVED_MODEL_FILE, serving_root, version_dir
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import SAMPLING_RATE_HZ
