@@ -33,7 +33,7 @@ from beam_pipeline.synthetic.generator import generate_dataset
 from ecg_common import model_layout
 from ecg_common.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, option_names
 from ecg_common.layout import BATCH_SPLIT, SUMMARY_FILE
-from ecg_common.predictions import PREDICTIONS_FILE
+from ecg_common.predictions import CSV_HEADER, PREDICTIONS_FILE
 from ecg_common.rejections import ConfigurationError
 from ecg_common.transform_fingerprint import LEAD_STATISTICS_KEY, fingerprint
 from trainer import layout, predict
@@ -309,3 +309,17 @@ def test_every_reprocess_option_is_in_the_documented_option_table():
     options = {name for name in option_names(reprocess_command.build_parser()) if name.startswith("--")}
     assert "--model_dir" in options
     assert options - {"--help"} == documented
+
+
+def test_a_batch_of_rejected_files_is_published_with_its_empty_predictions(night, tmp_path):
+    """Every published batch has its predictions.csv, even when no file became an example (exit 1: the
+    error budget, as without --model_dir)."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    (incoming / "BROKEN1.mat").write_bytes(b"not a MATLAB file")
+    root = tmp_path / "root"
+    code, _, _ = run_reprocess(dict(night["paths"], DIR=str(incoming), ROOT=str(root)))
+    assert code == EXIT_FAILED
+    (batch,) = _batches(root)
+    assert (root / batch / PREDICTIONS_FILE).read_bytes() == (",".join(CSV_HEADER) + "\r\n").encode()
+    assert _summary(root / batch)["model"]["records_scored"] == 0
