@@ -76,9 +76,10 @@ def _in_global_window(output):
 
 class DecodeRecordFn(beam.DoFn):
     """RecordSource -> DecodedRecords, one per window (main output), or a Rejection (`REJECTED_TAG`
-    output), plus a
-    QualityFinding (`QUALITY_TAG` output) for a decoded record that raises a quality flag; with
-    `reject_flagged` such a record is rejected (`poor_quality`) instead of written.
+    output), plus a QualityFinding (`QUALITY_TAG` output) for a decoded record that raises a quality
+    flag (assessed on the whole decoded record, once); with `reject_flagged` such a record is
+    rejected (`poor_quality`) instead of written. With `window_stride_s` the child decodes the whole
+    record and its windows are cut here (`ecg_decode/decoding/windows.py`).
 
     The decoder child works on the next files (up to `parent.RESULT_SLOTS` ahead) while this
     thread takes earlier ones down the rest of their path (windows, quality flags, batching, transform,
