@@ -45,7 +45,8 @@ class Geometry:
 
     `ecg` is float32 `[num_samples, num_leads]`: `window_s` seconds at `sampling_rate_hz`, the leads of
     `lead_names` in that order. The defaults are the contest's: 10 s, 500 Hz, the 12 standard leads.
-    A run writes its geometry (`layout.GEOMETRY_FILE`), so reprocessing and the trainer use the same.
+    A run records its geometry (`run_summary.json`'s `decoding.geometry`, `layout.GEOMETRY_KEY`), so
+    reprocessing and `predict --records` use the same; the trainer reads the shape from the schema.
     """
 
     sampling_rate_hz: float = SAMPLING_RATE_HZ
