@@ -6,6 +6,7 @@ float32 signal is handed to Arrow without a per-value Python loop (one concatena
 """
 from __future__ import annotations
 
+import json
 import struct
 import typing
 
@@ -17,18 +18,21 @@ from tfx_bsl.public import tfxio
 
 from ecg_common.schema import (ECG_KEY, ECG_SHAPE, LABEL_KEY, LABEL_NAMES_KEY, RECORD_ID_KEY, UNKNOWN_LABEL,
                                raw_feature_spec)
+from ecg_decode.decoding.record_info import RecordInfo
 
 _VALUES_PER_ECG = int(np.prod(ECG_SHAPE))
 
 
 class DecodedRecord(typing.NamedTuple):
-    """One record ready for tf.Transform: float32 ECG_SHAPE signal in mV, label (or UNKNOWN_LABEL).
+    """One record ready for tf.Transform: float32 ECG_SHAPE signal in mV, label (or UNKNOWN_LABEL),
+    and what the record says about its patient (`RecordInfo`, from the decoder child).
 
     Multi-label runs: `label` is CLASSES_KNOWN or UNKNOWN_LABEL and `label_names` the record's classes."""
 
     record_id: str
     label: int
     ecg: np.ndarray
+    info: RecordInfo = RecordInfo()
     label_names: tuple[str, ...] = ()
 
 
@@ -40,23 +44,27 @@ class DecodedRecord(typing.NamedTuple):
 
 
 class DecodedRecordCoder(beam.coders.Coder):
-    """Label, id and the raw float32 signal (no pickle: nothing decoded here can run code), for the
-    rare times a record crosses processes; a size estimate that does not copy it."""
+    """Label, id, the record's info as JSON and the raw float32 signal (no pickle: nothing decoded
+    here can run code), for the rare times a record crosses processes; a size estimate that does not
+    copy it."""
 
-    _HEADER = struct.Struct("<qII")  # label, length of the UTF-8 record id, of the tab-joined class names
+    _HEADER = struct.Struct("<qIII")  # label, lengths of the UTF-8 record id, the info JSON, the class names
 
     def encode(self, record: DecodedRecord) -> bytes:
         record_id = record.record_id.encode("utf-8")
+        info = json.dumps(record.info.to_json()).encode("utf-8")
         names = "\t".join(record.label_names).encode("utf-8")  # a class name holds no tab (inputs/classes.py)
         signal = np.ascontiguousarray(record.ecg, dtype="<f4").tobytes()
-        return self._HEADER.pack(record.label, len(record_id), len(names)) + record_id + names + signal
+        return (self._HEADER.pack(record.label, len(record_id), len(info), len(names))
+                + record_id + info + names + signal)
 
     def decode(self, data: bytes) -> DecodedRecord:
-        label, id_length, names_length = self._HEADER.unpack_from(data)
+        label, id_length, info_length, names_length = self._HEADER.unpack_from(data)
         start = self._HEADER.size + id_length
-        names = bytes(data[start:start + names_length]).decode("utf-8")
-        ecg = np.frombuffer(data, dtype="<f4", offset=start + names_length).reshape(ECG_SHAPE)
-        return DecodedRecord(bytes(data[self._HEADER.size:start]).decode("utf-8"), label, ecg,
+        info = RecordInfo.from_json(json.loads(bytes(data[start:start + info_length]).decode("utf-8")))
+        names = bytes(data[start + info_length:start + info_length + names_length]).decode("utf-8")
+        ecg = np.frombuffer(data, dtype="<f4", offset=start + info_length + names_length).reshape(ECG_SHAPE)
+        return DecodedRecord(bytes(data[self._HEADER.size:start]).decode("utf-8"), label, ecg, info,
                              tuple(names.split("\t")) if names else ())
 
     def estimate_size(self, record: DecodedRecord) -> int:

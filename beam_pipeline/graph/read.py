@@ -15,7 +15,6 @@ import time
 import uuid
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.transforms.window import GlobalWindows
 
 from beam_pipeline.graph.arrow_batches import DecodedRecord
@@ -23,6 +22,7 @@ from beam_pipeline.inputs.decoder_requests import decoder_request
 from beam_pipeline.inputs.discovery import RecordSource
 from ecg_common.rejections import DecodeError, Reason, Rejection
 from ecg_decode.decoding.quality import QualityFinding, assess
+from ecg_decode.decoding.record_info import Decoded
 from ecg_decode.sandbox.parent import DecoderProcess
 from ecg_decode.sandbox.pool import pool_for
 from ecg_decode.sandbox.protocol import DecodeLimits
@@ -136,13 +136,13 @@ class DecodeRecordFn(beam.DoFn):
             self._decoder = None
 
     def _collect_oldest(self):
-        source, result = self._in_flight.popleft(), self._decoder.collect()
+        source, result = self._in_flight.popleft(), self._decoder.collect_decoded()
         if isinstance(result, DecodeError):
             result = Rejection(source.record_id, source.path, result.reason, result.detail)
         yield from self._outputs(source, result)
 
-    def _outputs(self, source: RecordSource, outcome: np.ndarray | Rejection):
-        if self._assess_quality and not isinstance(outcome, Rejection) and (flags := assess(outcome)):
+    def _outputs(self, source: RecordSource, outcome: Decoded | Rejection):
+        if self._assess_quality and not isinstance(outcome, Rejection) and (flags := assess(outcome.ecg)):
             finding = QualityFinding(source.record_id, source.path, flags)
             yield beam.pvalue.TaggedOutput(QUALITY_TAG, finding)
             if self._reject_flagged:
@@ -153,4 +153,4 @@ class DecodeRecordFn(beam.DoFn):
             return
         self._decoded.inc()
         self._progress.tick()
-        yield DecodedRecord(source.record_id, source.label, outcome)
+        yield DecodedRecord(source.record_id, source.label, outcome.ecg, outcome.info)
