@@ -16,7 +16,7 @@ import pyarrow as pa
 from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.public import tfxio
 
-from ecg_common.schema import (ECG_KEY, ECG_SHAPE, LABEL_KEY, LABEL_NAMES_KEY, RECORD_ID_KEY, UNKNOWN_LABEL,
+from ecg_common.schema import (ECG_KEY, ECG_SHAPE, LABEL_KEY, LABEL_NAMES_KEY, LABELS_KEY, RECORD_ID_KEY, UNKNOWN_LABEL,
                                raw_feature_spec)
 from ecg_decode.decoding.record_info import RecordInfo
 
@@ -154,6 +154,8 @@ def drop_unknown_labels(batch: pa.RecordBatch) -> pa.RecordBatch:
     no value, which a reader expecting one value (or its default when the feature is absent) rejects.
     """
     index = batch.schema.get_field_index(LABEL_KEY)
+    if index < 0:  # a multi-label run: `labels` instead (`drop_unknown_classes`)
+        return drop_unknown_classes(batch)
     column = batch.column(index)
     offsets = column.offsets.to_numpy(zero_copy_only=False)
     offsets = offsets - offsets[0]  # relative to `flatten()`, which (unlike `values`) honours a slice
@@ -166,3 +168,19 @@ def drop_unknown_labels(batch: pa.RecordBatch) -> pa.RecordBatch:
         return batch
     masked = pa.LargeListArray.from_arrays(pa.array(offsets), column.flatten(), mask=pa.array(unknown))
     return batch.set_column(index, LABEL_KEY, masked)
+
+
+def drop_unknown_classes(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Multi-label runs: a row whose `labels` list is empty (classes unknown) becomes a missing value,
+    so the example encoder omits `labels` there, as `drop_unknown_labels` does for `label`."""
+    index = batch.schema.get_field_index(LABELS_KEY)
+    if index < 0:
+        return batch
+    column = batch.column(index)
+    empty = (column.value_lengths().fill_null(0).to_numpy(zero_copy_only=False) == 0)
+    if not empty.any():
+        return batch
+    offsets = column.offsets.to_numpy(zero_copy_only=False)
+    offsets = offsets - offsets[0]
+    masked = type(column).from_arrays(pa.array(offsets), column.flatten(), mask=pa.array(empty))
+    return batch.set_column(index, LABELS_KEY, masked)
