@@ -62,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> int:
         start_tensorflow(args.verbose)
+        from trainer import multilabel
         from trainer.train import run, summary_line
+
+        if multilabel.is_multi_label(args.data_dir):  # `labels` over OUT/classes.txt instead of `label`
+            run, summary_line = multilabel.run, multilabel.summary_line
 
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                              seed=args.seed, val_fraction=args.val_fraction, patience=args.patience,

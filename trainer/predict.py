@@ -35,7 +35,7 @@ from ecg_common.schema import (ABNORMAL, CLASS_NAMES, ECG_KEY, LABEL_KEY, NORMAL
                                UNKNOWN_LABEL)
 from trainer import raw_records
 from trainer.evaluation import binary_metrics, reliability
-from trainer.layout import read_decoding_options, resolve_export
+from trainer.layout import EXTRA_ASSETS_DIR, read_decoding_options, resolve_export
 
 CSV_HEADER = ("record_id", "probability", "predicted_label", "true_label")
 """Always all four columns, so a reader need not guess; `true_label` is empty when the truth is unknown."""
@@ -196,6 +196,23 @@ def labelled_summary(predictions: list[Prediction]) -> str:
     return line if counts["reliable"] else f"{line}; {counts['caveat']}"
 
 
+def _multi_label_rows(args) -> list[list[str]] | None:
+    """The CSV rows of a multi-label model (`multilabel.csv_rows`), or None for a binary one."""
+    from trainer import multilabel  # TensorFlow: imported when used, so the command parses first
+
+    export_dir = resolve_export(args.model_dir, args.model_version)
+    if not multilabel.is_multi_label(os.path.join(export_dir, EXTRA_ASSETS_DIR)):
+        return None
+    return multilabel.csv_rows(*multilabel.predict_rows(export_dir, args.data_dir, args.split or TEST_SPLIT,
+                                                        args.batch_size))
+
+
+def _write_rows(rows: list[list[str]], path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(rows)
+
+
 def build_parser() -> CommandLineParser:
     parser = CommandLineParser(
         prog="python -m trainer.predict",
@@ -228,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.records:
             predictions = predict_records(args.model_dir, args.records, args.batch_size, args.model_version)
             write_csv(predictions, args.output, error_column=True)
+        elif (multi := _multi_label_rows(args)) is not None:
+            _write_rows(multi, args.output)
+            print(f"wrote {args.output}: {len(multi) - 1} records, one probability column per class and labels")
+            return EXIT_OK
         else:
             predictions = predict(args.model_dir, args.data_dir, args.split or TEST_SPLIT, args.batch_size,
                                   args.model_version)
