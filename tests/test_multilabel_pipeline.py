@@ -119,6 +119,8 @@ def test_multi_hot_equals_the_header_codes_mapped_through_the_classes(cinc, with
                                   for c in set(header_codes(hea) or ()) if c not in code_to_class and c != "AF")
     assert summary["classes"]["ignored_codes"]["train"] == dict(ignored)
     assert summary["class_balance"]["test"]["unlabelled"] == 1
+    page = (with_classes / "report" / "index.html").read_text()  # the run report shows the class counts
+    assert "RBBB" in page and f"{len(ignored)} codes outside every class" in page
 
 
 def test_bad_dx_code_and_missing_dx_line_are_rejected_with_reasons(with_classes):

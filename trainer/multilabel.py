@@ -77,13 +77,18 @@ def scan(files: list[str], num_classes: int) -> tuple[list[str], np.ndarray]:
 def stratified_validation_ids(ids: list[str], labels: np.ndarray, fraction: float) -> frozenset[str]:
     """Iterative stratification into validation (`fraction`) and training: the class with the fewest
     records left is placed first, each of its records going to the side that still wants most of that
-    class (then most records overall, then training); records with no class fill the sizes last.
+    class (then most records overall, then training); records with no class fill the sizes last. A
+    class of two or more records wants round(fraction * n) of them in validation, at least one and
+    not all (as `inputs.validation_ids` does for the binary label).
     Depends only on the ids and their labels, not on file order."""
     if not 0.0 < fraction < 1.0:
         raise ConfigurationError(f"validation fraction must be in (0, 1), got {fraction}")
     order = sorted(range(len(ids)), key=lambda i: hashlib.sha256(ids[i].encode("utf-8")).hexdigest())
     y = labels.astype(bool)
-    wanted = np.stack([fraction * y.sum(axis=0), (1 - fraction) * y.sum(axis=0)])  # [side, class]
+    counts = y.sum(axis=0)
+    # As in the binary split: a class of two or more records wants at least one, never all, in validation.
+    val_wanted = np.where(counts >= 2, np.clip(np.round(fraction * counts), 1, counts - 1), fraction * counts)
+    wanted = np.stack([val_wanted, counts - val_wanted]).astype(np.float64)  # [side, class]
     size = np.array([fraction * len(ids), (1 - fraction) * len(ids)])
     side = np.full(len(ids), -1)
     remaining = y.copy()
