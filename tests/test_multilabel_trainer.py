@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from beam_pipeline.cli.main_command import main as pipeline_main
 from beam_pipeline.synthetic.generator import MULTILABEL_CODES, SINUS_CODE, generate_multilabel_dataset
-from ecg_common.cli import EXIT_OK
+from ecg_common.cli import EXIT_CONFIG, EXIT_OK
 from trainer import export, multilabel
 from trainer.config import TrainConfig
 from trainer.evaluation import roc_auc
@@ -81,6 +81,9 @@ def test_multi_label_run_reaches_macro_auc_0_9_on_held_out_records(trained):
     assert set(metrics["validation"]["per_class"]) == set(names)
     assert all({"auc", "f1", "threshold"} <= set(c) for c in metrics["validation"]["per_class"].values())
     assert json.loads((root / "model" / "metrics.json").read_text())["validation"]["macro_auc"] >= 0.9
+    assert metrics["report"]["status"] == "written"  # the training report: per-class ROC and table
+    page = (root / "model" / "report" / "index.html").read_text()
+    assert (root / "model" / "report" / "roc_per_class.png").is_file() and all(n in page for n in names)
     with contextlib.redirect_stdout(io.StringIO()):
         assert predict_main(["--model_dir", str(root / "model"), "--data_dir", str(root / "out"), "--split", "test",
                              "--output", str(root / "predictions.csv")]) == EXIT_OK
@@ -111,3 +114,10 @@ def test_serving_signature_returns_k_probabilities_and_the_class_names_are_besid
     assert probabilities.shape == (3, len(names)) and ((probabilities >= 0) & (probabilities <= 1)).all()
     expected = probabilities >= np.array([metrics["thresholds"][n] for n in names])
     np.testing.assert_array_equal(outputs[export.LABELS_OUTPUT_KEY].numpy(), expected.astype(np.int64))
+
+
+def test_predict_records_refuses_a_multi_label_model_with_one_line(trained, capsys):
+    root, _ = trained
+    code = predict_main(["--model_dir", str(root / "model"), "--records", str(root / "gen" / "TEST" / "TEST101.mat"),
+                         "--output", str(root / "records.csv")])
+    assert code == EXIT_CONFIG and "multi-label model" in capsys.readouterr().err

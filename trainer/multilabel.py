@@ -11,7 +11,9 @@ every labelled example instead of `label`. `run` mirrors `train.run` for it:
 - per class a threshold chosen on validation (the `--threshold_criterion`), with its AUC and F1;
   macro AUC and macro F1 over the classes that have both outcomes in validation;
 - export: the serving signatures return `probabilities` [batch, K] and `labels` [batch, K] (each class
-  thresholded with its own value); `classes.txt` is copied into the model directory and the version.
+  thresholded with its own value); `classes.txt` is copied into the model directory and the version;
+- report: learning curves, the validation ROC of every class and the per-class table
+  (`report.build_multilabel`).
 Only the main output's train split is read (`--extra_data` is refused for multi-label data for now).
 """
 from __future__ import annotations
@@ -32,7 +34,7 @@ import tensorflow_transform as tft
 from ecg_common.layout import CLASSES_FILE
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import ECG_KEY, LABELS_KEY, RECORD_ID_KEY, TRAIN_SPLIT, UNKNOWN_LABEL
-from trainer import evaluation, export, inputs, sources
+from trainer import evaluation, export, inputs, report, sources
 from trainer.config import TrainConfig
 from trainer.layout import LOGS_DIR, METRICS_FILE, MODEL_FILE, write_decoding_options
 from trainer.model import build_model
@@ -219,6 +221,7 @@ def run(data_dir: str, model_dir: str, config: TrainConfig = TrainConfig(), extr
     _copy_classes(names, model_dir)
     _write_validation_predictions(os.path.join(model_dir, VALIDATION_PREDICTIONS_FILE), names, val_labels, val_scores)
     write_decoding_options(model_dir, inputs.decoding_options(data_dir))
+    metrics["report"] = report.build_multilabel_safely(model_dir, metrics, val_labels, val_scores)
     with open(os.path.join(model_dir, METRICS_FILE), "w", encoding="utf-8") as handle:
         json.dump(metrics, handle, indent=2)
     return metrics

@@ -80,6 +80,9 @@ def _scorer(loaded, export_dir: str):
     from trainer import export  # TensorFlow: imported when used, so the command parses first
 
     score = loaded.signatures[export.TRANSFORMED_SIGNATURE]
+    if export.PROBABILITIES_KEY in score.structured_outputs:
+        raise ConfigurationError(f"{export_dir} is a multi-label model: --records does not score those yet, "
+                                 "use --data_dir")
     if export.PREDICTED_LABEL_KEY not in score.structured_outputs:
         raise ConfigurationError(f"{export_dir} was exported by an older trainer, without the threshold inside: "
                                  "train again, or pick another --model_version")
