@@ -173,6 +173,12 @@ def test_bad_classes_file_is_a_one_line_configuration_error(cinc, tmp_path, clas
     assert not (tmp_path / "out").exists()
 
 
+def test_a_count_no_code_reaches_is_a_one_line_configuration_error(cinc, tmp_path):
+    code, err = _run(cinc, tmp_path / "out", "--min_class_count", "1000")
+    assert code == EXIT_CONFIG and "no class is carried by at least 1000 training records" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
 def test_dx_from_header_and_labels_together_is_a_usage_error(cinc, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--train_dir", str(cinc / "train"), "--dx_from_header", "--labels", str(cinc / "classes.tsv"),

@@ -9,7 +9,9 @@ with that list, and their codes outside it are ignored and counted.
 from __future__ import annotations
 
 import apache_beam as beam
+import tensorflow as tf
 import tensorflow_transform as tft
+from tensorflow_transform import analyzers as tft_analyzers
 import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 
@@ -33,7 +35,10 @@ def learn_classes(options, train: list[RecordSource], decode: graphs.DecodeOptio
         pipeline = beam.Pipeline(options=options)
         graphs.build_vocabulary(pipeline, train, decode, vocabulary_dir)
         pipeline.run().wait_until_finish()
-    names = [v.decode("utf-8") for v in tft.TFTransformOutput(vocabulary_dir).vocabulary_by_name(CLASS_VOCABULARY)]
+    # tf.Transform writes one placeholder token for an empty vocabulary (its tables cannot be empty).
+    empty = tft_analyzers.get_empy_vocabulary_dummy_value(tf.string)[1]
+    names = [v.decode("utf-8") for v in tft.TFTransformOutput(vocabulary_dir).vocabulary_by_name(CLASS_VOCABULARY)
+             if v != empty]
     if not names:
         raise ConfigurationError(f"no class is carried by at least {decode.labelling.min_class_count} training "
                                  "records (--min_class_count); nothing to learn")

@@ -122,6 +122,7 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
         written = {split: counter(result, f"{split}_examples_written") for split in splits}
         if written[TRAIN_SPLIT] == 0:  # the statistics were learned from nothing: publish none of it
             kept = " and pass the quality flags (--reject_flagged)" if decode_options.reject_flagged else ""
+            kept += " with the '# Dx:' codes of their headers (--dx_from_header)" if labelling.from_header else ""
             raise ConfigurationError(f"none of the training files in {config.train_dir} could be decoded{kept}")
         summary = summarize(splits, staging, written, runner, started, max_error_rate=config.max_error_rate,
                             label_findings=len(findings))
