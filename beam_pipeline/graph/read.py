@@ -23,8 +23,8 @@ from beam_pipeline.inputs.classes import bad_dx_code, map_tokens
 from beam_pipeline.inputs.decoder_requests import decoder_request
 from beam_pipeline.inputs.discovery import RecordSource
 from ecg_common.rejections import DecodeError, Reason, Rejection
-from ecg_decode.decoding.quality import QualityFinding, assess
 from ecg_common.schema import CLASSES_KNOWN, TRAIN_SPLIT, UNKNOWN_LABEL
+from ecg_decode.decoding.quality import QualityFinding, assess
 from ecg_decode.decoding.record_info import Decoded, RecordInfo
 from ecg_decode.sandbox.parent import DecoderProcess
 from ecg_decode.sandbox.pool import pool_for

@@ -19,14 +19,14 @@ from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 from beam_pipeline.graph import pipeline as graphs
 from beam_pipeline.graph.arrow_batches import raw_schema
 from beam_pipeline.graph.statistics import require_finite_statistics
+from beam_pipeline.inputs.classes import read_classes
 from beam_pipeline.inputs.discovery import RecordSource, find_records, label_file_findings
 from beam_pipeline.inputs.labels import Labels, read_labels
 from beam_pipeline.inputs.local_files import is_local
 from beam_pipeline.report import build as run_report
-from beam_pipeline.inputs.classes import read_classes
-from beam_pipeline.runs.classes import class_summary, learn_classes, write_classes
 from beam_pipeline.runs.beam_runner import (counter, describe_runner, dry_run_summary, is_dry_run, pipeline_options,
                                             tft_temp_dir)
+from beam_pipeline.runs.classes import class_summary, learn_classes, write_classes
 from beam_pipeline.runs.data_plane_guard import guard_local_data_plane
 from beam_pipeline.runs.interruption import deferred_stop
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
@@ -72,7 +72,8 @@ def discover(config: JobConfig, labels: Labels) -> dict[str, list[RecordSource]]
 
 
 def _inputs(config: JobConfig) -> dict[str, str | None]:
-    return {"--train_dir": config.train_dir, "--test_dir": config.test_dir, "--labels": config.labels_path}
+    return {"--train_dir": config.train_dir, "--test_dir": config.test_dir, "--labels": config.labels_path,
+            "--classes": config.classes_path}
 
 
 def run_job(config: JobConfig, beam_args: list[str]) -> dict:

@@ -48,9 +48,9 @@ from beam_pipeline.inputs.discovery import RecordSource, find_records, label_fil
 from beam_pipeline.inputs.labels import Labels, read_labels
 from beam_pipeline.inputs.local_files import UnlistableDirectory, is_local
 from beam_pipeline.report import build as run_report
-from beam_pipeline.runs.classes import class_summary, training_classes
 from beam_pipeline.runs.beam_runner import (counter, describe_runner, dry_run_summary, is_dry_run, pipeline_options,
                                             tft_temp_dir)
+from beam_pipeline.runs.classes import class_summary, training_classes
 from beam_pipeline.runs.data_plane_guard import guard_local_data_plane
 from beam_pipeline.runs.interruption import deferred_stop
 from beam_pipeline.runs.ledger import (FileState, Ledger, read_ledger, reconcile, remove_leftover_temp_files, scan,
