@@ -5,6 +5,7 @@ import contextlib
 import csv
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -12,11 +13,12 @@ import tensorflow as tf
 
 from beam_pipeline.cli.main_command import main as pipeline_main
 from beam_pipeline.synthetic.generator import MULTILABEL_CODES, SINUS_CODE, generate_multilabel_dataset
-from ecg_common.cli import EXIT_CONFIG, EXIT_OK
+from ecg_common.cli import EXIT_OK
 from trainer import export, multilabel
 from trainer.config import TrainConfig
 from trainer.evaluation import roc_auc
 from trainer.predict import main as predict_main
+from trainer.report import main as report_main
 
 
 def _labels(n: int, seed: int, prevalence=(0.5, 0.2, 0.05, 0.3)) -> np.ndarray:
@@ -116,8 +118,30 @@ def test_serving_signature_returns_k_probabilities_and_the_class_names_are_besid
     np.testing.assert_array_equal(outputs[export.LABELS_OUTPUT_KEY].numpy(), expected.astype(np.int64))
 
 
-def test_predict_records_refuses_a_multi_label_model_with_one_line(trained, capsys):
+def test_predict_records_scores_raw_files_as_the_pipeline_output_and_names_a_bad_one(trained, tmp_path):
     root, _ = trained
-    code = predict_main(["--model_dir", str(root / "model"), "--records", str(root / "gen" / "TEST" / "TEST101.mat"),
-                         "--output", str(root / "records.csv")])
-    assert code == EXIT_CONFIG and "multi-label model" in capsys.readouterr().err
+    (tmp_path / "BROKEN.mat").write_bytes(b"not a MATLAB file")
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert predict_main(["--model_dir", str(root / "model"), "--records", str(root / "gen" / "TEST" / "TEST101.mat"),
+                             str(root / "gen" / "TEST" / "TEST102.mat"), str(tmp_path / "BROKEN.mat"),
+                             "--output", str(tmp_path / "records.csv")]) == EXIT_OK
+        assert predict_main(["--model_dir", str(root / "model"), "--data_dir", str(root / "out"), "--split", "test",
+                             "--output", str(tmp_path / "output.csv")]) == EXIT_OK
+    with open(tmp_path / "records.csv", newline="") as handle:
+        rows = {row["record_id"]: row for row in csv.DictReader(handle)}
+    with open(tmp_path / "output.csv", newline="") as handle:
+        from_output = {row["record_id"]: row for row in csv.DictReader(handle)}
+    names = (root / "model" / "classes.txt").read_text().split()
+    assert rows["BROKEN"]["error"] == "not_matlab" and rows["BROKEN"]["labels"] == ""
+    for rid in ("TEST101", "TEST102"):
+        assert rows[rid]["error"] == "" and rows[rid]["labels"] == from_output[rid]["labels"]
+        np.testing.assert_allclose([float(rows[rid][n]) for n in names], [float(from_output[rid][n]) for n in names],
+                                   atol=1e-5)
+
+
+def test_report_redraws_from_the_model_directory(trained):
+    root, _ = trained
+    os.remove(root / "model" / "report" / "roc_per_class.png")
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert report_main([str(root / "model")]) == EXIT_OK
+    assert (root / "model" / "report" / "roc_per_class.png").is_file()

@@ -18,7 +18,6 @@ Only the main output's train split is read (`--extra_data` is refused for multi-
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
@@ -32,17 +31,17 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from ecg_common.layout import CLASSES_FILE
-from ecg_common.rejections import ConfigurationError
+from ecg_common.rejections import ConfigurationError, Reason, Rejection
 from ecg_common.schema import ECG_KEY, LABELS_KEY, RECORD_ID_KEY, TRAIN_SPLIT, UNKNOWN_LABEL
-from trainer import evaluation, export, inputs, report, sources
+from trainer import evaluation, export, inputs, raw_records, report, sources
 from trainer.config import TrainConfig
-from trainer.layout import LOGS_DIR, METRICS_FILE, MODEL_FILE, write_decoding_options
+from trainer.layout import (LOGS_DIR, METRICS_FILE, MODEL_FILE, MULTILABEL_VALIDATION_PREDICTIONS_FILE,
+                            read_decoding_options, write_decoding_options, write_multilabel_validation_predictions)
 from trainer.model import build_model
 from trainer.train import ScalarSummaries, TrainingThroughput, _clear_previous_run, set_seed
 
 LABELS_SEPARATOR = "|"
 """predict's `labels` column: the predicted class names joined by this (class names never hold it)."""
-VALIDATION_PREDICTIONS_FILE = "validation_predictions_multilabel.csv"
 _log = logging.getLogger(__name__)
 
 
@@ -219,20 +218,13 @@ def run(data_dir: str, model_dir: str, config: TrainConfig = TrainConfig(), extr
                                                        thresholds=thresholds, class_names=names)
     metrics["serving_version"] = version
     _copy_classes(names, model_dir)
-    _write_validation_predictions(os.path.join(model_dir, VALIDATION_PREDICTIONS_FILE), names, val_labels, val_scores)
+    write_multilabel_validation_predictions(os.path.join(model_dir, MULTILABEL_VALIDATION_PREDICTIONS_FILE), names,
+                                            val_labels, val_scores)
     write_decoding_options(model_dir, inputs.decoding_options(data_dir))
     metrics["report"] = report.build_multilabel_safely(model_dir, metrics, val_labels, val_scores)
     with open(os.path.join(model_dir, METRICS_FILE), "w", encoding="utf-8") as handle:
         json.dump(metrics, handle, indent=2)
     return metrics
-
-
-def _write_validation_predictions(path: str, names, labels: np.ndarray, scores: np.ndarray) -> None:
-    """One row per validation record: each class's truth and probability (`true_<class>`, `<class>`)."""
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([f"true_{n}" for n in names] + list(names))
-        writer.writerows([*map(int, truth), *map(repr, map(float, score))] for truth, score in zip(labels, scores))
 
 
 def summary_line(metrics: dict) -> str:
@@ -263,9 +255,47 @@ def predict_rows(export_dir: str, data_dir: str, split: str, batch_size: int = 6
     return names, sorted(rows)
 
 
+def predict_records_rows(model_dir: str, export_dir: str, paths: list[str],
+                         batch_size: int = 64) -> tuple[tuple[str, ...], list]:
+    """`predict_rows` for raw recordings (`predict --records`): each decoded as the training data was,
+    amplitude-checked and scored through `serving_default`; a file not scored has its reason code
+    (rows of (record_id, probabilities or None, predicted or None, error))."""
+    names = class_names(os.path.join(export_dir, export.layout.EXTRA_ASSETS_DIR))
+    options = read_decoding_options(model_dir)
+    loaded = export.load_serving_model(export_dir)
+    score = loaded.signatures[export.SERVING_SIGNATURE]
+    rows, pending = [], []
+
+    def score_pending() -> None:
+        if pending:
+            outputs = score(**{ECG_KEY: np.stack([ecg for _, ecg in pending]).astype(np.float32)})
+            rows.extend((rid, p.tolist(), lab.tolist(), "") for (rid, _), p, lab in zip(
+                pending, outputs[export.PROBABILITIES_KEY].numpy(), outputs[export.LABELS_OUTPUT_KEY].numpy()))
+            pending.clear()
+
+    for record in raw_records.find_raw_records(paths):
+        decoded = raw_records.decode_raw(record, options)
+        if isinstance(decoded, Rejection):
+            rows.append((record.record_id, None, None, decoded.reason))
+        elif export.lead_amplitude_problem(decoded) is not None:
+            rows.append((record.record_id, None, None, Reason.IMPLAUSIBLE_AMPLITUDE))
+        else:
+            pending.append((record.record_id, decoded))
+            if len(pending) >= batch_size:
+                score_pending()
+    score_pending()
+    return names, sorted(rows, key=lambda row: row[0])
+
+
 def csv_rows(names: tuple[str, ...], rows: list) -> list[list[str]]:
     """predict's CSV for a multi-label model: `record_id`, one probability column per class (named as in
-    classes.txt), `labels` (the predicted classes joined by `|`)."""
-    return [["record_id", *names, LABELS_KEY]] + [
-        [rid, *map(repr, probabilities), LABELS_SEPARATOR.join(n for n, hit in zip(names, predicted) if hit)]
-        for rid, probabilities, predicted in rows]
+    classes.txt), `labels` (the predicted classes joined by `|`), and with `--records` an `error`
+    column (a reason code for a file not scored, whose other cells are empty)."""
+    with_errors = any(len(row) > 3 for row in rows)
+    header = ["record_id", *names, LABELS_KEY] + (["error"] if with_errors else [])
+    out = [header]
+    for rid, probabilities, predicted, *error in rows:
+        cells = ([*map(repr, probabilities), LABELS_SEPARATOR.join(n for n, hit in zip(names, predicted) if hit)]
+                 if probabilities is not None else [""] * (len(names) + 1))
+        out.append([rid, *cells, *error])
+    return out

@@ -80,9 +80,6 @@ def _scorer(loaded, export_dir: str):
     from trainer import export  # TensorFlow: imported when used, so the command parses first
 
     score = loaded.signatures[export.TRANSFORMED_SIGNATURE]
-    if export.PROBABILITIES_KEY in score.structured_outputs:
-        raise ConfigurationError(f"{export_dir} is a multi-label model: --records does not score those yet, "
-                                 "use --data_dir")
     if export.PREDICTED_LABEL_KEY not in score.structured_outputs:
         raise ConfigurationError(f"{export_dir} was exported by an older trainer, without the threshold inside: "
                                  "train again, or pick another --model_version")
@@ -206,6 +203,9 @@ def _multi_label_rows(args) -> list[list[str]] | None:
     export_dir = resolve_export(args.model_dir, args.model_version)
     if not multilabel.is_multi_label(os.path.join(export_dir, EXTRA_ASSETS_DIR)):
         return None
+    if args.records:
+        return multilabel.csv_rows(*multilabel.predict_records_rows(args.model_dir, export_dir, args.records,
+                                                                    args.batch_size))
     return multilabel.csv_rows(*multilabel.predict_rows(export_dir, args.data_dir, args.split or TEST_SPLIT,
                                                         args.batch_size))
 
@@ -245,13 +245,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> int:
         start_tensorflow(args.verbose)
-        if args.records:
-            predictions = predict_records(args.model_dir, args.records, args.batch_size, args.model_version)
-            write_csv(predictions, args.output, error_column=True)
-        elif (multi := _multi_label_rows(args)) is not None:
+        if (multi := _multi_label_rows(args)) is not None:
             _write_rows(multi, args.output)
             print(f"wrote {args.output}: {len(multi) - 1} records, one probability column per class and labels")
             return EXIT_OK
+        if args.records:
+            predictions = predict_records(args.model_dir, args.records, args.batch_size, args.model_version)
+            write_csv(predictions, args.output, error_column=True)
         else:
             predictions = predict(args.model_dir, args.data_dir, args.split or TEST_SPLIT, args.batch_size,
                                   args.model_version)

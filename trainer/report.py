@@ -34,7 +34,8 @@ from ecg_common.report_page import Section, Table, text
 from ecg_common.schema import ABNORMAL, CLASS_NAMES, NORMAL
 from trainer import evaluation
 from trainer.evaluation import roc_auc, roc_curve
-from trainer.layout import METRICS_FILE, REPORT_DIR, VALIDATION_PREDICTIONS_FILE, read_validation_predictions
+from trainer.layout import (METRICS_FILE, MULTILABEL_VALIDATION_PREDICTIONS_FILE, REPORT_DIR, VALIDATION_PREDICTIONS_FILE,
+                            read_multilabel_validation_predictions, read_validation_predictions)
 
 STATUS_WRITTEN, STATUS_FAILED = "written", "failed"
 
@@ -235,6 +236,10 @@ def build(model_dir: str, metrics: dict | None = None) -> str:
     if metrics is None:
         with open(os.path.join(model_dir, METRICS_FILE), encoding="utf-8") as handle:
             metrics = json.load(handle)
+    if metrics.get("multi_label"):
+        names, labels, scores = read_multilabel_validation_predictions(
+            os.path.join(model_dir, MULTILABEL_VALIDATION_PREDICTIONS_FILE))
+        return build_multilabel(model_dir, metrics, labels, scores)
     labels, scores = read_validation_predictions(os.path.join(model_dir, VALIDATION_PREDICTIONS_FILE))
     report_page.use_agg()
     folder = report_page.fresh_folder(os.path.join(model_dir, REPORT_DIR))
@@ -269,26 +274,6 @@ def build_safely(model_dir: str, metrics: dict) -> dict:
         _log.warning("the training report could not be drawn; the model is saved", exc_info=True)
         return {"status": STATUS_FAILED, "error": f"{type(error).__name__}: {error}"}
     return {"status": STATUS_WRITTEN, "index": f"{REPORT_DIR}/{report_page.INDEX_FILE}"}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = CommandLineParser(prog="python -m trainer.report",
-                               description="Redraw MODEL/report/ from MODEL/metrics.json and "
-                                           f"MODEL/{VALIDATION_PREDICTIONS_FILE}.",
-                               epilog="Exit codes: 0 success, 1 the report could not be drawn, 2 usage error.")
-    parser.add_argument("model_dir", help="a trainer --model_dir")
-    add_verbose_flag(parser)
-    args = parser.parse_args(argv)
-
-    def work() -> int:
-        print(f"wrote {build(args.model_dir)}")
-        return EXIT_OK
-
-    return run_command(work, "trainer", args.verbose)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 # --- multi-label models (trainer/multilabel.py) -----------------------------------------------------
@@ -358,3 +343,24 @@ def build_multilabel_safely(model_dir: str, metrics: dict, labels: np.ndarray, s
         _log.warning("the training report could not be drawn; the model is saved", exc_info=True)
         return {"status": STATUS_FAILED, "error": f"{type(error).__name__}: {error}"}
     return {"status": STATUS_WRITTEN, "index": f"{REPORT_DIR}/{report_page.INDEX_FILE}"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = CommandLineParser(prog="python -m trainer.report",
+                               description="Redraw MODEL/report/ from MODEL/metrics.json and "
+                                           f"MODEL/{VALIDATION_PREDICTIONS_FILE}.",
+                               epilog="Exit codes: 0 success, 1 the report could not be drawn, 2 usage error.")
+    parser.add_argument("model_dir", help="a trainer --model_dir")
+    add_verbose_flag(parser)
+    args = parser.parse_args(argv)
+
+    def work() -> int:
+        print(f"wrote {build(args.model_dir)}")
+        return EXIT_OK
+
+    return run_command(work, "trainer", args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
