@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from beam_pipeline.cli.main_command import main as pipeline_main
+from beam_pipeline.cli.reprocess_command import main as reprocess_main
 from beam_pipeline.synthetic.generator import MULTILABEL_CODES, SINUS_CODE, generate_multilabel_dataset
 from ecg_common.cli import EXIT_OK
 from trainer import export, multilabel
@@ -145,3 +146,28 @@ def test_report_redraws_from_the_model_directory(trained):
     with contextlib.redirect_stdout(io.StringIO()):
         assert report_main([str(root / "model")]) == EXIT_OK
     assert (root / "model" / "report" / "roc_per_class.png").is_file()
+
+
+def test_extra_data_batches_join_the_training_set_newest_labels_first(trained, tmp_path):
+    """A reprocessed multi-label batch re-delivering 20 training ids with other classes: those ids are
+    taken from the batch, with the batch's labels, and keep their side of the split."""
+    root, _ = trained
+    out = str(root / "out")
+    names = (root / "out" / "classes.txt").read_text().split()
+    generate_multilabel_dataset(str(tmp_path / "gen"), 20, 0, seed=9)
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        assert reprocess_main(["--incoming", str(tmp_path / "gen" / "TRAIN"), "--transform_dir", out, "--output_root",
+                               str(tmp_path / "root"), "--labels", str(tmp_path / "gen" / "reference.txt")]) == 0, (
+            err.getvalue())
+    before = multilabel.training_set(out, [], len(names), 0.2)
+    chosen = multilabel.training_set(out, [str(tmp_path / "root")], len(names), 0.2)
+    assert sorted(chosen.ids) == sorted(before.ids)  # the same 320 ids, 20 of them from the batch
+    assert [s["used"] for s in chosen.per_source] == [300, 20] and chosen.per_source[0]["superseded"] == 20
+    batch = {line.split("\t")[0]: line.split("\t")[1].strip().split(",")
+             for line in (tmp_path / "gen" / "reference.txt").read_text().splitlines()}
+    by_id, earlier = dict(zip(chosen.ids, chosen.labels.tolist())), dict(zip(before.ids, before.labels.tolist()))
+    assert sum(by_id[rid] != earlier[rid] for rid in batch) >= 5  # the batch really relabels them
+    for rid, codes in batch.items():
+        assert by_id[rid] == [int(n in codes) for n in names]
+    assert chosen.held_out == before.held_out  # a re-delivered record keeps its side

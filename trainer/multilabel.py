@@ -14,7 +14,8 @@ every labelled example instead of `label`. `run` mirrors `train.run` for it:
   thresholded with its own value); `classes.txt` is copied into the model directory and the version;
 - report: learning curves, the validation ROC of every class and the per-class table
   (`report.build_multilabel`).
-Only the main output's train split is read (`--extra_data` is refused for multi-label data for now).
+`--extra_data` batches (reprocessed with the training transform, so with the same classes) join as
+in binary training (`training_set`).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ import tensorflow_transform as tft
 
 from ecg_common.layout import CLASSES_FILE
 from ecg_common.rejections import ConfigurationError, Reason, Rejection
-from ecg_common.schema import ECG_KEY, LABELS_KEY, RECORD_ID_KEY, TRAIN_SPLIT, UNKNOWN_LABEL
+from ecg_common.schema import CLASSES_KNOWN, ECG_KEY, LABELS_KEY, RECORD_ID_KEY, UNKNOWN_LABEL
 from trainer import evaluation, export, inputs, raw_records, report, sources
 from trainer.config import TrainConfig
 from trainer.layout import (LOGS_DIR, METRICS_FILE, MODEL_FILE, MULTILABEL_VALIDATION_PREDICTIONS_FILE,
@@ -108,6 +109,53 @@ def stratified_validation_ids(ids: list[str], labels: np.ndarray, fraction: floa
     return frozenset(ids[i] for i in range(len(ids)) if side[i] == 0)
 
 
+@dataclasses.dataclass(frozen=True)
+class MultiLabelSet:
+    """The labelled examples of a multi-label run, each record id once (as `inputs.TrainingSet`)."""
+
+    ids: list[str]
+    labels: np.ndarray
+    """[N, K], the multi-hot of each of `ids`."""
+    held_out: frozenset[str]
+    files: list[str]
+    file_sources: list[int]
+    exclude: frozenset[tuple[int, str]]
+    per_source: list[dict]
+    refused: list
+
+
+def training_set(data_dir: str, extra_data: list[str], num_classes: int, fraction: float) -> MultiLabelSet:
+    """The main output's train split and the labelled examples of the batches under `extra_data`
+    (`--extra_data`, checked as for binary training by `sources.extra_sources`): a record id in several
+    sources is taken from the newest that labels it (`inputs.combine`). The main output's records are
+    split by `stratified_validation_ids`, a batch's other records by `inputs.held_out_by_id`, so a
+    record keeps its side as batches arrive."""
+    batches, refused = sources.extra_sources(extra_data, data_dir)
+    read = [sources.main_source(data_dir), *batches]
+    scanned = [scan(list(source.files), num_classes) for source in read]
+    if (scanned[0][1] < 0).any():
+        raise ConfigurationError(f"{int((scanned[0][1] < 0).any(axis=1).sum())} of {len(scanned[0][0])} training "
+                                 "examples have no labels")
+    records = [[inputs.Record(rid, CLASSES_KNOWN if row[0] >= 0 else UNKNOWN_LABEL) for rid, row in zip(*found)]
+               for found in scanned]
+    combined = inputs.combine(read, records, fraction)
+    labels_of = {}
+    for index, (found_ids, found_labels) in enumerate(scanned):
+        for rid, row in zip(found_ids, found_labels):
+            if row[0] >= 0 and (index, rid) not in combined.exclude:
+                labels_of[rid] = row
+    ids = [record.record_id for record in combined.records]
+    labels = np.array([labels_of[rid] for rid in ids], dtype=np.int64).reshape(-1, num_classes)
+    main_ids, main_labels = scanned[0]
+    main_held_out = stratified_validation_ids(main_ids, main_labels, fraction)
+    main_set = set(main_ids)
+    held_out = frozenset(rid for rid in ids if (rid in main_held_out if rid in main_set
+                                                else inputs.held_out_by_id(rid, fraction)))
+    files = [path for source in read for path in source.files]
+    file_sources = [index for index, source in enumerate(read) for _ in source.files]
+    return MultiLabelSet(ids, labels, held_out, files, file_sources, combined.exclude, combined.per_source, refused)
+
+
 def positive_weights(labels: np.ndarray) -> np.ndarray:
     """Per class n_negative / n_positive (1 for a class with no positive): the positives of each class
     weigh as much in the loss as its negatives."""
@@ -157,25 +205,21 @@ def _copy_classes(names: tuple[str, ...], *folders: str) -> None:
 def run(data_dir: str, model_dir: str, config: TrainConfig = TrainConfig(), extra_data=()) -> dict:
     """Trains the K-output model on `data_dir/train`, picks a threshold per class on validation,
     exports a new serving version; returns what is written to metrics.json."""
-    if extra_data:
-        raise ConfigurationError("--extra_data is not supported for multi-label data yet")
     started = time.perf_counter()
     set_seed(config.seed, config.deterministic)
     tft_output = inputs.load_transform_output(data_dir)
     names = class_names(data_dir)
     spec = parsing_spec(tft_output, len(names))
-    files = inputs.split_files(data_dir, TRAIN_SPLIT)
-    ids, labels = scan(files, len(names))
-    if (labels < 0).any():
-        raise ConfigurationError(f"{int((labels < 0).any(axis=1).sum())} of {len(ids)} training examples have no labels")
-    held_out = stratified_validation_ids(ids, labels, config.val_fraction)
+    chosen = training_set(data_dir, list(extra_data), len(names), config.val_fraction)
+    ids, labels, held_out = chosen.ids, chosen.labels, chosen.held_out
     is_val = np.array([rid in held_out for rid in ids])
     train_ids, val_ids = {r for r, v in zip(ids, is_val) if not v}, {r for r, v in zip(ids, is_val) if v}
     weights = positive_weights(labels[~is_val])
     _log.info("train %d, validation %d records; positives per class %s; positive weights %s", len(train_ids),
               len(val_ids), dict(zip(names, labels[~is_val].sum(axis=0).tolist())), np.round(weights, 2).tolist())
     cache = inputs.fits_in_memory(len(ids), spec)
-    examples = inputs.read_examples(files, shuffle=True, seed=config.seed, cache=cache)
+    examples = inputs.read_examples(chosen.files, shuffle=True, seed=config.seed, cache=cache,
+                                    file_sources=chosen.file_sources, exclude=chosen.exclude)
     if cache:
         inputs.fill_cache(examples)
     train_ds = _to_keras(inputs.input_fn(examples, spec, config.batch_size, record_ids=train_ids, shuffle=True,
@@ -204,6 +248,8 @@ def run(data_dir: str, model_dir: str, config: TrainConfig = TrainConfig(), extr
                          "validation": dict(zip(names, labels[is_val].sum(axis=0).tolist())),
                          "records": {"train": len(train_ids), "validation": len(val_ids)}},
         "positive_weights": dict(zip(names, weights.tolist())),
+        "training_data": {"sources": chosen.per_source,
+                          "refused": [{"path": r.path, "reason": r.reason} for r in chosen.refused]},
         "epochs_run": len(val_auc_history),
         "best_epoch": int(np.argmax(val_auc_history)) + 1,
         "training_seconds": round(time.perf_counter() - started, 1),
