@@ -20,6 +20,10 @@ Signatures (all output `probability` float32 [batch], P(abnormal), and `label` i
   (60,000 floats, as in the pipeline's raw schema); other features are ignored;
 - `transformed`: `ecg` already normalized by the pipeline, as in the TFRecords (used by predict).
 
+A multi-label model (`trainer/multilabel.py`) has the same signatures and checks, returning instead
+`probabilities` float32 [batch, K] and `labels` int64 [batch, K] (each class at its own threshold,
+the variable `thresholds`); its class names are `assets.extra/classes.txt`.
+
 Beside the SavedModel, `assets.extra/` (ignored by TensorFlow and TF Serving) holds the transformed
 schema of the training examples, so predict can read any data folder normalized with the same
 transform without its `transform_fn/`, and the transform's lead statistics (`transform.json`), so

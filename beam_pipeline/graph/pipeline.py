@@ -8,7 +8,9 @@ The main command's job (`build_job`) is one pipeline with two passes over the fi
 The transform pass decodes the files again rather than reusing the analyze pass's records: holding
 decoded records between the passes would grow memory with the data set, while decoding a file
 again costs a fraction of a millisecond. Reprocessing (`build_transform`) runs the transform pass
-alone, with a transform_fn read from disk.
+alone, with a transform_fn read from disk. A multi-label run without `--classes` first runs a small
+job of its own (`build_vocabulary`: train sources -> decode -> AnalyzeDataset(vocabulary_fn)) so the
+class list, and with it the width K of `labels`, is fixed when the main job's graph is built.
 """
 from __future__ import annotations
 
