@@ -12,94 +12,18 @@ pipeline / loop and pipeline / parallel peer. Extra arguments after `--` go to t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
-import time
+
+from process_tree import Run, measure  # bench/ is on sys.path when a script in it runs
 
 from beam_pipeline.synthetic.generator import generate_dataset
-from ecg_common.cpu_time import process_cpu_seconds
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH_DIR)
-
-
-def _children(pid: int) -> list[int]:
-    """All descendants of `pid`, read from /proc (no psutil dependency)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry))
-    found, stack = [], [pid]
-    while stack:
-        for child in parents.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-    wall_s: float
-    peak_mb: float
-    cpu_s: float
-
-    @property
-    def cores_busy(self) -> float:
-        """Average number of cores the process tree kept busy: CPU seconds / wall seconds."""
-        return self.cpu_s / self.wall_s
-
-
-def measure(command: list[str]) -> Run:
-    """Runs `command`; returns its wall time, the peak RSS of its process tree (sampled) and the CPU
-    time of the whole tree: per process, the last sample, or what the kernel reports for the reaped
-    ones (whichever is larger, as a process can end between two samples)."""
-    started = time.monotonic()
-    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak = 0.0
-    cpu_by_pid: dict[int, float] = {}
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            tree = [process.pid, *_children(process.pid)]
-            peak = max(peak, sum(_rss_mb(p) for p in tree))
-            for pid in tree:
-                cpu_by_pid[pid] = max(cpu_by_pid.get(pid, 0.0), process_cpu_seconds(pid))
-            time.sleep(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    _, stderr = process.communicate()
-    wall = time.monotonic() - started
-    done.set()
-    sampler.join()
-    if process.returncode != 0:
-        raise SystemExit(f"{command[:4]} failed ({process.returncode}): {stderr.strip().splitlines()[-1:]}")
-    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    reaped = (children_after.ru_utime + children_after.ru_stime) - (children_before.ru_utime + children_before.ru_stime)
-    return Run(wall, peak, max(reaped, sum(cpu_by_pid.values())))
 
 
 def _dataset(data_root: str, size: int) -> str:
@@ -122,13 +46,13 @@ def main() -> None:
         try:
             loop = None if args.skip_baseline else measure(
                 [sys.executable, os.path.join(BENCH_DIR, "baseline_loop.py"), os.path.join(root, "TRAIN"),
-                 os.path.join(scratch, "loop.tfrecord.gz")])
+                 os.path.join(scratch, "loop.tfrecord.gz")], cwd=REPO)
             peer = None if args.skip_baseline else measure(
                 [sys.executable, os.path.join(BENCH_DIR, "parallel_loop.py"), os.path.join(root, "TRAIN"),
-                 os.path.join(scratch, "parallel")])
+                 os.path.join(scratch, "parallel")], cwd=REPO)
             beam_run = measure([sys.executable, "-m", "beam_pipeline", "--train_dir", os.path.join(root, "TRAIN"),
                                 "--labels", os.path.join(root, "reference.txt"),
-                                "--output_dir", os.path.join(scratch, "out"), *pipeline_args])
+                                "--output_dir", os.path.join(scratch, "out"), *pipeline_args], cwd=REPO)
             with open(os.path.join(scratch, "out", "run_summary.json")) as handle:
                 passes = json.load(handle)["beam_passes"]
         finally:

@@ -38,3 +38,21 @@ def test_cpu_timeline_prints_cores_busy_per_interval_and_the_log_lines():
     assert len(rows) >= 4 and any("phase one" in line for line in result.stdout.splitlines())
     assert max(float(row[1]) for row in rows) > 0.7  # one core spinning shows as ~1.0
     assert re.search(r"exit 0; \d+\.\d CPU s in \d+\.\d s", result.stdout)
+
+
+def test_archive_scale_prints_the_launchers_figures_per_size_against_the_smallest(tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(REPO, "bench", "archive_scale.py"), "--sizes", "30", "10",
+                             "--work_dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = result.stdout.rsplit("files |", 1)[1]
+    rows = [[float(x) for x in re.findall(r"\d+\.\d+|\d+", line.replace("|", " "))]
+            for line in table.splitlines() if re.match(r"\s+\d+ \|", line)]
+    assert [row[0] for row in rows] == [10, 30]  # smallest first: the baseline of the ratios
+    for size, wall_s, wall_x, peak_mb, peak_x, proto_kb, proto_x in rows:
+        assert wall_s > 0 and peak_mb > 50 and proto_kb > 10  # a whole job was built, by a real process
+        assert wall_x == pytest.approx(wall_s / rows[0][1], abs=0.01)
+        assert peak_x == pytest.approx(peak_mb / rows[0][3], abs=0.01)
+        assert proto_x == pytest.approx(proto_kb / rows[0][5], abs=0.01)
+    train = tmp_path / "linked-30" / "TRAIN"
+    assert len(os.listdir(train)) == 30 and os.stat(next(train.iterdir())).st_nlink == 1 + 30  # hard links
+    assert len((tmp_path / "linked-30" / "reference.txt").read_text().splitlines()) == 30

@@ -52,7 +52,9 @@ def test_main_command_builds_its_whole_job_on_a_dataflow_dry_run(tmp_path, capsy
     args = ["--train_dir", str(tmp_path / "TRAIN"), "--test_dir", str(tmp_path / "TRAIN"),
             "--labels", str(tmp_path / "labels.txt"), "--output_dir", str(tmp_path / "out"), *DATAFLOW_DRY_RUN]
     assert pipeline_main(args) == EXIT_OK
-    assert re.search(r"dry run: built the job \(\d+ steps\) on DataflowRunner", capsys.readouterr().out)
+    printed = re.search(r"dry run: built the job \(\d+ steps\) on DataflowRunner; pipeline proto (\d+) bytes",
+                        capsys.readouterr().out)
+    assert printed and int(printed.group(1)) > 10_000
     summary = run_job(JobConfig(str(tmp_path / "TRAIN"), str(tmp_path / "labels.txt"), str(tmp_path / "out"),
                                 test_dir=str(tmp_path / "TRAIN")), DATAFLOW_DRY_RUN)
     assert {"Analyze", "WriteTransformFn"} | {f"{step}[{split}]" for step in ("Transform", "Encode", "Write", "Errors")

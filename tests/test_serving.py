@@ -132,7 +132,7 @@ def _tree_digest(folder: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory):
     """OUT from the main command; under ROOT a labelled night (5 new labelled records, 2 unlabelled, and
-    TRAIN101 again), a batch built from another transform and an unpublished one; a model trained on
+    TRAIN101 again), a batch built from another transform (copied in) and an unpublished one; a model trained on
     OUT alone (version 1), then retrained with --extra_data ROOT (version 2), both by the README."""
     work = tmp_path_factory.mktemp("loop")
     data, out, root, model = work / "data", work / "out", work / "root", work / "model"
@@ -156,8 +156,12 @@ def loop(tmp_path_factory):
     _deliver(new / "TRAIN", work / "incoming-other", {"TRAIN101": "OTHER1", "TRAIN102": "OTHER2"})
     (work / "labels-other.txt").write_text("OTHER1\t0\nOTHER2\t1\n")
     # Records of another distribution than that base's: the drift flag (exit 3) is expected, and harmless here.
-    _reprocess(work / "incoming-other", root, other_out, work / "labels-other.txt", reprocess_command.EXIT_DRIFT)
-    (foreign,) = [name for name in _batches(root) if name != good]
+    # Reprocessing refuses another transform on this ROOT (test_nightly.py), so the foreign batch is made
+    # under a ROOT of its own and copied in, as a hand-copied batch or a ROOT older than that check holds one.
+    _reprocess(work / "incoming-other", work / "root-other", other_out, work / "labels-other.txt",
+               reprocess_command.EXIT_DRIFT)
+    (foreign,) = _batches(work / "root-other")
+    shutil.copytree(work / "root-other" / foreign, root / foreign)
     shutil.copytree(root / good, root / UNPUBLISHED)
     os.remove(root / UNPUBLISHED / SUCCESS_MARKER)
 

@@ -40,23 +40,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
-from tensorflow_transform.tf_metadata import metadata_io, schema_utils
+from tensorflow_transform.tf_metadata import metadata_io
 
+from ecg_common import model_layout, scoring
 from ecg_common.layout import CLASSES_FILE
-from ecg_common.rejections import ConfigurationError
+from ecg_common.model_layout import (EXAMPLES_KEY, EXAMPLES_SIGNATURE, LABELS_OUTPUT_KEY, PREDICTED_LABEL_KEY,
+                                     PROBABILITIES_KEY, PROBABILITY_KEY, SERVING_SIGNATURE, TRANSFORMED_SIGNATURE)
 from ecg_common.schema import ECG_KEY, ECG_SHAPE, raw_feature_spec
 from trainer import layout
 
-SERVING_SIGNATURE = "serving_default"
-EXAMPLES_SIGNATURE = "serving_examples"
-TRANSFORMED_SIGNATURE = "transformed"
-EXAMPLES_KEY = "examples"
-PROBABILITY_KEY = "probability"
-PREDICTED_LABEL_KEY = "label"
-PROBABILITIES_KEY = "probabilities"
-"""Multi-label models: float32 [batch, K], one probability per class of `assets.extra/classes.txt`."""
-LABELS_OUTPUT_KEY = "labels"
-"""Multi-label models: int64 [batch, K], 1 where the class's probability >= its own threshold."""
 STAGING_PREFIX = ".export-"
 """A version is written under this hidden name and renamed into place: TF Serving never sees half of one."""
 
@@ -211,17 +203,9 @@ def load_serving_model(export_dir: str):
 
 def transformed_feature_spec(export_dir: str) -> dict:
     """The transformed feature spec the export's model was trained on, from its `assets.extra/`."""
-    path = os.path.join(export_dir, layout.EXTRA_ASSETS_DIR, layout.TRANSFORMED_METADATA_DIR)
-    if not os.path.isdir(path):
-        raise ConfigurationError(f"{export_dir} has no {layout.EXTRA_ASSETS_DIR}/{layout.TRANSFORMED_METADATA_DIR}/: "
-                                 "it was exported by an older trainer; train again")
-    return schema_utils.schema_as_feature_spec(metadata_io.read_metadata(path).schema).feature_spec
+    return scoring.export_feature_spec(export_dir)
 
 
 def transform_info(export_dir: str) -> dict:
     """What the export recorded about its transform (`transform.json`); empty when it recorded nothing."""
-    path = os.path.join(export_dir, layout.EXTRA_ASSETS_DIR, layout.TRANSFORM_INFO_FILE)
-    if not os.path.isfile(path):
-        return {}
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    return model_layout.transform_info(export_dir)

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from ecg_common import scoring
 from ecg_common.layout import (DEFAULT_SAMPLING_RATE_KEY, PAD_SHORT_KEY, SHARD_PREFIX, SUMMARY_DECODING_KEY,
                                SUMMARY_FILE, TFRECORD_SUFFIX)
 from ecg_common.rejections import ConfigurationError
@@ -99,17 +100,9 @@ def split_files(data_dir: str, split: str) -> list[str]:
 
 def parsing_spec(transformed: tft.TFTransformOutput | Mapping) -> dict:
     """The transformed feature spec (of a transform output, or as given), with a dense `label` that
-    defaults to UNKNOWN_LABEL.
-
-    The pipeline leaves `label` out of examples whose label is not known (unlabelled test records).
-    Its transformed schema declares `label` a VarLenFeature (0 or 1 value); outputs of earlier
-    versions declare it a required FixedLenFeature, which fails on those examples. Either way the
-    trainer reads a [batch] int64 label with the default where the example has none.
-    """
-    spec = dict(transformed.transformed_feature_spec() if isinstance(transformed, tft.TFTransformOutput)
-                else transformed)
-    spec[LABEL_KEY] = tf.io.FixedLenFeature([], spec[LABEL_KEY].dtype, default_value=UNKNOWN_LABEL)
-    return spec
+    defaults to UNKNOWN_LABEL (`ecg_common.scoring.parsing_spec`, shared with nightly scoring)."""
+    return scoring.parsing_spec(transformed.transformed_feature_spec() if isinstance(transformed, tft.TFTransformOutput)
+                                else transformed)
 
 
 def read_examples(files: Sequence[str], *, shuffle: bool = False, seed: int | None = None, cache: bool = False,

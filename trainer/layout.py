@@ -1,4 +1,5 @@
-"""The model directory's layout, in one place: what training writes and what predict and the report read.
+"""The model directory's layout, in one place: what training writes and what predict and the report read
+(the serving export's names and version lookup live in `ecg_common.model_layout`, which nightly scoring reads too).
 
     MODEL/serving/<version>/  one serving SavedModel per training run (raw ECG in, the tf.Transform
                               graph and the decision threshold inside), versions 1, 2, ... in the
@@ -24,16 +25,20 @@ import shutil
 
 import numpy as np
 
+from ecg_common import model_layout
 from ecg_common.layout import DEFAULT_SAMPLING_RATE_KEY, PAD_SHORT_KEY
+from ecg_common.model_layout import SAVED_MODEL_FILE, serving_root, version_dir
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import SAMPLING_RATE_HZ
 
-SERVING_DIR = "serving"
-EXTRA_ASSETS_DIR = "assets.extra"
-"""TF Serving's folder for files that travel with a SavedModel without being loaded by TensorFlow."""
-TRANSFORMED_METADATA_DIR = "transformed_metadata"
-TRANSFORM_INFO_FILE = "transform.json"
-SAVED_MODEL_FILE = "saved_model.pb"
+# The export's names, shared with nightly scoring, under the names the trainer has always used.
+SERVING_DIR = model_layout.SERVING_DIR
+EXTRA_ASSETS_DIR = model_layout.EXTRA_ASSETS_DIR
+TRANSFORMED_METADATA_DIR = model_layout.TRANSFORMED_METADATA_DIR
+TRANSFORM_INFO_FILE = model_layout.TRANSFORM_INFO_FILE
+export_versions = model_layout.export_versions
+resolve_export = model_layout.resolve_export
+resolve_version = model_layout.resolve_version
 FIRST_VERSION = 1
 UNVERSIONED_VERSION = 0
 """Where an export of the former unversioned layout (`MODEL/serving/saved_model.pb`) is moved: below every new one."""
@@ -42,9 +47,9 @@ METRICS_FILE = "metrics.json"
 VALIDATION_PREDICTIONS_FILE = "validation_predictions.csv"
 VALIDATION_PREDICTIONS_HEADER = ("true_label", "probability")
 LEGACY_TRUE_LABEL_COLUMN = "label"
+"""The truth column's name before it became `true_label` (older model directories still read)."""
 MULTILABEL_VALIDATION_PREDICTIONS_FILE = "validation_predictions_multilabel.csv"
 """Multi-label models: `true_<class>` columns, then one probability column per class, per validation record."""
-"""The truth column's name before it became `true_label` (older model directories still read)."""
 DECODING_FILE = "decoding.json"
 RECORDED_KEY = "recorded"
 LOGS_DIR = "logs"
@@ -53,47 +58,11 @@ REPORT_DIR = "report"
 _log = logging.getLogger(__name__)
 
 
-def serving_root(model_dir: str) -> str:
-    return os.path.join(model_dir, SERVING_DIR)
-
-
-def export_versions(model_dir: str) -> list[int]:
-    """The versions under MODEL/serving/, ascending: integer-named folders holding a SavedModel.
-
-    TF Serving's rule: only such folders are versions; anything else there (a staging folder) is ignored.
-    """
-    root = serving_root(model_dir)
-    if not os.path.isdir(root):
-        return []
-    return sorted(int(name) for name in os.listdir(root)
-                  if name.isdigit() and os.path.isfile(os.path.join(root, name, SAVED_MODEL_FILE)))
-
-
 def next_version(model_dir: str) -> int:
     """One above every version folder present (complete or not), so an older version is never overwritten."""
     root = serving_root(model_dir)
     taken = [int(name) for name in os.listdir(root) if name.isdigit()] if os.path.isdir(root) else []
     return max(taken, default=FIRST_VERSION - 1) + 1
-
-
-def version_dir(model_dir: str, version: int) -> str:
-    return os.path.join(serving_root(model_dir), str(version))
-
-
-def resolve_export(model_dir: str, version: int | None = None) -> str:
-    """The export predict uses: `version`, or the newest. A missing one is a configuration error."""
-    versions = export_versions(model_dir)
-    if not versions:
-        if os.path.isfile(os.path.join(serving_root(model_dir), SAVED_MODEL_FILE)):
-            raise ConfigurationError(f"{serving_root(model_dir)} holds an export of an older trainer (not "
-                                     "versioned, no threshold inside): train again to export MODEL/serving/1/")
-        raise ConfigurationError(f"no exported model in {serving_root(model_dir)} (run `python -m trainer` first)")
-    if version is None:
-        return version_dir(model_dir, versions[-1])
-    if version not in versions:
-        raise ConfigurationError(f"no version {version} in {serving_root(model_dir)}; versions: "
-                                 f"{', '.join(map(str, versions))}")
-    return version_dir(model_dir, version)
 
 
 def adopt_unversioned_export(model_dir: str) -> str | None:

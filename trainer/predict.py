@@ -8,7 +8,8 @@ trained. `D` is a main-command output (`--split train|test`) or a reprocessed ba
 (`ROOT/batch-X`, `--split data`): the examples are parsed with the transformed schema the export
 carries, so `D` needs no `transform_fn/`. When `D`'s `run_summary.json` records lead statistics
 other than the model's transform, the examples were normalized differently and predict refuses.
-Writes `record_id,probability,predicted_label,true_label`, one row per record, sorted by record id;
+Writes `record_id,probability,predicted_label,true_label` (`ecg_common/predictions.py`, the one writer, shared
+with nightly scoring), one row per record, sorted by record id;
 `true_label` is empty for a record whose split carries no label. When the split carries true labels
 (TRAIN, or TEST with answers), the CLI also reports how the predictions score against them.
 
@@ -22,7 +23,6 @@ was not scored (`probability` and `predicted_label` empty). Every file given app
 from __future__ import annotations
 
 import csv
-import dataclasses
 import logging
 import math
 import os
@@ -30,83 +30,46 @@ import os
 import numpy as np
 
 from ecg_common.cli import EXIT_OK, CommandLineParser, add_verbose_flag, exit_now, run_command, start_tensorflow
+from ecg_common.model_layout import export_lead_statistics
+from ecg_common.predictions import Prediction, csv_text, parse_csv
 from ecg_common.rejections import ConfigurationError, Reason, Rejection
-from ecg_common.schema import (ABNORMAL, CLASS_NAMES, ECG_KEY, LABEL_KEY, NORMAL, RECORD_ID_KEY, TEST_SPLIT,
-                               UNKNOWN_LABEL)
+from ecg_common.schema import ABNORMAL, CLASS_NAMES, ECG_KEY, NORMAL, TEST_SPLIT, UNKNOWN_LABEL
+from ecg_common.transform_fingerprint import same_transform
 from trainer import raw_records
 from trainer.evaluation import binary_metrics, reliability
 from trainer.layout import EXTRA_ASSETS_DIR, read_decoding_options, resolve_export
-
-CSV_HEADER = ("record_id", "probability", "predicted_label", "true_label")
-"""Always all four columns, so a reader need not guess; `true_label` is empty when the truth is unknown."""
-ERROR_COLUMN = "error"
-"""The fifth column of a `--records` CSV: a reason code (README's table) for a file not scored, else empty."""
-LEGACY_PREDICTED_COLUMN = "label"
-"""What `predicted_label` was called before: `read_csv` still reads such files."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Prediction:
-    record_id: str
-    probability: float
-    predicted_label: int
-    """1 (abnormal) when probability >= the threshold chosen on validation."""
-    true_label: int = UNKNOWN_LABEL
-    """The label the split's example carries, UNKNOWN_LABEL (-1) when it has none."""
-    error: str = ""
-    """A raw file not scored: its reason code (probability NaN, predicted_label UNKNOWN_LABEL)."""
-
-    @property
-    def label(self) -> int:
-        """The predicted label under its former name, for callers of the Python API."""
-        return self.predicted_label
-
 
 _log = logging.getLogger(__name__)
 
 
 def _check_same_transform(export_dir: str, data_dir: str) -> None:
     """Refuses a data folder normalized with another transform than the model's, when both record theirs."""
-    from trainer import export, sources  # TensorFlow: imported when used, so the command parses first
+    from trainer import sources  # TensorFlow: imported when used, so the command parses first
 
-    expected = export.transform_info(export_dir).get(sources.LEAD_STATISTICS_KEY)
+    expected = export_lead_statistics(export_dir)
     recorded = sources.lead_statistics(data_dir)
-    if expected is not None and recorded is not None and not sources.same_transform(recorded, expected):
+    if expected is not None and recorded is not None and not same_transform(recorded, expected):
         raise ConfigurationError(f"{data_dir} was normalized with another transform than the model in {export_dir} "
                                  f"(the lead statistics in its run summary differ): its scores would be meaningless")
-
-
-def _scorer(loaded, export_dir: str):
-    from trainer import export  # TensorFlow: imported when used, so the command parses first
-
-    score = loaded.signatures[export.TRANSFORMED_SIGNATURE]
-    if export.PREDICTED_LABEL_KEY not in score.structured_outputs:
-        raise ConfigurationError(f"{export_dir} was exported by an older trainer, without the threshold inside: "
-                                 "train again, or pick another --model_version")
-    return score
 
 
 def predict(model_dir: str, data_dir: str, split: str, batch_size: int = 64,
             model_version: int | None = None) -> list[Prediction]:
     """Predictions for every example of `data_dir/<split>`, sorted by record id (newest export unless
-    `model_version`)."""
-    from trainer import export, inputs  # TensorFlow: imported when used, so the command parses first
+    `model_version`). Parsing and scoring are `ecg_common.scoring`'s, shared with nightly scoring."""
+    from ecg_common import scoring  # TensorFlow: imported when used, so the command parses first
+    from trainer import export, inputs
 
     export_dir = resolve_export(model_dir, model_version)
     files = inputs.split_files(data_dir, split)
     _check_same_transform(export_dir, data_dir)
-    spec = inputs.parsing_spec(export.transformed_feature_spec(export_dir))
+    spec = scoring.parsing_spec(scoring.export_feature_spec(export_dir))
     loaded = export.load_serving_model(export_dir)
-    score = _scorer(loaded, export_dir)
+    score = scoring.transformed_scorer(loaded, export_dir)
 
     predictions = []
     for batch in inputs.input_fn(inputs.read_examples(files), spec, batch_size):
-        outputs = score(**{ECG_KEY: batch[ECG_KEY]})
-        for record_id, probability, predicted, true_label in zip(
-                batch[RECORD_ID_KEY].numpy(), outputs[export.PROBABILITY_KEY].numpy(),
-                outputs[export.PREDICTED_LABEL_KEY].numpy(), batch[LABEL_KEY].numpy()):
-            predictions.append(Prediction(record_id.decode("utf-8"), float(probability), int(predicted),
-                                          int(true_label)))
+        predictions.extend(scoring.score_parsed(score, batch))
     return sorted(predictions, key=lambda p: p.record_id)
 
 
@@ -119,12 +82,13 @@ def predict_records(model_dir: str, paths: list[str], batch_size: int = 64,
                     model_version: int | None = None) -> list[Prediction]:
     """Predictions for the raw recordings `paths` name (files or folders), one per file, sorted by
     record id; a file that does not decode, or whose amplitude is not millivolts, has its reason."""
-    from trainer import export  # TensorFlow: imported when used, so the command parses first
+    from ecg_common import scoring  # TensorFlow: imported when used, so the command parses first
+    from trainer import export
 
     export_dir = resolve_export(model_dir, model_version)
     options = read_decoding_options(model_dir)
     loaded = export.load_serving_model(export_dir)
-    _scorer(loaded, export_dir)  # refuses an export without the threshold inside
+    scoring.transformed_scorer(loaded, export_dir)  # refuses an export without the threshold inside
     score = loaded.signatures[export.SERVING_SIGNATURE]
 
     predictions, pending = [], []
@@ -151,32 +115,19 @@ def predict_records(model_dir: str, paths: list[str], batch_size: int = 64,
     return sorted(predictions, key=lambda p: p.record_id)
 
 
-def _label_cell(label: int) -> str:
-    return "" if label == UNKNOWN_LABEL else str(label)
-
-
 def write_csv(predictions: list[Prediction], path: str, error_column: bool = False) -> None:
-    """The CSV contract (`CSV_HEADER`, and `ERROR_COLUMN` when asked: `--records`); probabilities in full
-    precision so `predicted_label` can be re-derived from them exactly; a row not scored has them empty."""
+    """The CSV contract (`ecg_common.predictions`, shared with nightly scoring; `ERROR_COLUMN` when asked:
+    `--records`); probabilities in full precision so `predicted_label` can be re-derived from them exactly."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_HEADER + ((ERROR_COLUMN,) if error_column else ()))
-        for p in predictions:
-            cells = ("", "") if p.error else (repr(p.probability), p.predicted_label)
-            writer.writerow((p.record_id, *cells, _label_cell(p.true_label)) + ((p.error,) if error_column else ()))
+        handle.write(csv_text(predictions, error_column))
 
 
 def read_csv(path: str) -> list[Prediction]:
-    """`write_csv`'s file back (a row not scored: probability NaN, its reason in `error`), also in the
-    former layout `record_id,probability,label` (no truth)."""
+    """`write_csv`'s file back, also in the former layout `record_id,probability,label` (no truth)."""
     with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        predicted = CSV_HEADER[2] if CSV_HEADER[2] in (reader.fieldnames or ()) else LEGACY_PREDICTED_COLUMN
-        return [Prediction(row["record_id"], float(row["probability"] or math.nan),
-                           int(row[predicted] or UNKNOWN_LABEL), int(row.get("true_label") or UNKNOWN_LABEL),
-                           row.get(ERROR_COLUMN) or "") for row in reader]
+        return parse_csv(handle.read())
 
 
 def labelled_summary(predictions: list[Prediction]) -> str:

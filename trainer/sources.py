@@ -6,7 +6,7 @@ A batch (`ROOT/batch-<UTC time>/`, written by `python -m beam_pipeline.reprocess
 - its `run_summary.json` records the lead statistics it was normalized with (`lead_statistics`:
   the 12 means and standard deviations, read from the applied transform when the batch was made),
   and they are exactly those of the main output's `run_summary.json`. This is the transform's
-  fingerprint: the same transform always gives the same numbers (they are read back from its graph,
+  fingerprint (`ecg_common/transform_fingerprint.py`, which reprocessing and scoring check too): the same transform always gives the same numbers (they are read back from its graph,
   see `beam_pipeline/graph/statistics.py`), while statistics fitted on other records do not agree to
   the last bit. It is recorded at batch time, so it still tells the truth after the
   folder that `transform_dir` names was moved, deleted or overwritten by a newer main run;
@@ -27,11 +27,10 @@ import tensorflow as tf
 from ecg_common.layout import BATCH_PREFIX, BATCH_SPLIT, SUCCESS_MARKER, SUMMARY_FILE
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import TRAIN_SPLIT
+from ecg_common.transform_fingerprint import LEAD_STATISTICS_KEY, same_transform  # noqa: F401 (shared, re-exported)
 from trainer import inputs
 from trainer.inputs import Source
 
-LEAD_STATISTICS_KEY = "lead_statistics"
-"""`run_summary.json`'s record of the statistics the examples were normalized with (both commands write it)."""
 _log = logging.getLogger(__name__)
 
 
@@ -66,14 +65,6 @@ def lead_statistics(folder: str) -> dict | None:
     summary = read_summary(folder)
     statistics = summary.get(LEAD_STATISTICS_KEY) if summary else None
     return statistics if isinstance(statistics, dict) else None
-
-
-def same_transform(statistics: dict | None, expected: dict | None) -> bool:
-    """Whether two recorded lead statistics are those of one transform: the same 24 numbers, exactly."""
-    keys = ("mean_mv", "std_mv")
-    if statistics is None or expected is None:
-        return False
-    return all(expected.get(key) is not None and statistics.get(key) == expected[key] for key in keys)
 
 
 def batch_folders(root: str) -> list[str]:

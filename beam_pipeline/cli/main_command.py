@@ -18,7 +18,7 @@ from beam_pipeline.cli.beam_options import parse_with_beam_options
 from beam_pipeline.cli.exits import run_stoppable
 from beam_pipeline.cli.options import (add_class_options, add_record_options, add_robustness_options,
                                        check_class_options, decode_options, write_options)
-from beam_pipeline.runs.outcome import describe_excess
+from beam_pipeline.runs.outcome import describe_dry_run, describe_excess
 from beam_pipeline.runs.runner_defaults import DEFAULT_RUNNER
 from ecg_common.cli import EXIT_FAILED, EXIT_OK, CommandLineParser, configure_logging, start_tensorflow
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if code != EXIT_OK:
         return code
     if summary.get("dry_run"):
-        print(f"dry run: built the job ({len(summary['steps'])} steps) on {summary['runner']}; nothing written")
+        print(describe_dry_run(summary))
         return EXIT_OK
     print(f"wrote {args.output_dir}: examples {summary['examples_written']}, rejected {summary['rejected_total']}, "
           f"{summary['wall_time_s']} s, peak RSS {summary['peak_rss_mb']['driver']} MB")

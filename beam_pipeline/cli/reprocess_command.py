@@ -1,11 +1,12 @@
 """Command line: `python -m beam_pipeline.reprocess --incoming DIR --transform_dir BASE_OUT --output_root ROOT
-[--labels FILE] [Beam options]`, the command a scheduler runs every night (see `reprocess_job.py`).
+[--labels FILE] [--model_dir MODEL] [Beam options]`, the command a scheduler runs every night (see `reprocess_job.py`).
 
 Exit codes, chosen so a scheduler can act on them:
   0   a batch was published, or there was nothing new (no batch written)
   1   the run failed (one-line reason on stderr, traceback in the log; nothing was published), or the
       batch was published but more than --max_error_rate of its files were rejected
-  2   usage or configuration error (missing directory, no transform_fn in --transform_dir)
+  2   usage or configuration error (missing directory, no transform_fn in --transform_dir, a --transform_dir
+      other than ROOT's transform, a --model_dir without a version of that transform)
   3   a batch was published, but some leads drifted beyond the limits: look before using it
   75  another run holds the lock on ROOT (EX_TEMPFAIL: nothing done, try again later)
   143/130  stopped by SIGTERM/SIGINT: nothing published, staging and temporary folders removed
@@ -27,7 +28,7 @@ from beam_pipeline.cli.exits import EXIT_LOCKED, run_stoppable
 from beam_pipeline.cli.options import (add_record_options, add_robustness_options, check_class_options, decode_options,
                                        write_options)
 from beam_pipeline.graph.settings import MEAN_SHIFT_LIMIT_STD, STD_RATIO_LIMIT, DriftLimits
-from beam_pipeline.runs.outcome import describe_excess
+from beam_pipeline.runs.outcome import describe_dry_run, describe_excess
 from beam_pipeline.runs.runner_defaults import DEFAULT_RUNNER
 from ecg_common.cli import EXIT_FAILED, EXIT_OK, CommandLineParser, configure_logging, start_tensorflow
 
@@ -55,6 +56,9 @@ def build_parser() -> CommandLineParser:
     parser.add_argument("--output_root", required=True,
                         help="where batch-<UTC time>/ folders, the ledger and the lock live")
     parser.add_argument("--labels", help="optional labels file; labelled records keep their label")
+    parser.add_argument("--model_dir",
+                        help="optional: the trainer's --model_dir; its newest version scores the batch into "
+                             "predictions.csv before it is published")
     add_record_options(parser)
     add_robustness_options(parser)
     parser.add_argument("--min_file_age", type=float, default=0.0,
@@ -77,7 +81,8 @@ def _config(args: argparse.Namespace) -> ReprocessConfig:
         labels_path=args.labels, normal_labels=args.normal_labels,
         decode=decode_options(args),
         write=write_options(args), max_error_rate=args.max_error_rate,
-        min_file_age_s=args.min_file_age, drift_limits=DriftLimits(args.drift_mean_shift, args.drift_std_ratio))
+        min_file_age_s=args.min_file_age, drift_limits=DriftLimits(args.drift_mean_shift, args.drift_std_ratio),
+        model_dir=args.model_dir)
 
 
 def _report(result: ReprocessResult, config: ReprocessConfig) -> int:
@@ -93,10 +98,12 @@ def _report(result: ReprocessResult, config: ReprocessConfig) -> int:
         return EXIT_OK
     summary = result.summary
     if result.outcome is Outcome.DRY_RUN:
-        print(f"dry run: built the job ({len(summary['steps'])} steps) on {summary['runner']}; nothing written")
+        print(describe_dry_run(summary))
         return EXIT_OK
+    scored = (f", scored by {summary['model']['model_dir']} version {summary['model']['version']}"
+              if "model" in summary else "")
     print(f"wrote {result.batch_dir}: examples {summary['examples_written'][DATA_SPLIT]}, rejected "
-          f"{summary['rejected_total'][DATA_SPLIT]}, {summary['wall_time_s']} s")
+          f"{summary['rejected_total'][DATA_SPLIT]}{scored}, {summary['wall_time_s']} s")
     code = EXIT_OK
     flagged = summary["drift"]["flagged_leads"]
     if flagged:

@@ -8,9 +8,12 @@ The main command's job (`build_job`) is one pipeline with two passes over the fi
 The transform pass decodes the files again rather than reusing the analyze pass's records: holding
 decoded records between the passes would grow memory with the data set, while decoding a file
 again costs a fraction of a millisecond. Reprocessing (`build_transform`) runs the transform pass
-alone, with a transform_fn read from disk. A multi-label run without `--classes` first runs a small
-job of its own (`build_vocabulary`: train sources -> decode -> AnalyzeDataset(vocabulary_fn)) so the
-class list, and with it the width K of `labels`, is fixed when the main job's graph is built.
+alone, with a transform_fn read from disk, and with `--model_dir` scores the encoded examples too:
+                encode -> TFRecord shards
+                   \\-> the model (scoring.py) -> predictions.csv
+A multi-label run without `--classes` first runs a small job of its own (`build_vocabulary`: train
+sources -> decode -> AnalyzeDataset(vocabulary_fn)) so the class list, and with it the width K of
+`labels`, is fixed when the main job's graph is built.
 """
 from __future__ import annotations
 
@@ -27,10 +30,12 @@ from beam_pipeline.graph.arrow_batches import DecodedRecord, tensor_adapter_conf
 from beam_pipeline.graph.encode import EncodeExamplesFn
 from beam_pipeline.graph.preprocessing import multi_label_preprocessing_fn, preprocessing_fn, vocabulary_fn
 from beam_pipeline.graph.read import QUALITY_TAG, REJECTED_TAG, DecodeRecordFn
-from beam_pipeline.graph.settings import DecodeOptions, Labelling, WriteOptions
+from beam_pipeline.graph.scoring import ScoreToCsv
+from beam_pipeline.graph.settings import DecodeOptions, Labelling, ScoringModel, WriteOptions
 from beam_pipeline.graph.tfrecord_sink import WriteGzipTFRecords
 from beam_pipeline.inputs.discovery import RecordSource
 from ecg_common.layout import ERRORS_DIR, LABELS_FINDINGS, QUALITY_DIR, SHARD_PREFIX, TFRECORD_SUFFIX
+from ecg_common.predictions import PREDICTIONS_FILE
 from ecg_common.rejections import Rejection
 from ecg_common.schema import TRAIN_SPLIT
 
@@ -119,34 +124,44 @@ def build_job(pipeline: beam.Pipeline, splits: dict[str, list[RecordSource]], ex
 
 def build_transform(pipeline: beam.Pipeline, splits: dict[str, list[RecordSource]], extra_rejections: list[Rejection],
                     options: DecodeOptions, transform_dir: str, out_dir: str,
-                    write: WriteOptions = WriteOptions()) -> dict[str, beam.PCollection]:
+                    write: WriteOptions = WriteOptions(),
+                    model: ScoringModel | None = None) -> dict[str, beam.PCollection]:
     """Applies the transform saved in `transform_dir` to every split; writes `out_dir/<split>/part-*.tfrecord.gz`
     and `out_dir/errors/`, `out_dir/quality/`. The statistics are frozen: nothing is re-analyzed here.
+    With `model` (one split only: a reprocessed batch), the examples written are also scored into
+    `out_dir/predictions.csv`.
 
     Returns each split's raw (decoded, untransformed) Arrow batches, for callers that measure the raw
     signal in the same pass (the drift check of reprocessing)."""
+    if model is not None and len(splits) != 1:
+        raise ValueError("scoring writes one predictions.csv: give one split")
     transformed_schema = tft.TFTransformOutput(transform_dir).transformed_metadata.schema
     transform_fn = pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(transform_dir)
-    return _transform_splits(pipeline, transform_fn, transformed_schema, splits, extra_rejections, options, out_dir,
-                             write)
+    raw, encoded = _transform_splits(pipeline, transform_fn, transformed_schema, splits, extra_rejections, options,
+                                     out_dir, write)
+    if model is not None:
+        (examples,) = encoded.values()
+        _ = examples | "Score" >> ScoreToCsv(model, os.path.join(out_dir, PREDICTIONS_FILE))
+    return raw
 
 
 def _transform_splits(pipeline: beam.Pipeline, transform_fn, transformed_schema, splits: dict[str, list[RecordSource]],
                       extra_rejections: list[Rejection], options: DecodeOptions, out_dir: str,
-                      write: WriteOptions) -> dict[str, beam.PCollection]:
-    raw_batches = {}
+                      write: WriteOptions) -> tuple[dict[str, beam.PCollection], dict[str, beam.PCollection]]:
+    """Every split through the transform pass; returns its raw Arrow batches and its encoded examples, by split."""
+    raw_batches, encoded = {}, {}
     for split, sources in splits.items():
         batches, rejections, findings = (pipeline | f"Create[{split}]" >> beam.Create(sources)
                                          | f"Decode[{split}]" >> DecodeAndBatch(options))
         transformed, _ = (((batches, tensor_adapter_config(options.labelling.multi_label)), transform_fn)
                           | f"Transform[{split}]" >> tft_beam.TransformDataset(output_record_batches=True))
-        _ = (transformed
-             | f"Encode[{split}]" >> beam.ParDo(EncodeExamplesFn(transformed_schema, split))
-             | f"Write[{split}]" >> WriteGzipTFRecords(os.path.join(out_dir, split, SHARD_PREFIX), TFRECORD_SUFFIX,
-                                                      write.num_shards, write.gzip_level))
+        encoded[split] = transformed | f"Encode[{split}]" >> beam.ParDo(EncodeExamplesFn(transformed_schema, split))
+        _ = encoded[split] | f"Write[{split}]" >> WriteGzipTFRecords(os.path.join(out_dir, split, SHARD_PREFIX),
+                                                                     TFRECORD_SUFFIX, write.num_shards,
+                                                                     write.gzip_level)
         _ = rejections | f"Errors[{split}]" >> WriteJsonLines(os.path.join(out_dir, ERRORS_DIR, split))
         _ = findings | f"Quality[{split}]" >> WriteJsonLines(os.path.join(out_dir, QUALITY_DIR, split))
         raw_batches[split] = batches
     _ = (pipeline | "CreateLabelFindings" >> beam.Create(extra_rejections)
          | "Errors[labels]" >> WriteJsonLines(os.path.join(out_dir, ERRORS_DIR, LABELS_FINDINGS)))
-    return raw_batches
+    return raw_batches, encoded

@@ -67,3 +67,18 @@ class WriteOptions:
 class DriftLimits:
     mean_shift_std: float = MEAN_SHIFT_LIMIT_STD
     std_ratio: float = STD_RATIO_LIMIT
+
+
+SCORING_BATCH_SIZE = 64
+"""Examples per call of the model in nightly scoring: predict's default `--batch_size`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringModel:
+    """The exported model version that nightly scoring (`reprocess --model_dir`) applies to a batch."""
+
+    model_dir: str
+    version: int
+    export_dir: str
+    """`model_dir/serving/<version>/`: the SavedModel loaded once per worker."""
+    batch_size: int = SCORING_BATCH_SIZE

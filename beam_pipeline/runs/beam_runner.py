@@ -46,11 +46,13 @@ def is_dry_run(options: PipelineOptions) -> bool:
 
 
 def dry_run_summary(result, runner: str) -> dict:
-    """What a dry run can report: the names of the job's top-level steps (when the runner kept the job)."""
+    """What a dry run can report (when the runner kept the job): the names of its top-level steps and
+    the size of its pipeline proto, the graph the launcher submits (bench/archive_scale.py tracks it)."""
     job = getattr(result, "job", None)
     transforms = job.proto_pipeline.components.transforms.values() if job is not None else []
     steps = sorted(t.unique_name for t in transforms if t.unique_name and "/" not in t.unique_name)
-    return {"dry_run": True, "runner": runner, "steps": steps}
+    proto_bytes = job.proto_pipeline.ByteSize() if job is not None else None
+    return {"dry_run": True, "runner": runner, "steps": steps, "pipeline_proto_bytes": proto_bytes}
 
 
 def counter(result, name: str) -> int:

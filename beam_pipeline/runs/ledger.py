@@ -1,7 +1,7 @@
 """Which input files have been published, in which batch: the ledger under ROOT and each batch's manifest.
 
-    ROOT/ledger.jsonl             a header line {"format", "batches"}, then one line per input file:
-                                  {"path", "size", "mtime", "sha256", "batch"}, sorted by path
+    ROOT/ledger.jsonl             a header line {"format", "batches", "transform"}, then one line per input
+                                  file: {"path", "size", "mtime", "sha256", "batch"}, sorted by path
     ROOT/batch-*/inputs.jsonl     the same lines for the files that batch consumed (its manifest)
 
 A file is new when its path is not in the ledger, changed when its size or content hash differs.
@@ -20,6 +20,11 @@ a run killed between the two leaves a published batch the ledger does not list y
 rolls the ledger forward from that batch's manifest at the start of the next run. A batch folder
 deleted by hand is rolled back the same way: its files count as new again, which is how a batch is
 redone. Every read and write goes through Beam `FileSystems`, so ROOT may be a `gs://` prefix.
+
+A ROOT belongs to one transform: the header's `transform` holds the fingerprint of the transform its
+batches were normalized with (`ecg_common/transform_fingerprint.py`) and the `--transform_dir` it
+came from. A ledger written before it was recorded has none; the next run adopts its own (see
+`reprocess_job.claim_transform`).
 """
 from __future__ import annotations
 
@@ -73,26 +78,43 @@ class FileState:
 
 
 @dataclasses.dataclass(frozen=True)
+class TransformClaim:
+    """The transform a ROOT belongs to: its fingerprint, and the `--transform_dir` it was read from (for messages)."""
+
+    fingerprint: str
+    transform_dir: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Ledger:
-    """The published batches, oldest first, and the latest state of every file they consumed."""
+    """The published batches, oldest first, the latest state of every file they consumed, and the transform."""
 
     batches: tuple[str, ...] = ()
     files: Mapping[str, FileState] = dataclasses.field(default_factory=dict)
+    transform: TransformClaim | None = None
+    """None: a new ROOT, or a ledger written before the transform was recorded."""
 
     def with_batch(self, batch: str, states: Iterable[FileState]) -> Ledger:
         """The ledger after `batch` consumed `states` (later batches win for a file seen before)."""
         files = dict(self.files)
         files.update((s.path, dataclasses.replace(s, batch=batch)) for s in states)
-        return Ledger((*self.batches, batch), files)
+        return dataclasses.replace(self, batches=(*self.batches, batch), files=files)
 
     def without_batch(self, batch: str) -> Ledger:
-        return Ledger(tuple(b for b in self.batches if b != batch),
-                      {p: s for p, s in self.files.items() if s.batch != batch})
+        return dataclasses.replace(self, batches=tuple(b for b in self.batches if b != batch),
+                                   files={p: s for p, s in self.files.items() if s.batch != batch})
 
     def with_states(self, states: Iterable[FileState]) -> Ledger:
         files = dict(self.files)
         files.update((s.path, s) for s in states)
-        return Ledger(self.batches, files)
+        return dataclasses.replace(self, files=files)
+
+    def with_transform(self, claim: TransformClaim) -> Ledger:
+        return dataclasses.replace(self, transform=claim)
+
+    def is_empty(self) -> bool:
+        """Nothing published and no file remembered: a new ROOT, where a run with nothing new writes nothing."""
+        return not self.batches and not self.files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,11 +219,15 @@ def read_ledger(root: str) -> Ledger:
     if header.get("format") != LEDGER_FORMAT:
         raise ConfigurationError(f"{path} is not a ledger this version understands (format {header.get('format')!r})")
     files = {row["path"]: FileState(**row) for row in rows}
-    return Ledger(tuple(header["batches"]), files)
+    claim = header.get("transform")
+    return Ledger(tuple(header["batches"]), files, TransformClaim(**claim) if claim else None)
 
 
 def write_ledger(root: str, ledger: Ledger) -> None:
-    header = json.dumps({"format": LEDGER_FORMAT, "batches": list(ledger.batches)})
+    fields = {"format": LEDGER_FORMAT, "batches": list(ledger.batches)}
+    if ledger.transform is not None:
+        fields["transform"] = dataclasses.asdict(ledger.transform)
+    header = json.dumps(fields)
     lines = [header] + [ledger.files[p].to_json() for p in sorted(ledger.files)]
     _write_text(FileSystems.join(root, LEDGER_FILE), "\n".join(lines) + "\n")
 

@@ -31,3 +31,9 @@ def describe_excess(summary: dict, output_dir: str) -> str:
              f"{summary['files_found'][split]} files)" for split in summary["error_rate_exceeded"]]
     return (f"error rate above --max_error_rate {summary['max_error_rate']:g}: {', '.join(parts)} rejected; "
             f"output and report written to {output_dir} (see errors/)")
+
+
+def describe_dry_run(summary: dict) -> str:
+    """The one line both commands print after a dry run."""
+    return (f"dry run: built the job ({len(summary['steps'])} steps) on {summary['runner']}; "
+            f"pipeline proto {summary['pipeline_proto_bytes']} bytes; nothing written")

@@ -8,16 +8,21 @@ with the frozen statistics of an earlier run (its `transform_fn`, applied as is,
         data/part-*.tfrecord.gz      the pipeline's output layout, split "data"
         errors/data.jsonl, errors/labels.jsonl
         inputs.jsonl                 the files this batch consumed (its manifest)
-        run_summary.json             counts, the frozen statistics, the batch's own, drift flags
+        run_summary.json             counts, the frozen statistics, the batch's own, drift flags,
+                                     the transform's fingerprint, the model (with --model_dir)
+        predictions.csv              with --model_dir: the newest model version's scores of data/
         _SUCCESS                     written last
 
 The order of a run is what makes it safe to kill at any moment:
-  0. check that ROOT is new, empty or a reprocessing root, outside the inputs (output_guard.py);
+  0. check that ROOT is new, empty or a reprocessing root, outside the inputs (output_guard.py), and
+     that the model of --model_dir, if given, has a version trained with --transform_dir's transform;
   1. lock ROOT, then remove what killed runs left (only now is it certain that no run is writing);
-  2. reconcile the ledger with the published batch folders (ledger.reconcile);
+  2. reconcile the ledger with the published batch folders (ledger.reconcile); refuse a transform
+     other than the one ROOT belongs to (`claim_transform`);
   3. list INCOMING once, hash what moved, select the records whose `.mat` or `.hea` is new or changed;
-  4. one Beam pass into a hidden staging sibling: decode, TransformDataset, encode, and the batch's
-     per-lead moments for the drift check;
+  4. one Beam pass into a hidden staging sibling: decode, TransformDataset, encode, the batch's
+     per-lead moments for the drift check, and with --model_dir the scores (`predictions.csv`): a
+     scoring failure fails the pass, so no batch is published without its predictions;
   5. summary and manifest into the staging folder, then rename it to `batch-<time>`: the commit point;
   6. rewrite the ledger. A kill before 5 leaves ROOT as it was; a kill between 5 and 6 is rolled
      forward by step 2 of the next run, so no file is published twice.
@@ -44,6 +49,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.graph import pipeline as graphs
 from beam_pipeline.graph.drift import DriftLimits, WriteLeadMoments, drift_report, read_lead_moments
+from beam_pipeline.graph.scoring import PREDICTIONS_COUNTER
+from beam_pipeline.graph.settings import ScoringModel
+from beam_pipeline.graph.statistics import lead_statistics
 from beam_pipeline.inputs.discovery import RecordSource, find_records, label_file_findings, list_file_metadata
 from beam_pipeline.inputs.labels import Labels, read_labels
 from beam_pipeline.inputs.local_files import UnlistableDirectory, is_local
@@ -53,15 +61,19 @@ from beam_pipeline.runs.beam_runner import (counter, describe_runner, dry_run_su
 from beam_pipeline.runs.classes import class_summary, training_classes
 from beam_pipeline.runs.data_plane_guard import guard_local_data_plane
 from beam_pipeline.runs.interruption import deferred_stop
-from beam_pipeline.runs.ledger import (FileState, Ledger, read_ledger, reconcile, remove_leftover_temp_files, scan,
-                                       write_ledger, write_manifest)
+from beam_pipeline.runs.ledger import (FileState, Ledger, TransformClaim, read_ledger, reconcile,
+                                       remove_leftover_temp_files, scan, write_ledger, write_manifest)
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
 from beam_pipeline.runs.output_guard import Kind, check_output_root, creating_in, read_marker, write_marker
 from beam_pipeline.runs.publish import discard, publish, remove_leftovers, staging_dir_for
 from beam_pipeline.runs.run_lock import try_lock
 from beam_pipeline.runs.summary import check_reconciled, summarize
-from ecg_common.layout import BATCH_PREFIX, BATCH_SPLIT, SUCCESS_MARKER, SUMMARY_CLASSES_KEY, SUMMARY_FILE
+from ecg_common.layout import (BATCH_PREFIX, BATCH_SPLIT, CLASSES_FILE, SUCCESS_MARKER, SUMMARY_CLASSES_KEY,
+                               SUMMARY_FILE)
+from ecg_common.model_layout import EXTRA_ASSETS_DIR, export_lead_statistics, resolve_version
+from ecg_common.predictions import PREDICTIONS_FILE
 from ecg_common.rejections import ConfigurationError
+from ecg_common.transform_fingerprint import LEAD_STATISTICS_KEY, fingerprint, same_transform
 from ecg_decode.pairing import is_header, is_record
 
 DATA_SPLIT = BATCH_SPLIT
@@ -87,6 +99,8 @@ class ReprocessConfig:
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE
     min_file_age_s: float = 0.0
     drift_limits: DriftLimits = DriftLimits()
+    model_dir: str | None = None
+    """The trainer's --model_dir: its newest version scores each batch (`predictions.csv`); None: no scoring."""
 
 
 class Outcome(enum.Enum):
@@ -131,6 +145,71 @@ def _check_transform_dir(transform_dir: str) -> None:
     if not FileSystems.exists(graph):
         raise ConfigurationError(f"no {tft.TFTransformOutput.TRANSFORM_FN_DIR}/ in {transform_dir}: "
                                  "--transform_dir must be the output directory of an earlier pipeline run")
+
+
+def transform_statistics(transform_dir: str) -> dict:
+    """The lead statistics `transform_dir`'s transform applies, as `run_summary.json` records them."""
+    means, stds = lead_statistics(transform_dir)
+    return {"mean_mv": means.tolist(), "std_mv": stds.tolist()}
+
+
+def scoring_model(model_dir: str, statistics: dict, transform_dir: str) -> ScoringModel:
+    """The newest version of `model_dir`, once it is known to have been trained with the transform whose
+    lead statistics are `statistics` (a model of another transform would score meaningless inputs)."""
+    version, export_dir = resolve_version(model_dir)
+    expected = export_lead_statistics(export_dir)
+    if expected is None:
+        raise ConfigurationError(f"--model_dir {model_dir}: version {version} records no transform statistics "
+                                 "(an export of an older trainer): train again")
+    if not same_transform(statistics, expected):
+        raise ConfigurationError(f"--model_dir {model_dir} (version {version}, transform {fingerprint(expected)}) was "
+                                 f"trained with another transform than --transform_dir {transform_dir} "
+                                 f"({fingerprint(statistics)}): its scores of these batches would be meaningless")
+    if FileSystems.exists(FileSystems.join(export_dir, EXTRA_ASSETS_DIR, CLASSES_FILE)):
+        raise ConfigurationError(f"--model_dir {model_dir} (version {version}) is a multi-label model: nightly scoring "
+                                 "writes one probability per record; score its batches with python -m trainer.predict")
+    return ScoringModel(model_dir, version, export_dir)
+
+
+def _newest_batch_statistics(root: str, ledger: Ledger) -> tuple[str, dict] | None:
+    """(batch, lead statistics) of the newest published batch whose run summary records them."""
+    for batch in reversed(ledger.batches):
+        try:
+            with FileSystems.open(FileSystems.join(root, batch, SUMMARY_FILE)) as handle:
+                statistics = json.loads(handle.read().decode("utf-8")).get(LEAD_STATISTICS_KEY)
+        except (OSError, ValueError):
+            continue
+        if isinstance(statistics, dict):
+            return batch, statistics
+    return None
+
+
+def claim_transform(root: str, ledger: Ledger, statistics: dict, transform_dir: str) -> Ledger:
+    """The ledger, once `transform_dir`'s transform is known to be the one ROOT belongs to.
+
+    A ROOT belongs to the transform of its first batch: a batch normalized with another one could not
+    be trained on or scored with the others, and today's run would leave every earlier batch
+    normalized with the old statistics, unremarked. A ledger of a version that did not record the
+    transform adopts this run's, unless its newest batch says it was made with another.
+    """
+    current = TransformClaim(fingerprint(statistics), transform_dir)
+    claim = ledger.transform
+    if claim is None:
+        found = _newest_batch_statistics(root, ledger)
+        if found is not None and not same_transform(found[1], statistics):
+            raise ConfigurationError(f"{root}'s batch {found[0]} was normalized with another transform "
+                                     f"({fingerprint(found[1])}) than --transform_dir {transform_dir} "
+                                     f"({current.fingerprint}): give a new --output_root for this transform's batches")
+        return ledger.with_transform(current)
+    if claim.fingerprint != current.fingerprint:
+        if claim.transform_dir == transform_dir:
+            why = (f"--transform_dir {transform_dir} now holds another transform ({current.fingerprint}) than the one "
+                   f"{root} belongs to ({claim.fingerprint}, read from the same folder before it was refitted)")
+        else:
+            why = (f"{root} belongs to the transform of {claim.transform_dir} ({claim.fingerprint}), and "
+                   f"--transform_dir {transform_dir} is another ({current.fingerprint})")
+        raise ConfigurationError(f"{why}: give a new --output_root for this transform's batches")
+    return ledger
 
 
 def _check_root(config: ReprocessConfig) -> None:
@@ -205,8 +284,17 @@ def _drift(summary: dict, moments_path: str, limits: DriftLimits) -> dict:
                         limits)
 
 
+def _scored(result, model: ScoringModel, written: int) -> dict:
+    """The run summary's `model`, once every example written is known to have been scored."""
+    scored = counter(result, PREDICTIONS_COUNTER)
+    if scored != written:
+        raise RuntimeError(f"scoring: {scored} predictions for {written} examples written")
+    return {"model_dir": model.model_dir, "version": model.version, "export_dir": model.export_dir,
+            "predictions": PREDICTIONS_FILE, "records_scored": scored}
+
+
 def _run_batch(config: ReprocessConfig, selection: Selection, labels: Labels, batch: str, staging: str,
-               beam_args: list[str], started: float) -> dict:
+               beam_args: list[str], started: float, model: ScoringModel | None = None) -> dict:
     """The Beam pass into `staging`; returns the run summary (or a dry run's report)."""
     options = pipeline_options(beam_args)
     guard_local_data_plane(options)  # before the runner starts its workers
@@ -223,7 +311,7 @@ def _run_batch(config: ReprocessConfig, selection: Selection, labels: Labels, ba
             pipeline = beam.Pipeline(options=options)
             findings = _batch_findings(labels, selection.sources, config.labels_path)
             raw = graphs.build_transform(pipeline, splits, findings,
-                                         config.decode, config.transform_dir, staging, config.write)
+                                         config.decode, config.transform_dir, staging, config.write, model)
             _ = raw[DATA_SPLIT] | "BatchStatistics" >> WriteLeadMoments(moments_path)
             result = pipeline.run()
             result.wait_until_finish()
@@ -236,6 +324,8 @@ def _run_batch(config: ReprocessConfig, selection: Selection, labels: Labels, ba
             summary[SUMMARY_CLASSES_KEY], summary["class_balance"] = class_summary(
                 result, config.decode.labelling.classes, splits)
         check_reconciled(summary)
+        if model is not None:
+            summary["model"] = _scored(result, model, written[DATA_SPLIT])
         summary["drift"] = _drift(summary, moments_path, config.drift_limits)
     finally:
         with deferred_stop():
@@ -249,14 +339,15 @@ def _run_batch(config: ReprocessConfig, selection: Selection, labels: Labels, ba
 
 
 def _publish_batch(config: ReprocessConfig, selection: Selection, labels: Labels, ledger: Ledger,
-                   beam_args: list[str], started: float) -> ReprocessResult:
+                   beam_args: list[str], started: float, model: ScoringModel | None) -> ReprocessResult:
     batch = batch_name(datetime.datetime.now(datetime.timezone.utc))
     batch_dir = FileSystems.join(config.output_root, batch)
     staging = ""
     try:
         with deferred_stop():  # a stop lands after the assignment, inside `try`
             staging = staging_dir_for(batch_dir, Kind.BATCH)
-        summary = _run_batch(config, selection, labels, batch, staging, beam_args, started)
+        summary = _run_batch(config, selection, labels, batch, staging, beam_args, started, model)
+        summary["transform_fingerprint"] = ledger.transform.fingerprint
         if summary.get("dry_run"):
             discard(staging, batch_dir)
             return ReprocessResult(Outcome.DRY_RUN, summary=summary)
@@ -287,6 +378,8 @@ def run_reprocess(config: ReprocessConfig, beam_args: list[str]) -> ReprocessRes
     _check_root(config)
     _check_transform_dir(config.transform_dir)
     config = with_training_classes(config)
+    statistics = transform_statistics(config.transform_dir)
+    model = scoring_model(config.model_dir, statistics, config.transform_dir) if config.model_dir else None
     labels = _labels(config)
     with creating_in(config.output_root):
         lock = try_lock(config.output_root)
@@ -296,14 +389,15 @@ def run_reprocess(config: ReprocessConfig, beam_args: list[str]) -> ReprocessRes
         _remove_leftovers(config.output_root)
         recorded = read_ledger(config.output_root)
         ledger = reconcile(config.output_root, recorded, complete_batches(config.output_root))
+        ledger = claim_transform(config.output_root, ledger, statistics, config.transform_dir)
         selection = select(config, ledger, labels)
         if not selection.sources:
             _log.info("nothing new in %s: %d records unchanged since the last batch, %d files not settled; "
                       "no batch written", config.incoming, selection.unchanged, selection.unsettled)
             updated = ledger.with_states(selection.touched)
-            if updated != recorded:
+            if updated != recorded and not updated.is_empty():  # an adopted transform is recorded too
                 write_ledger(config.output_root, updated)
             return ReprocessResult(Outcome.NOTHING_NEW)
-        return _publish_batch(config, selection, labels, ledger, beam_args, started)
+        return _publish_batch(config, selection, labels, ledger, beam_args, started, model)
     finally:
         lock.release()

@@ -1,0 +1,69 @@
+"""The predictions CSV, written by `python -m trainer.predict` and by nightly scoring
+(`python -m beam_pipeline.reprocess --model_dir`, `ROOT/batch-*/predictions.csv`): one format, one writer.
+
+    record_id,probability,predicted_label,true_label[,error]
+
+One row per record, sorted by record id; `probability` in full precision (repr) so `predicted_label`
+can be re-derived from it exactly; `true_label` empty when the truth is unknown; the `error` column
+only for raw-file scoring (`predict --records`), where a file not scored has its reason code and
+empty `probability` and `predicted_label`. No TensorFlow here.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+
+from ecg_common.schema import UNKNOWN_LABEL
+
+PREDICTIONS_FILE = "predictions.csv"
+"""Nightly scoring's file in a batch folder."""
+CSV_HEADER = ("record_id", "probability", "predicted_label", "true_label")
+"""Always all four columns, so a reader need not guess; `true_label` is empty when the truth is unknown."""
+ERROR_COLUMN = "error"
+"""The fifth column of a `--records` CSV: a reason code (README's table) for a file not scored, else empty."""
+LEGACY_PREDICTED_COLUMN = "label"
+"""What `predicted_label` was called before: `read_csv` still reads such files."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    record_id: str
+    probability: float
+    predicted_label: int
+    """1 (abnormal) when probability >= the threshold chosen on validation."""
+    true_label: int = UNKNOWN_LABEL
+    """The label the split's example carries, UNKNOWN_LABEL (-1) when it has none."""
+    error: str = ""
+    """A raw file not scored: its reason code (probability NaN, predicted_label UNKNOWN_LABEL)."""
+
+    @property
+    def label(self) -> int:
+        """The predicted label under its former name, for callers of the Python API."""
+        return self.predicted_label
+
+
+def _label_cell(label: int) -> str:
+    return "" if label == UNKNOWN_LABEL else str(label)
+
+
+def csv_text(predictions: list[Prediction], error_column: bool = False) -> str:
+    """The whole CSV (`CSV_HEADER`, and `ERROR_COLUMN` when asked), rows sorted by record id."""
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_HEADER + ((ERROR_COLUMN,) if error_column else ()))
+    for p in sorted(predictions, key=lambda p: p.record_id):
+        cells = ("", "") if p.error else (repr(p.probability), p.predicted_label)
+        writer.writerow((p.record_id, *cells, _label_cell(p.true_label)) + ((p.error,) if error_column else ()))
+    return buffer.getvalue()
+
+
+def parse_csv(text: str) -> list[Prediction]:
+    """`csv_text`'s rows back (a row not scored: probability NaN, its reason in `error`), also in the
+    former layout `record_id,probability,label` (no truth)."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    predicted = CSV_HEADER[2] if CSV_HEADER[2] in (reader.fieldnames or ()) else LEGACY_PREDICTED_COLUMN
+    return [Prediction(row["record_id"], float(row["probability"] or math.nan),
+                       int(row[predicted] or UNKNOWN_LABEL), int(row.get("true_label") or UNKNOWN_LABEL),
+                       row.get(ERROR_COLUMN) or "") for row in reader]
