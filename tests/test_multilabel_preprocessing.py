@@ -30,7 +30,7 @@ def _records(n: int, seed: int = 0) -> list[DecodedRecord]:
         names = tuple(rng.choice(CODES, size=count, replace=False, p=weights / weights.sum()))
         known = UNKNOWN_LABEL if i % 4 == 3 else CLASSES_KNOWN
         ecg = rng.normal(size=ECG_SHAPE).astype(np.float32)
-        records.append(DecodedRecord(f"R{i}", known, ecg, () if known == UNKNOWN_LABEL else names))
+        records.append(DecodedRecord(f"R{i}", known, ecg, label_names=() if known == UNKNOWN_LABEL else names))
     return records
 
 
