@@ -6,6 +6,7 @@ float32 signal is handed to Arrow without a per-value Python loop (one concatena
 """
 from __future__ import annotations
 
+import json
 import struct
 import typing
 
@@ -15,17 +16,24 @@ import pyarrow as pa
 from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.public import tfxio
 
-from ecg_common.schema import ECG_KEY, ECG_SHAPE, LABEL_KEY, RECORD_ID_KEY, UNKNOWN_LABEL, raw_feature_spec
+from ecg_common.schema import (ECG_KEY, ECG_SHAPE, LABEL_KEY, LABEL_NAMES_KEY, LABELS_KEY, RECORD_ID_KEY, UNKNOWN_LABEL,
+                               raw_feature_spec)
+from ecg_decode.decoding.record_info import RecordInfo
 
 _VALUES_PER_ECG = int(np.prod(ECG_SHAPE))
 
 
 class DecodedRecord(typing.NamedTuple):
-    """One record ready for tf.Transform: float32 ECG_SHAPE signal in mV, label (or UNKNOWN_LABEL)."""
+    """One record ready for tf.Transform: float32 ECG_SHAPE signal in mV, label (or UNKNOWN_LABEL),
+    and what the record says about its patient (`RecordInfo`, from the decoder child).
+
+    Multi-label runs: `label` is CLASSES_KNOWN or UNKNOWN_LABEL and `label_names` the record's classes."""
 
     record_id: str
     label: int
     ecg: np.ndarray
+    info: RecordInfo = RecordInfo()
+    label_names: tuple[str, ...] = ()
 
 
 # --- coders -----------------------------------------------------------------------------------
@@ -36,24 +44,31 @@ class DecodedRecord(typing.NamedTuple):
 
 
 class DecodedRecordCoder(beam.coders.Coder):
-    """Label, id and the raw float32 signal (no pickle: nothing decoded here can run code), for the
-    rare times a record crosses processes; a size estimate that does not copy it."""
+    """Label, id, the record's info as JSON and the raw float32 signal (no pickle: nothing decoded
+    here can run code), for the rare times a record crosses processes; a size estimate that does not
+    copy it."""
 
-    _HEADER = struct.Struct("<qI")  # label, length of the UTF-8 record id
+    _HEADER = struct.Struct("<qIII")  # label, lengths of the UTF-8 record id, the info JSON, the class names
 
     def encode(self, record: DecodedRecord) -> bytes:
         record_id = record.record_id.encode("utf-8")
+        info = json.dumps(record.info.to_json()).encode("utf-8")
+        names = "\t".join(record.label_names).encode("utf-8")  # a class name holds no tab (inputs/classes.py)
         signal = np.ascontiguousarray(record.ecg, dtype="<f4").tobytes()
-        return self._HEADER.pack(record.label, len(record_id)) + record_id + signal
+        return (self._HEADER.pack(record.label, len(record_id), len(info), len(names))
+                + record_id + info + names + signal)
 
     def decode(self, data: bytes) -> DecodedRecord:
-        label, id_length = self._HEADER.unpack_from(data)
+        label, id_length, info_length, names_length = self._HEADER.unpack_from(data)
         start = self._HEADER.size + id_length
-        ecg = np.frombuffer(data, dtype="<f4", offset=start).reshape(ECG_SHAPE)
-        return DecodedRecord(bytes(data[self._HEADER.size:start]).decode("utf-8"), label, ecg)
+        info = RecordInfo.from_json(json.loads(bytes(data[start:start + info_length]).decode("utf-8")))
+        names = bytes(data[start + info_length:start + info_length + names_length]).decode("utf-8")
+        ecg = np.frombuffer(data, dtype="<f4", offset=start + info_length + names_length).reshape(ECG_SHAPE)
+        return DecodedRecord(bytes(data[self._HEADER.size:start]).decode("utf-8"), label, ecg, info,
+                             tuple(names.split("\t")) if names else ())
 
     def estimate_size(self, record: DecodedRecord) -> int:
-        return record.ecg.nbytes + len(record.record_id) + self._HEADER.size
+        return record.ecg.nbytes + len(record.record_id) + self._HEADER.size + sum(map(len, record.label_names))
 
     def is_deterministic(self) -> bool:
         return False
@@ -90,14 +105,15 @@ beam.coders.registry.register_coder(DecodedRecord, DecodedRecordCoder)
 beam.coders.registry.register_coder(pa.RecordBatch, RecordBatchCoder)
 
 
-def raw_schema():
+def raw_schema(multi_label: bool = False):
     """The raw data's `tensorflow_metadata` Schema (what `OUT/metadata/` holds)."""
-    return schema_utils.schema_from_feature_spec(raw_feature_spec())
+    return schema_utils.schema_from_feature_spec(raw_feature_spec(multi_label))
 
 
-def tensor_adapter_config() -> tfxio.TensorAdapterConfig:
-    """Arrow schema + tensor representations matching `raw_schema()` (dense [5000, 12] `ecg`)."""
-    source = tfxio.TFExampleBeamRecord(physical_format="inmem", schema=raw_schema(),
+def tensor_adapter_config(multi_label: bool = False) -> tfxio.TensorAdapterConfig:
+    """Arrow schema + tensor representations matching `raw_schema()` (dense [5000, 12] `ecg`; in
+    multi-label runs also `label_names`, a [batch, None] SparseTensor of class names)."""
+    source = tfxio.TFExampleBeamRecord(physical_format="inmem", schema=raw_schema(multi_label),
                                        telemetry_descriptors=["ecg_beam_pipeline"])
     return source.TensorAdapterConfig()
 
@@ -107,17 +123,20 @@ def _list_column(values: pa.Array, per_row: int, rows: int) -> pa.LargeListArray
     return pa.LargeListArray.from_arrays(offsets, values)
 
 
-def to_record_batch(records: typing.Sequence[DecodedRecord]) -> pa.RecordBatch:
-    """Packs records into one RecordBatch with the column types of `tensor_adapter_config()`."""
+def to_record_batch(records: typing.Sequence[DecodedRecord], multi_label: bool = False) -> pa.RecordBatch:
+    """Packs records into one RecordBatch with the column types of `tensor_adapter_config(multi_label)`."""
     rows = len(records)
     signal = np.concatenate([r.ecg.reshape(-1) for r in records]).astype(np.float32, copy=False)
     labels = np.array([r.label for r in records], dtype=np.int64)
     ids = pa.array([r.record_id.encode("utf-8") for r in records], type=pa.large_binary())
-    return pa.RecordBatch.from_arrays(
-        [_list_column(pa.array(signal), _VALUES_PER_ECG, rows),
-         _list_column(pa.array(labels), 1, rows),
-         _list_column(ids, 1, rows)],
-        [ECG_KEY, LABEL_KEY, RECORD_ID_KEY])
+    columns = {ECG_KEY: _list_column(pa.array(signal), _VALUES_PER_ECG, rows),
+               LABEL_KEY: _list_column(pa.array(labels), 1, rows),
+               RECORD_ID_KEY: _list_column(ids, 1, rows)}
+    if multi_label:
+        columns[LABEL_NAMES_KEY] = pa.array([[n.encode("utf-8") for n in r.label_names] for r in records],
+                                            type=pa.large_list(pa.large_binary()))
+    names = sorted(columns)  # the adapter's Arrow schema lists the features by name
+    return pa.RecordBatch.from_arrays([columns[name] for name in names], names)
 
 
 def signal_samples(batch: pa.RecordBatch) -> np.ndarray:
@@ -135,6 +154,8 @@ def drop_unknown_labels(batch: pa.RecordBatch) -> pa.RecordBatch:
     no value, which a reader expecting one value (or its default when the feature is absent) rejects.
     """
     index = batch.schema.get_field_index(LABEL_KEY)
+    if index < 0:  # a multi-label run: `labels` instead (`drop_unknown_classes`)
+        return drop_unknown_classes(batch)
     column = batch.column(index)
     offsets = column.offsets.to_numpy(zero_copy_only=False)
     offsets = offsets - offsets[0]  # relative to `flatten()`, which (unlike `values`) honours a slice
@@ -147,3 +168,19 @@ def drop_unknown_labels(batch: pa.RecordBatch) -> pa.RecordBatch:
         return batch
     masked = pa.LargeListArray.from_arrays(pa.array(offsets), column.flatten(), mask=pa.array(unknown))
     return batch.set_column(index, LABEL_KEY, masked)
+
+
+def drop_unknown_classes(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Multi-label runs: a row whose `labels` list is empty (classes unknown) becomes a missing value,
+    so the example encoder omits `labels` there, as `drop_unknown_labels` does for `label`."""
+    index = batch.schema.get_field_index(LABELS_KEY)
+    if index < 0:
+        return batch
+    column = batch.column(index)
+    empty = (column.value_lengths().fill_null(0).to_numpy(zero_copy_only=False) == 0)
+    if not empty.any():
+        return batch
+    offsets = column.offsets.to_numpy(zero_copy_only=False)
+    offsets = offsets - offsets[0]
+    masked = type(column).from_arrays(pa.array(offsets), column.flatten(), mask=pa.array(empty))
+    return batch.set_column(index, LABELS_KEY, masked)

@@ -15,6 +15,7 @@ import scipy.io
 
 from ecg_common.rejections import DecodeError, Reason
 from ecg_common.schema import NUM_LEADS, SAMPLING_RATE_HZ
+from ecg_decode.decoding.record_info import RecordInfo, from_struct_fields
 
 MAX_SAMPLES_PER_LEAD = SAMPLING_RATE_HZ * 3600
 """Most samples per lead accepted as stored (one hour at 500 Hz), whatever the file's rate.
@@ -33,6 +34,8 @@ SIGNAL_KEYS = ("data", "val", "ECG")
 """Variables searched, in order; `ECG` must be a struct (v7.3: a group) with a `data` field."""
 
 STRUCT_KEY, STRUCT_FIELD = "ECG", "data"
+STRUCT_AGE_FIELD, STRUCT_SEX_FIELD = "age", "sex"
+"""The CPSC 2018 struct's metadata fields (read from v5 files; a v7.3 struct's are not read)."""
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 MAT73_USERBLOCK_SIZE = 512
@@ -51,10 +54,12 @@ _MI_COMPRESSED = 15
 
 @dataclasses.dataclass(frozen=True)
 class Signal:
-    """The raw signal variable as stored, and where it was found (for error details)."""
+    """The raw signal variable as stored, where it was found (for error details), and what the
+    container itself says about the record (the CPSC struct's age and sex; None elsewhere)."""
 
     array: object
     source: str
+    info: RecordInfo | None = None
 
 
 def load_signal(data: bytes) -> Signal | DecodeError:
@@ -147,7 +152,10 @@ def _struct_field(value: object) -> Signal | DecodeError:
         return DecodeError(Reason.NO_SIGNAL, f"struct {STRUCT_KEY} has no {STRUCT_FIELD} field; fields: {list(names)}")
     if value.size != 1:
         return DecodeError(Reason.BAD_SHAPE, f"{STRUCT_KEY} is a {value.shape} struct array, not a single struct")
-    return Signal(value.flat[0][STRUCT_FIELD], source)
+    record = value.flat[0]
+    info = from_struct_fields(record[STRUCT_AGE_FIELD] if STRUCT_AGE_FIELD in names else None,
+                              record[STRUCT_SEX_FIELD] if STRUCT_SEX_FIELD in names else None)
+    return Signal(record[STRUCT_FIELD], source, info)
 
 
 def _is_v5(data: bytes) -> bool:

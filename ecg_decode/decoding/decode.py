@@ -1,6 +1,8 @@
 """Turns the bytes of one `.mat` ECG file into a (5000, 12) float32 array in millivolts, or a reason why not.
 
-`decode_record` is the only entry point (the Beam DoFn calls it). It never raises: any input,
+`decode_record` is the entry point; `decode_with_info` returns the same array together with the
+record's `RecordInfo` (age, sex, Dx codes from the header's comments or the CPSC struct), which is
+what the decoder child sends back. Neither raises: any input,
 however broken or hostile, becomes either the array or a `DecodeError(reason, detail)` that the
 pipeline writes to `errors/`, so every file found is accounted for.
 
@@ -43,9 +45,10 @@ import numpy as np
 
 from ecg_common.rejections import DecodeError, Reason
 from ecg_common.schema import SAMPLING_RATE_HZ
-from ecg_decode.decoding.container import load_signal
+from ecg_decode.decoding.container import Signal, load_signal
+from ecg_decode.decoding.record_info import Decoded, RecordInfo, from_header_comments
 from ecg_decode.decoding.standardize import standardize
-from ecg_decode.decoding.wfdb_header import parse_header
+from ecg_decode.decoding.wfdb_header import WfdbHeader, parse_header
 
 
 def decode_record(
@@ -63,6 +66,19 @@ def decode_record(
     parsers is reported as `Reason.NOT_MATLAB` (corrupt file) and a `MemoryError` as
     `Reason.TOO_LARGE`, because one bad file must not fail a pipeline of thousands.
     """
+    result = decode_with_info(mat_bytes, header_text, default_sampling_rate=default_sampling_rate,
+                              pad_short=pad_short)
+    return result if isinstance(result, DecodeError) else result.ecg
+
+
+def decode_with_info(
+    mat_bytes: bytes,
+    header_text: str | None = None,
+    *,
+    default_sampling_rate: float = SAMPLING_RATE_HZ,
+    pad_short: bool = False,
+) -> Decoded | DecodeError:
+    """`decode_record` with the record's `RecordInfo` beside the array (same rules, never raises)."""
     try:
         return _decode(mat_bytes, header_text, default_sampling_rate, pad_short)
     except MemoryError:
@@ -73,8 +89,8 @@ def decode_record(
 
 def _decode(
     mat_bytes: bytes, header_text: str | None, default_sampling_rate: float, pad_short: bool
-) -> np.ndarray | DecodeError:
-    """`decode_record` without the safety net: header first (cheap), then the file, then normalizing."""
+) -> Decoded | DecodeError:
+    """`decode_with_info` without the safety net: header first (cheap), then the file, then normalizing."""
     header = None
     if header_text is not None:
         header = parse_header(header_text)
@@ -84,4 +100,16 @@ def _decode(
     if isinstance(signal, DecodeError):
         return signal
     sampling_rate = header.sampling_rate if header is not None else default_sampling_rate
-    return standardize(signal, header, sampling_rate, pad_short)
+    ecg = standardize(signal, header, sampling_rate, pad_short)
+    if isinstance(ecg, DecodeError):
+        return ecg
+    return Decoded(ecg, record_info(header, signal))
+
+
+def record_info(header: WfdbHeader | None, signal: Signal) -> RecordInfo:
+    """The header's comments when there is a header; what the container says fills what they leave unknown."""
+    from_header = from_header_comments(header.comments) if header is not None else RecordInfo()
+    stored = signal.info or RecordInfo()
+    return RecordInfo(age=from_header.age if from_header.age is not None else stored.age,
+                      sex=from_header.sex if from_header.sex is not None else stored.sex,
+                      dx_codes=from_header.dx_codes if from_header.dx_codes is not None else stored.dx_codes)

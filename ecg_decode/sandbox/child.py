@@ -17,7 +17,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ecg_common.rejections import DecodeError, Reason
-from ecg_decode.decoding.decode import decode_record
+from ecg_decode.decoding.decode import decode_with_info
 from ecg_decode.opening import Refused, read_local
 from ecg_decode.sandbox.protocol import FRAME, RESULT_BYTES, RESULT_DTYPE, ChildGone, pack, parse_metadata, slot_view
 
@@ -64,7 +64,7 @@ def _read_local(metadata: dict) -> tuple[bytes, str | None] | DecodeError:
 
 def _decode_request(metadata: dict, payload: bytes, slots: mmap.mmap | None = None) -> tuple[dict, bytes]:
     """The response to one request: an error, or the decoded record, in the slot the parent named
-    (when it shares them) or else as the response's payload."""
+    (when it shares them) or else as the response's payload, with its `RecordInfo` in the metadata."""
     header = metadata.get("header")
     if "path" in metadata:
         read = _read_local(metadata)
@@ -72,18 +72,19 @@ def _decode_request(metadata: dict, payload: bytes, slots: mmap.mmap | None = No
             return {"reason": read.reason, "detail": read.detail}, b""
         payload, header = read
     try:
-        result = decode_record(payload, header,
+        result = decode_with_info(payload, header,
                                default_sampling_rate=float(metadata["default_sampling_rate"]),
                                pad_short=bool(metadata["pad_short"]))
     except MemoryError:  # decode_record catches its own; this is the last resort around it
         result = DecodeError(Reason.TOO_LARGE, "ran out of memory while decoding the file")
     if isinstance(result, DecodeError):
         return {"reason": result.reason, "detail": result.detail}, b""
+    ecg, response = result.ecg, {"shape": list(result.ecg.shape), "info": result.info.to_json()}
     slot = metadata.get("slot")
     if slots is not None and isinstance(slot, int) and 0 <= slot < len(slots) // RESULT_BYTES:
-        slot_view(slots, slot)[...] = result
-        return {"shape": list(result.shape), "slot": slot}, b""
-    return {"shape": list(result.shape)}, np.ascontiguousarray(result, dtype=RESULT_DTYPE).tobytes()
+        slot_view(slots, slot)[...] = ecg
+        return {**response, "slot": slot}, b""
+    return response, np.ascontiguousarray(ecg, dtype=RESULT_DTYPE).tobytes()
 
 
 def serve(memory_mb: int, slots_fd: int | None = None) -> None:

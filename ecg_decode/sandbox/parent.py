@@ -35,6 +35,7 @@ import numpy as np
 from ecg_common.cpu_time import process_cpu_seconds
 from ecg_common.rejections import DecodeError, Reason
 from ecg_common.schema import ECG_SHAPE
+from ecg_decode.decoding.record_info import Decoded, RecordInfo
 from ecg_decode.sandbox.protocol import (CHILD_ENV, FRAME, MAX_METADATA_BYTES, RESULT_BYTES, RESULT_DTYPE,
                                          STARTUP_TIMEOUT_S, ChildGone, DecodeLimits, LocalFile, Timeout, pack,
                                          parse_metadata, slot_view)
@@ -140,10 +141,17 @@ class DecoderProcess:
     def decode(self, data: bytes | LocalFile, header_text: str | None, *, default_sampling_rate: float,
                pad_short: bool) -> np.ndarray | DecodeError:
         """Decodes one file and waits for it (nothing else may be pending)."""
+        result = self.decode_with_info(data, header_text, default_sampling_rate=default_sampling_rate,
+                                       pad_short=pad_short)
+        return result if isinstance(result, DecodeError) else result.ecg
+
+    def decode_with_info(self, data: bytes | LocalFile, header_text: str | None, *, default_sampling_rate: float,
+                         pad_short: bool) -> Decoded | DecodeError:
+        """`decode` with the record's `RecordInfo` beside the array."""
         if self._pending:
             raise RuntimeError("DecoderProcess.decode with results pending: collect them first")
         self.submit(data, header_text, default_sampling_rate=default_sampling_rate, pad_short=pad_short)
-        return self.collect()
+        return self.collect_decoded()
 
     @property
     def pending(self) -> int:
@@ -181,6 +189,11 @@ class DecoderProcess:
 
     def collect(self) -> np.ndarray | DecodeError:
         """The result of the oldest pending request (a `DecodeError` when the child hung or died on it)."""
+        result = self.collect_decoded()
+        return result if isinstance(result, DecodeError) else result.ecg
+
+    def collect_decoded(self) -> Decoded | DecodeError:
+        """`collect` with the record's `RecordInfo` (sent by the child in the result's metadata)."""
         oldest = self._pending[0]
         process = self._process
         try:
@@ -300,17 +313,19 @@ class DecoderProcess:
             raise ChildGone()  # not our protocol: treat the child as broken
         return parse_metadata(self._read(fd, meta_size, deadline)), self._read(fd, payload_size, deadline)
 
-    def _result(self, metadata: dict, payload: bytearray, slot: int | None) -> np.ndarray | DecodeError:
-        """The record in the response's payload, or copied out of its slot (which is then reused)."""
+    def _result(self, metadata: dict, payload: bytearray, slot: int | None) -> Decoded | DecodeError:
+        """The record in the response's payload, or copied out of its slot (which is then reused),
+        with the `RecordInfo` of the response's metadata (checked: the child is not trusted)."""
         if "reason" in metadata:
             return DecodeError(str(metadata["reason"]), str(metadata.get("detail", "")))
         malformed = DecodeError(Reason.DECODER_CRASHED, "the decoder process returned a malformed result")
-        if tuple(metadata.get("shape", ())) != ECG_SHAPE:
+        info = RecordInfo.from_json(metadata.get("info"))
+        if tuple(metadata.get("shape", ())) != ECG_SHAPE or info is None:
             return malformed
         if metadata.get("slot") is not None:
             if metadata["slot"] != slot or slot is None or payload:
                 return malformed
-            return slot_view(self._slots[1], slot).copy()
+            return Decoded(slot_view(self._slots[1], slot).copy(), info)
         if len(payload) != RESULT_BYTES:
             return malformed
-        return np.frombuffer(payload, dtype=RESULT_DTYPE).reshape(ECG_SHAPE)
+        return Decoded(np.frombuffer(payload, dtype=RESULT_DTYPE).reshape(ECG_SHAPE), info)
