@@ -30,6 +30,10 @@ TRANSFORMED_SIGNATURE = "transformed"
 EXAMPLES_KEY = "examples"
 PROBABILITY_KEY = "probability"
 PREDICTED_LABEL_KEY = "label"
+PROBABILITIES_KEY = "probabilities"
+"""Multi-label models: float32 [batch, K], one probability per class of `assets.extra/classes.txt`."""
+LABELS_OUTPUT_KEY = "labels"
+"""Multi-label models: int64 [batch, K], 1 where the class's probability >= its own threshold."""
 
 
 def serving_root(model_dir: str) -> str:

@@ -34,6 +34,7 @@ class Reason:
     DUPLICATE_ID = "duplicate_id"            # the same record id found twice in one split
     INVALID_LABEL = "invalid_label"          # labels file: value other than 0/1, or conflicting
     LABEL_WITHOUT_FILE = "label_without_file"  # labels file: id with no .mat file in the train dir
+    BAD_DX_CODE = "bad_dx_code"              # --dx_from_header: a Dx code that is not a positive integer
 
 
 @dataclasses.dataclass(frozen=True)

@@ -111,6 +111,9 @@ AGE_KEY = "age"
 """float32 years, absent when the record does not say."""
 SEX_KEY = "sex"
 """int64, 0 female, 1 male, absent when the record does not say."""
+LABEL_NAMES_KEY = "label_names"
+"""Multi-label runs, raw data only: the record's class names (bytes, variable length) that the
+`preprocessing_fn` turns into the `labels` multi-hot."""
 
 UNKNOWN_LABEL = -1
 """Label value of a record whose label is not known (unlabelled TEST records).
@@ -121,6 +124,10 @@ only when it is known, and the transformed schema declares `label` a `VarLenFeat
 Readers that want a dense label (the trainer, predict) parse it with this value as the default.
 """
 
+CLASSES_KNOWN = 1
+"""Multi-label runs: the raw `label` column only says whether the record's classes are known
+(CLASSES_KNOWN, maybe none of them) or not (UNKNOWN_LABEL: an unlabelled test record, no `labels`)."""
+
 NORMAL, ABNORMAL = 0, 1
 VALID_LABELS = (NORMAL, ABNORMAL)
 CLASS_NAMES = {NORMAL: "normal", ABNORMAL: "abnormal"}
@@ -130,11 +137,14 @@ TRAIN_SPLIT = "train"
 TEST_SPLIT = "test"
 
 
-def raw_feature_spec(geometry: Geometry = DEFAULT_GEOMETRY) -> dict:
-    """The raw (pre-transform) features as `tf.io` parsing specs: the single source of the raw schema."""
+def raw_feature_spec(geometry: Geometry = DEFAULT_GEOMETRY, multi_label: bool = False) -> dict:
+    """The raw (pre-transform) features as `tf.io` parsing specs: the single source of the raw schema.
+
+    `geometry` gives `ecg` its shape (default [5000, 12]); `multi_label` adds the record's class names
+    (LABEL_NAMES_KEY); binary runs are unchanged."""
     import tensorflow as tf  # imported lazily: decoding and label parsing must not pay for TF
 
-    return {
+    spec = {
         ECG_KEY: tf.io.FixedLenFeature(list(geometry.shape), tf.float32),
         LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
         RECORD_ID_KEY: tf.io.FixedLenFeature([], tf.string),
@@ -143,3 +153,6 @@ def raw_feature_spec(geometry: Geometry = DEFAULT_GEOMETRY) -> dict:
         AGE_KEY: tf.io.VarLenFeature(tf.float32),
         SEX_KEY: tf.io.VarLenFeature(tf.int64),
     }
+    if multi_label:
+        spec[LABEL_NAMES_KEY] = tf.io.VarLenFeature(tf.string)
+    return spec

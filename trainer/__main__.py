@@ -62,14 +62,17 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> int:
         start_tensorflow(args.verbose)
-        from trainer.train import run, summary_line
+        from trainer import multilabel, train
+
+        # A multi-label output (OUT/classes.txt, `labels` instead of `label`) trains K outputs.
+        training = multilabel if multilabel.is_multi_label(args.data_dir) else train
 
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                              seed=args.seed, val_fraction=args.val_fraction, patience=args.patience,
                              filters=args.filters, kernel_size=args.kernel_size, dropout=args.dropout,
                              threshold_criterion=args.threshold_criterion, deterministic=args.deterministic)
-        metrics = run(args.data_dir, args.model_dir, config, extra_data=args.extra_data)
-        print(f"wrote {args.model_dir}: {summary_line(metrics)}")
+        metrics = training.run(args.data_dir, args.model_dir, config, extra_data=args.extra_data)
+        print(f"wrote {args.model_dir}: {training.summary_line(metrics)}")
         return EXIT_OK
 
     return run_command(work, "trainer", args.verbose)

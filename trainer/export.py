@@ -20,6 +20,10 @@ Signatures (all output `probability` float32 [batch], P(abnormal), and `label` i
   (60,000 floats, as in the pipeline's raw schema); other features are ignored;
 - `transformed`: `ecg` already normalized by the pipeline, as in the TFRecords (used by predict).
 
+A multi-label model (`trainer/multilabel.py`) has the same signatures and checks, returning instead
+`probabilities` float32 [batch, K] and `labels` int64 [batch, K] (each class at its own threshold,
+the variable `thresholds`); its class names are `assets.extra/classes.txt`.
+
 Beside the SavedModel, `assets.extra/` (ignored by TensorFlow and TF Serving) holds the transformed
 schema of the training examples, so predict can read any data folder normalized with the same
 transform without its `transform_fn/`, and the transform's lead statistics (`transform.json`), so
@@ -39,8 +43,9 @@ import tensorflow_transform as tft
 from tensorflow_transform.tf_metadata import metadata_io
 
 from ecg_common import model_layout, scoring
-from ecg_common.model_layout import (EXAMPLES_KEY, EXAMPLES_SIGNATURE, PREDICTED_LABEL_KEY, PROBABILITY_KEY,
-                                     SERVING_SIGNATURE, TRANSFORMED_SIGNATURE)
+from ecg_common.layout import CLASSES_FILE
+from ecg_common.model_layout import (EXAMPLES_KEY, EXAMPLES_SIGNATURE, LABELS_OUTPUT_KEY, PREDICTED_LABEL_KEY,
+                                     PROBABILITIES_KEY, PROBABILITY_KEY, SERVING_SIGNATURE, TRANSFORMED_SIGNATURE)
 from ecg_common.schema import ECG_KEY, ECG_SHAPE
 from trainer import layout
 
@@ -99,12 +104,16 @@ class ServingModule(tf.Module):
     The signatures take `ecg` of the shape the training data was built with (the transform's raw
     `ecg`: [N, window_s x rate, leads], default [N, 5000, 12]), read from the schema, not assumed."""
 
-    def __init__(self, model: keras.Model, tft_output: tft.TFTransformOutput, threshold: float):
+    def __init__(self, model: keras.Model, tft_output: tft.TFTransformOutput, threshold: float,
+                 thresholds: list[float] | None = None):
         super().__init__(name="ecg_serving")
         self.model = model
         self.tft_layer = tft_output.transform_features_layer()
         # float64, as chosen: comparing in float32 could flip a probability equal to the rounded threshold.
         self.threshold = tf.Variable(threshold, dtype=tf.float64, trainable=False, name="threshold")
+        self._multi_label = thresholds is not None
+        if self._multi_label:  # one threshold per class, in the order of the model's outputs
+            self.thresholds = tf.Variable(thresholds, dtype=tf.float64, trainable=False, name="thresholds")
         self._raw_ecg = tft_output.raw_feature_spec()[ECG_KEY]
         self._shape = tuple(self._raw_ecg.shape)
         ecg_spec = tf.TensorSpec([None, *self._shape], tf.float32, name=ECG_KEY)
@@ -113,6 +122,10 @@ class ServingModule(tf.Module):
         self.serve_transformed = tf.function(self._serve_transformed, input_signature=[ecg_spec])
 
     def _outputs(self, normalized: tf.Tensor) -> dict:
+        if self._multi_label:
+            probabilities = self.model(normalized, training=False)
+            labels = tf.cast(tf.cast(probabilities, tf.float64) >= self.thresholds, tf.int64)
+            return {PROBABILITIES_KEY: probabilities, LABELS_OUTPUT_KEY: labels}
         probability = tf.reshape(self.model(normalized, training=False), [-1])
         label = tf.cast(tf.cast(probability, tf.float64) >= self.threshold, tf.int64)
         return {PROBABILITY_KEY: probability, PREDICTED_LABEL_KEY: label}
@@ -140,24 +153,30 @@ def _write_sidecar(export_dir: str, tft_output: tft.TFTransformOutput, transform
 
 
 def export_serving_model(model: keras.Model, tft_output: tft.TFTransformOutput, threshold: float, model_dir: str,
-                         transform_info: dict | None = None) -> tuple[int, str]:
+                         transform_info: dict | None = None, thresholds: list[float] | None = None,
+                         class_names: tuple[str, ...] | None = None) -> tuple[int, str]:
     """Writes a new version `MODEL/serving/<n>/` (n = one above every existing version) and returns (n, path).
 
     The SavedModel and its `assets.extra/` are written into a hidden staging folder beside the versions
     and renamed into place, so a version folder is either complete or absent, and an existing one is
     never written into (a rename onto a non-empty folder fails; the next number is tried).
+    A multi-label model gives `thresholds` (one per class) and `class_names`, written to
+    `assets.extra/classes.txt`.
     """
     root = layout.serving_root(model_dir)
     os.makedirs(root, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root)
     try:
-        module = ServingModule(model, tft_output, threshold)
+        module = ServingModule(model, tft_output, threshold, thresholds)
         tf.saved_model.save(module, staging, signatures={
             SERVING_SIGNATURE: module.serve_raw,
             EXAMPLES_SIGNATURE: module.serve_examples,
             TRANSFORMED_SIGNATURE: module.serve_transformed,
         })
         _write_sidecar(staging, tft_output, transform_info or {})
+        if class_names is not None:
+            with open(os.path.join(staging, layout.EXTRA_ASSETS_DIR, CLASSES_FILE), "w", encoding="utf-8") as handle:
+                handle.writelines(f"{name}\n" for name in class_names)
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the version from a server run as another user
         return _publish_version(staging, model_dir)
     except BaseException:

@@ -48,6 +48,8 @@ VALIDATION_PREDICTIONS_FILE = "validation_predictions.csv"
 VALIDATION_PREDICTIONS_HEADER = ("true_label", "probability")
 LEGACY_TRUE_LABEL_COLUMN = "label"
 """The truth column's name before it became `true_label` (older model directories still read)."""
+MULTILABEL_VALIDATION_PREDICTIONS_FILE = "validation_predictions_multilabel.csv"
+"""Multi-label models: `true_<class>` columns, then one probability column per class, per validation record."""
 DECODING_FILE = "decoding.json"
 RECORDED_KEY = "recorded"
 LOGS_DIR = "logs"
@@ -102,6 +104,23 @@ def read_validation_predictions(path: str) -> tuple[np.ndarray, np.ndarray]:
         rows = list(reader)
     labels = np.array([int(row[true_column]) for row in rows], dtype=np.int64)
     return labels, np.array([float(row[probability_column]) for row in rows], dtype=np.float64)
+
+
+def write_multilabel_validation_predictions(path: str, names, labels: np.ndarray, scores: np.ndarray) -> None:
+    """A multi-label model's validation truth and probabilities ([N, K] each), full precision."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([f"true_{n}" for n in names] + list(names))
+        writer.writerows([*map(int, truth), *(repr(float(p)) for p in score)] for truth, score in zip(labels, scores))
+
+
+def read_multilabel_validation_predictions(path: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(class names, [N, K] truth, [N, K] probabilities) from `write_multilabel_validation_predictions`."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        header, *rows = list(csv.reader(handle))
+    k = len(header) // 2
+    values = np.array(rows, dtype=np.float64).reshape(-1, 2 * k)
+    return header[k:], values[:, :k].astype(np.int64), values[:, k:]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,7 @@ was not scored (`probability` and `predicted_label` empty). Every file given app
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import logging
 import math
@@ -39,7 +40,7 @@ from ecg_common.schema import ABNORMAL, CLASS_NAMES, ECG_KEY, NORMAL, TEST_SPLIT
 from ecg_common.transform_fingerprint import same_transform
 from trainer import raw_records
 from trainer.evaluation import binary_metrics, reliability
-from trainer.layout import read_decoding_options, resolve_export
+from trainer.layout import EXTRA_ASSETS_DIR, read_decoding_options, resolve_export
 
 _log = logging.getLogger(__name__)
 
@@ -156,6 +157,26 @@ def labelled_summary(predictions: list[Prediction]) -> str:
     return line if counts["reliable"] else f"{line}; {counts['caveat']}"
 
 
+def _multi_label_rows(args) -> list[list[str]] | None:
+    """The CSV rows of a multi-label model (`multilabel.csv_rows`), or None for a binary one."""
+    from trainer import multilabel  # TensorFlow: imported when used, so the command parses first
+
+    export_dir = resolve_export(args.model_dir, args.model_version)
+    if not multilabel.is_multi_label(os.path.join(export_dir, EXTRA_ASSETS_DIR)):
+        return None
+    if args.records:
+        return multilabel.csv_rows(*multilabel.predict_records_rows(args.model_dir, export_dir, args.records,
+                                                                    args.batch_size))
+    return multilabel.csv_rows(*multilabel.predict_rows(export_dir, args.data_dir, args.split or TEST_SPLIT,
+                                                        args.batch_size))
+
+
+def _write_rows(rows: list[list[str]], path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(rows)
+
+
 def build_parser() -> CommandLineParser:
     parser = CommandLineParser(
         prog="python -m trainer.predict",
@@ -190,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> int:
         start_tensorflow(args.verbose)
+        if (multi := _multi_label_rows(args)) is not None:
+            _write_rows(multi, args.output)
+            print(f"wrote {args.output}: {len(multi) - 1} records, one probability column per class and labels")
+            return EXIT_OK
         if args.records:
             predictions = predict_records(args.model_dir, args.records, args.batch_size, args.model_version)
             write_csv(predictions, args.output, error_column=True)

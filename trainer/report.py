@@ -34,7 +34,8 @@ from ecg_common.report_page import Section, Table, text
 from ecg_common.schema import ABNORMAL, CLASS_NAMES, NORMAL
 from trainer import evaluation
 from trainer.evaluation import roc_auc, roc_curve
-from trainer.layout import METRICS_FILE, REPORT_DIR, VALIDATION_PREDICTIONS_FILE, read_validation_predictions
+from trainer.layout import (METRICS_FILE, MULTILABEL_VALIDATION_PREDICTIONS_FILE, REPORT_DIR, VALIDATION_PREDICTIONS_FILE,
+                            read_multilabel_validation_predictions, read_validation_predictions)
 
 STATUS_WRITTEN, STATUS_FAILED = "written", "failed"
 
@@ -235,6 +236,10 @@ def build(model_dir: str, metrics: dict | None = None) -> str:
     if metrics is None:
         with open(os.path.join(model_dir, METRICS_FILE), encoding="utf-8") as handle:
             metrics = json.load(handle)
+    if metrics.get("multi_label"):
+        names, labels, scores = read_multilabel_validation_predictions(
+            os.path.join(model_dir, MULTILABEL_VALIDATION_PREDICTIONS_FILE))
+        return build_multilabel(model_dir, metrics, labels, scores)
     labels, scores = read_validation_predictions(os.path.join(model_dir, VALIDATION_PREDICTIONS_FILE))
     report_page.use_agg()
     folder = report_page.fresh_folder(os.path.join(model_dir, REPORT_DIR))
@@ -271,6 +276,75 @@ def build_safely(model_dir: str, metrics: dict) -> dict:
     return {"status": STATUS_WRITTEN, "index": f"{REPORT_DIR}/{report_page.INDEX_FILE}"}
 
 
+# --- multi-label models (trainer/multilabel.py) -----------------------------------------------------
+
+PER_CLASS_ROC_PNG = "roc_per_class.png"
+
+
+def per_class_roc_figure(names, labels: np.ndarray, scores: np.ndarray):
+    """One validation ROC curve per class (those with both outcomes), its AUC in the legend."""
+    figure = _new_figure(6.2, 5.6)
+    ax = figure.add_subplot()
+    for k, name in enumerate(names):
+        if 0 < labels[:, k].sum() < len(labels):
+            fpr, tpr, _ = roc_curve(labels[:, k], scores[:, k])
+            ax.plot(fpr, tpr, linewidth=1.6, label=f"{name}: AUC {roc_auc(labels[:, k], scores[:, k]):.3f} "
+                                                   f"({int(labels[:, k].sum())} positive)")
+    ax.plot([0, 1], [0, 1], color="#999", linestyle=":", label="chance")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_aspect("equal")
+    ax.set_xlabel("false positive rate (1 - specificity)")
+    ax.set_ylabel("true positive rate (sensitivity)")
+    ax.set_title(f"ROC per class, {len(labels)} validation records", fontsize=10)
+    ax.grid(color="#e5e5e5")
+    ax.legend(fontsize=7, loc="lower right")
+    return figure
+
+
+def build_multilabel(model_dir: str, metrics: dict, labels: np.ndarray, scores: np.ndarray) -> str:
+    """`MODEL/report/index.html` of a multi-label model: learning curves, the ROC of every class and a
+    table of each class's AUC, F1, precision, recall and threshold (from `metrics`, as in metrics.json)."""
+    names, validation = metrics["classes"], metrics["validation"]
+    report_page.use_agg()
+    folder = report_page.fresh_folder(os.path.join(model_dir, REPORT_DIR))
+    drawn = {LEARNING_CURVES_PNG: learning_curves_figure(metrics["history"], metrics.get("best_epoch")),
+             PER_CLASS_ROC_PNG: per_class_roc_figure(names, labels, scores)}
+    figures = {name: report_page.save_figure(figure, folder, name) for name, figure in drawn.items()}
+
+    def cell(value) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    per_class = validation["per_class"]
+    table = Table(["class", "positives", "negatives", "AUC", "F1", "precision", "recall", "threshold"],
+                  [[n, per_class[n]["positives"], per_class[n]["negatives"], cell(per_class[n]["auc"]),
+                    cell(per_class[n]["f1"]), cell(per_class[n]["precision"]), cell(per_class[n]["recall"]),
+                    cell(per_class[n]["threshold"])] for n in names])
+    intro = [f"Multi-label model over {len(names)} classes. Validation macro AUC {cell(validation['macro_auc'])}, "
+             f"macro F1 {cell(validation['macro_f1'])} (over the classes with both outcomes in validation), "
+             f"training {text(metrics.get('training_seconds', '?'))} s. Every number comes from "
+             f"<a href=\"../{METRICS_FILE}\">{METRICS_FILE}</a>."]
+    sections = [
+        Section("Learning curves", [f"{metrics.get('epochs_run', '?')} epochs run; early stopping on the "
+                                    f"validation macro AUC restored epoch {metrics.get('best_epoch', '?')}."],
+                figures=[figures[LEARNING_CURVES_PNG]]),
+        Section("Per class", ["Each class has its own threshold, chosen on these validation records by "
+                              f"{text(metrics.get('threshold_criterion', '?'))}, so the figures at it are "
+                              "optimistic."], [table], [figures[PER_CLASS_ROC_PNG]]),
+    ]
+    return report_page.write_page(folder, "ECG multi-label classifier training report", intro, sections)
+
+
+def build_multilabel_safely(model_dir: str, metrics: dict, labels: np.ndarray, scores: np.ndarray) -> dict:
+    """`build_multilabel` for training: never raises (see `build_safely`)."""
+    try:
+        build_multilabel(model_dir, metrics, labels, scores)
+    except Exception as error:  # noqa: BLE001 - a report must never cost a trained model
+        _log.warning("the training report could not be drawn; the model is saved", exc_info=True)
+        return {"status": STATUS_FAILED, "error": f"{type(error).__name__}: {error}"}
+    return {"status": STATUS_WRITTEN, "index": f"{REPORT_DIR}/{report_page.INDEX_FILE}"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = CommandLineParser(prog="python -m trainer.report",
                                description="Redraw MODEL/report/ from MODEL/metrics.json and "
@@ -289,3 +363,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

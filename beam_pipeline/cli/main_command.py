@@ -16,7 +16,8 @@ import sys
 
 from beam_pipeline.cli.beam_options import parse_with_beam_options
 from beam_pipeline.cli.exits import run_stoppable
-from beam_pipeline.cli.options import add_record_options, add_robustness_options, decode_options, write_options
+from beam_pipeline.cli.options import (add_class_options, add_record_options, add_robustness_options,
+                                       check_class_options, decode_options, write_options)
 from beam_pipeline.runs.outcome import describe_dry_run, describe_excess
 from beam_pipeline.runs.runner_defaults import DEFAULT_RUNNER
 from ecg_common.cli import EXIT_FAILED, EXIT_OK, CommandLineParser, configure_logging, start_tensorflow
@@ -33,27 +34,33 @@ def build_parser() -> CommandLineParser:
                "output's lock, 143/130 stopped by SIGTERM/SIGINT.")
     parser.add_argument("--train_dir", required=True,
                         help="labelled records: *.mat found recursively; the record id is the file stem")
-    parser.add_argument("--labels", required=True,
+    parser.add_argument("--labels",
                         help="labels file: 'id<sep>label' per line (tab, comma or spaces; 0 normal, 1 abnormal); "
-                             "header line, BOM, CRLF and blank lines are tolerated")
+                             "header line, BOM, CRLF and blank lines are tolerated; required unless --dx_from_header")
     parser.add_argument("--test_dir", help="records transformed with the training statistics; labels optional")
     parser.add_argument("--output_dir", required=True,
                         help="where the output contract is written: a new path, or an earlier output of this "
                              "pipeline (replaced atomically); anything else is refused")
     add_record_options(parser)
+    add_class_options(parser)
     add_robustness_options(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, beam_args = parse_with_beam_options(build_parser(), argv)
+    parser = build_parser()
+    args, beam_args = parse_with_beam_options(parser, argv)
+    if args.labels is None and not args.dx_from_header:
+        parser.error("the following arguments are required: --labels (or --dx_from_header)")
+    check_class_options(parser, args)
     configure_logging("beam_pipeline", args.verbose)
     start_tensorflow(args.verbose)
     from beam_pipeline.runs.job import JobConfig, run_job  # after parsing: loads tf.Transform and Beam's runners
 
     config = JobConfig(train_dir=args.train_dir, labels_path=args.labels, output_dir=args.output_dir,
                        test_dir=args.test_dir, decode=decode_options(args), write=write_options(args),
-                       max_error_rate=args.max_error_rate, normal_labels=args.normal_labels)
+                       max_error_rate=args.max_error_rate, normal_labels=args.normal_labels,
+                       classes_path=args.classes)
     code, summary = run_stoppable(lambda: run_job(config, beam_args), "beam_pipeline", args.output_dir)
     if code != EXIT_OK:
         return code

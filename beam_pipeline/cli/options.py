@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 import typing
 
-from beam_pipeline.graph.settings import DEFAULT_BATCH_SIZE, DEFAULT_GZIP_LEVEL, DecodeOptions, WriteOptions
+from beam_pipeline.graph.settings import (DEFAULT_BATCH_SIZE, DEFAULT_GZIP_LEVEL, DEFAULT_MIN_CLASS_COUNT, DecodeOptions,
+                                          Labelling, WriteOptions)
 from beam_pipeline.inputs.option_names import NORMAL_LABELS_OPTION
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
 from ecg_common.cli import add_verbose_flag
@@ -71,6 +72,44 @@ def _lead_list(text: str) -> tuple[str, ...]:
     return leads
 
 
+def add_class_source_options(parser: argparse.ArgumentParser) -> None:
+    """Where a multi-label run finds each record's classes (both commands; see `labelling`)."""
+    parser.add_argument("--dx_from_header", action="store_true",
+                        help="multi-label: a record's classes are the SNOMED CT codes of the '# Dx:' line of its WFDB "
+                             ".hea header (CinC convention); replaces --labels")
+    parser.add_argument("--multi_label", action="store_true",
+                        help="multi-label: the labels file lists each record's classes, every field after the id a "
+                             "class name or code (e.g. 'A0001<TAB>AF;RBBB'); implied by --classes")
+
+
+def add_class_options(parser: argparse.ArgumentParser) -> None:
+    """Which classes a multi-label training run learns (the main command; reprocessing uses the training's)."""
+    parser.add_argument("--classes", metavar="FILE",
+                        help="multi-label: the classes to learn, one per line: a name, a tab, one or more "
+                             "comma-separated codes that count as it (e.g. 'RBBB<TAB>59118001,713427006'), or a "
+                             "single code; other codes are ignored. Without it the classes are learned")
+    parser.add_argument("--min_class_count", type=_positive(int), default=DEFAULT_MIN_CLASS_COUNT,
+                        help=f"multi-label without --classes: keep the codes of at least this many training "
+                             f"records (default {DEFAULT_MIN_CLASS_COUNT})")
+
+
+def check_class_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors between the label options (exit 2): one source of classes, no 0/1 mapping in a
+    multi-label run."""
+    if args.dx_from_header and args.labels:
+        parser.error("--dx_from_header reads the classes from the headers: give it or --labels, not both")
+    if args.normal_labels and (args.dx_from_header or args.multi_label or getattr(args, "classes", None)):
+        parser.error(f"{NORMAL_LABELS_OPTION} maps labels to 0/1; it does not apply to a multi-label run")
+
+
+def labelling(args: argparse.Namespace) -> Labelling:
+    """The multi-label settings of `add_class_source_options` (and `add_class_options`); the classes
+    file is read by the run, after Beam is loaded."""
+    multi = bool(args.dx_from_header or args.multi_label or getattr(args, "classes", None))
+    return Labelling(multi_label=multi, from_header=args.dx_from_header,
+                     min_class_count=getattr(args, "min_class_count", DEFAULT_MIN_CLASS_COUNT))
+
+
 def add_record_options(parser: argparse.ArgumentParser) -> None:
     """Decoding, labels and output options, shared with `beam_pipeline.reprocess` so a batch is decoded (and its
     labels read) as training was."""
@@ -104,13 +143,15 @@ def add_record_options(parser: argparse.ArgumentParser) -> None:
                         help=f"ISA-L GZIP level of the TFRecord shards, 0 fastest .. 3 smallest (default "
                              f"{DEFAULT_GZIP_LEVEL})")
     add_label_options(parser)
+    add_class_source_options(parser)
 
 
 def decode_options(args: argparse.Namespace) -> DecodeOptions:
     """The decoding options of `add_record_options` and `add_robustness_options`, as the pipeline takes them."""
     return DecodeOptions(args.sampling_rate, args.pad_short, args.batch_size,
                          DecodeLimits(args.decode_timeout_s, args.decode_memory_mb), args.reject_flagged,
-                         Geometry(args.target_rate_hz, args.window_s, args.leads), args.window_stride_s)
+                         labelling(args), geometry=Geometry(args.target_rate_hz, args.window_s, args.leads),
+                         window_stride_s=args.window_stride_s)
 
 
 def write_options(args: argparse.Namespace) -> WriteOptions:

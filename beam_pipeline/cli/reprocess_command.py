@@ -25,7 +25,8 @@ import typing
 
 from beam_pipeline.cli.beam_options import parse_with_beam_options
 from beam_pipeline.cli.exits import EXIT_LOCKED, run_stoppable
-from beam_pipeline.cli.options import add_record_options, add_robustness_options, decode_options, write_options
+from beam_pipeline.cli.options import (add_record_options, add_robustness_options, check_class_options, decode_options,
+                                       write_options)
 from beam_pipeline.graph.settings import MEAN_SHIFT_LIMIT_STD, STD_RATIO_LIMIT, DriftLimits
 from beam_pipeline.runs.outcome import describe_dry_run, describe_excess
 from beam_pipeline.runs.runner_defaults import DEFAULT_RUNNER
@@ -116,7 +117,9 @@ def _report(result: ReprocessResult, config: ReprocessConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, beam_args = parse_with_beam_options(build_parser(), argv)
+    parser = build_parser()
+    args, beam_args = parse_with_beam_options(parser, argv)
+    check_class_options(parser, args)
     configure_logging("beam_pipeline", args.verbose)
     start_tensorflow(args.verbose)
     from beam_pipeline.runs.reprocess_job import run_reprocess

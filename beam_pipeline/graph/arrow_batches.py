@@ -16,20 +16,24 @@ import pyarrow as pa
 from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.public import tfxio
 
-from ecg_common.schema import (AGE_KEY, DEFAULT_GEOMETRY, ECG_KEY, LABEL_KEY, NUM_LEADS, RECORD_ID_KEY, SEX_KEY,
-                               UNKNOWN_LABEL, WINDOW_INDEX_KEY, WINDOW_START_KEY, Geometry, raw_feature_spec)
+from ecg_common.schema import (AGE_KEY, DEFAULT_GEOMETRY, ECG_KEY, LABEL_KEY, LABEL_NAMES_KEY, LABELS_KEY, NUM_LEADS,
+                               RECORD_ID_KEY, SEX_KEY, UNKNOWN_LABEL, WINDOW_INDEX_KEY, WINDOW_START_KEY, Geometry,
+                               raw_feature_spec)
 from ecg_decode.decoding.record_info import RecordInfo
 
 
 class DecodedRecord(typing.NamedTuple):
     """One example ready for tf.Transform: float32 (samples, leads) signal in mV, label (or UNKNOWN_LABEL),
     what the record says about its patient (`RecordInfo`, from the decoder child), and which window of
-    its record it is (0 and 0.0 for the single window of a run without `--window_stride_s`)."""
+    its record it is (0 and 0.0 for the single window of a run without `--window_stride_s`).
+
+    Multi-label runs: `label` is CLASSES_KNOWN or UNKNOWN_LABEL and `label_names` the record's classes."""
 
     record_id: str
     label: int
     ecg: np.ndarray
     info: RecordInfo = RecordInfo()
+    label_names: tuple[str, ...] = ()
     window_index: int = 0
     window_start_s: float = 0.0
 
@@ -46,26 +50,29 @@ class DecodedRecordCoder(beam.coders.Coder):
     here can run code), for the rare times a record crosses processes; a size estimate that does not
     copy it."""
 
-    _HEADER = struct.Struct("<qIIIqd")  # label, id length (UTF-8), info JSON length, leads, window index, start
+    _HEADER = struct.Struct("<qIIIIqd")  # label; lengths of the id, the info JSON, the class names; leads; window
 
     def encode(self, record: DecodedRecord) -> bytes:
         record_id = record.record_id.encode("utf-8")
         info = json.dumps(record.info.to_json()).encode("utf-8")
+        names = "\t".join(record.label_names).encode("utf-8")  # a class name holds no tab (inputs/classes.py)
         signal = np.ascontiguousarray(record.ecg, dtype="<f4").tobytes()
-        header = self._HEADER.pack(record.label, len(record_id), len(info), record.ecg.shape[-1],
+        header = self._HEADER.pack(record.label, len(record_id), len(info), len(names), record.ecg.shape[-1],
                                    record.window_index, record.window_start_s)
-        return header + record_id + info + signal
+        return header + record_id + info + names + signal
 
     def decode(self, data: bytes) -> DecodedRecord:
-        label, id_length, info_length, leads, window_index, window_start_s = self._HEADER.unpack_from(data)
+        label, id_length, info_length, names_length, leads, window_index, window_start_s = \
+            self._HEADER.unpack_from(data)
         start = self._HEADER.size + id_length
         info = RecordInfo.from_json(json.loads(bytes(data[start:start + info_length]).decode("utf-8")))
-        ecg = np.frombuffer(data, dtype="<f4", offset=start + info_length).reshape(-1, leads)
-        return DecodedRecord(bytes(data[self._HEADER.size:start]).decode("utf-8"), label, ecg, info, window_index,
-                             window_start_s)
+        names = bytes(data[start + info_length:start + info_length + names_length]).decode("utf-8")
+        ecg = np.frombuffer(data, dtype="<f4", offset=start + info_length + names_length).reshape(-1, leads)
+        return DecodedRecord(bytes(data[self._HEADER.size:start]).decode("utf-8"), label, ecg, info,
+                             tuple(names.split("\t")) if names else (), window_index, window_start_s)
 
     def estimate_size(self, record: DecodedRecord) -> int:
-        return record.ecg.nbytes + len(record.record_id) + self._HEADER.size
+        return record.ecg.nbytes + len(record.record_id) + self._HEADER.size + sum(map(len, record.label_names))
 
     def is_deterministic(self) -> bool:
         return False
@@ -102,14 +109,15 @@ beam.coders.registry.register_coder(DecodedRecord, DecodedRecordCoder)
 beam.coders.registry.register_coder(pa.RecordBatch, RecordBatchCoder)
 
 
-def raw_schema(geometry: Geometry = DEFAULT_GEOMETRY):
+def raw_schema(geometry: Geometry = DEFAULT_GEOMETRY, multi_label: bool = False):
     """The raw data's `tensorflow_metadata` Schema (what `OUT/metadata/` holds)."""
-    return schema_utils.schema_from_feature_spec(raw_feature_spec(geometry))
+    return schema_utils.schema_from_feature_spec(raw_feature_spec(geometry, multi_label))
 
 
-def tensor_adapter_config(geometry: Geometry = DEFAULT_GEOMETRY) -> tfxio.TensorAdapterConfig:
-    """Arrow schema + tensor representations matching `raw_schema()` (dense `ecg` of `geometry.shape`)."""
-    source = tfxio.TFExampleBeamRecord(physical_format="inmem", schema=raw_schema(geometry),
+def tensor_adapter_config(geometry: Geometry = DEFAULT_GEOMETRY, multi_label: bool = False) -> tfxio.TensorAdapterConfig:
+    """Arrow schema + tensor representations matching `raw_schema()` (dense `ecg` of `geometry.shape`; in
+    multi-label runs also `label_names`, a [batch, None] SparseTensor of class names)."""
+    source = tfxio.TFExampleBeamRecord(physical_format="inmem", schema=raw_schema(geometry, multi_label),
                                        telemetry_descriptors=["ecg_beam_pipeline"])
     return source.TensorAdapterConfig()
 
@@ -126,8 +134,8 @@ def _optional_column(values: list, dtype: np.dtype) -> pa.LargeListArray:
     return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(np.array(known, dtype=dtype)))
 
 
-def to_record_batch(records: typing.Sequence[DecodedRecord]) -> pa.RecordBatch:
-    """Packs records into one RecordBatch with the column types of `tensor_adapter_config()`."""
+def to_record_batch(records: typing.Sequence[DecodedRecord], multi_label: bool = False) -> pa.RecordBatch:
+    """Packs records into one RecordBatch with the column types of `tensor_adapter_config(multi_label=...)`."""
     rows = len(records)
     signal = np.concatenate([r.ecg.reshape(-1) for r in records]).astype(np.float32, copy=False)
     labels = np.array([r.label for r in records], dtype=np.int64)
@@ -141,7 +149,10 @@ def to_record_batch(records: typing.Sequence[DecodedRecord]) -> pa.RecordBatch:
                WINDOW_START_KEY: _list_column(pa.array(window_start), 1, rows),
                AGE_KEY: _optional_column([r.info.age for r in records], np.float32),
                SEX_KEY: _optional_column([r.info.sex for r in records], np.int64)}
-    names = sorted(columns)  # the order of the schema's Arrow columns (`tensor_adapter_config`)
+    if multi_label:
+        columns[LABEL_NAMES_KEY] = pa.array([[n.encode("utf-8") for n in r.label_names] for r in records],
+                                            type=pa.large_list(pa.large_binary()))
+    names = sorted(columns)  # the adapter's Arrow schema lists the features by name
     return pa.RecordBatch.from_arrays([columns[name] for name in names], names)
 
 
@@ -160,6 +171,8 @@ def drop_unknown_labels(batch: pa.RecordBatch) -> pa.RecordBatch:
     no value, which a reader expecting one value (or its default when the feature is absent) rejects.
     """
     index = batch.schema.get_field_index(LABEL_KEY)
+    if index < 0:  # a multi-label run: `labels` instead (`drop_unknown_classes`)
+        return drop_unknown_classes(batch)
     column = batch.column(index)
     offsets = column.offsets.to_numpy(zero_copy_only=False)
     offsets = offsets - offsets[0]  # relative to `flatten()`, which (unlike `values`) honours a slice
@@ -172,3 +185,19 @@ def drop_unknown_labels(batch: pa.RecordBatch) -> pa.RecordBatch:
         return batch
     masked = pa.LargeListArray.from_arrays(pa.array(offsets), column.flatten(), mask=pa.array(unknown))
     return batch.set_column(index, LABEL_KEY, masked)
+
+
+def drop_unknown_classes(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Multi-label runs: a row whose `labels` list is empty (classes unknown) becomes a missing value,
+    so the example encoder omits `labels` there, as `drop_unknown_labels` does for `label`."""
+    index = batch.schema.get_field_index(LABELS_KEY)
+    if index < 0:
+        return batch
+    column = batch.column(index)
+    empty = (column.value_lengths().fill_null(0).to_numpy(zero_copy_only=False) == 0)
+    if not empty.any():
+        return batch
+    offsets = column.offsets.to_numpy(zero_copy_only=False)
+    offsets = offsets - offsets[0]
+    masked = type(column).from_arrays(pa.array(offsets), column.flatten(), mask=pa.array(empty))
+    return batch.set_column(index, LABELS_KEY, masked)

@@ -11,9 +11,13 @@ again costs a fraction of a millisecond. Reprocessing (`build_transform`) runs t
 alone, with a transform_fn read from disk, and with `--model_dir` scores the encoded examples too:
                 encode -> TFRecord shards
                    \\-> the model (scoring.py) -> predictions.csv
+A multi-label run without `--classes` first runs a small job of its own (`build_vocabulary`: train
+sources -> decode -> AnalyzeDataset(vocabulary_fn)) so the class list, and with it the width K of
+`labels`, is fixed when the main job's graph is built.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import typing
 
@@ -24,10 +28,10 @@ import tensorflow_transform.beam as tft_beam
 
 from beam_pipeline.graph.arrow_batches import DecodedRecord, tensor_adapter_config, to_record_batch
 from beam_pipeline.graph.encode import EncodeExamplesFn
-from beam_pipeline.graph.preprocessing import preprocessing_fn
+from beam_pipeline.graph.preprocessing import multi_label_preprocessing_fn, preprocessing_fn, vocabulary_fn
 from beam_pipeline.graph.read import QUALITY_TAG, REJECTED_TAG, DecodeRecordFn
 from beam_pipeline.graph.scoring import ScoreToCsv
-from beam_pipeline.graph.settings import DecodeOptions, ScoringModel, WriteOptions
+from beam_pipeline.graph.settings import DecodeOptions, Labelling, ScoringModel, WriteOptions
 from beam_pipeline.graph.tfrecord_sink import WriteGzipTFRecords
 from beam_pipeline.inputs.discovery import RecordSource
 from ecg_common.layout import ERRORS_DIR, LABELS_FINDINGS, QUALITY_DIR, SHARD_PREFIX, TFRECORD_SUFFIX
@@ -44,22 +48,25 @@ class DecodeAndBatch(beam.PTransform):
     `assess_quality=False` skips the quality flags where nobody reads them (the analyze pass, unless
     flagged records are rejected and so must be left out of the statistics too)."""
 
-    def __init__(self, options: DecodeOptions, assess_quality: bool = True):
+    def __init__(self, options: DecodeOptions, assess_quality: bool = True, count_classes: bool = True):
         super().__init__()
         self._options = options
         self._assess_quality = assess_quality
+        self._count_classes = count_classes
 
     def expand(self, sources):
+        labelling = self._options.labelling
         outcome = sources | "Decode" >> beam.ParDo(
             DecodeRecordFn(self._options.default_sampling_rate, self._options.pad_short, self._options.limits,
-                           self._options.reject_flagged, self._assess_quality, self._options.geometry,
-                           self._options.window_stride_s)
+                           self._options.reject_flagged, self._assess_quality, labelling, self._count_classes,
+                           self._options.geometry, self._options.window_stride_s)
         ).with_outputs(REJECTED_TAG, QUALITY_TAG, main=DECODED_TAG)
         batch_size = self._options.batch_size
         batches = (outcome[DECODED_TAG]
                    | "Batch" >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size
                                                    ).with_output_types(typing.List[DecodedRecord])
-                   | "ToArrow" >> beam.Map(to_record_batch).with_output_types(pa.RecordBatch))
+                   | "ToArrow" >> beam.Map(to_record_batch, multi_label=labelling.multi_label
+                                           ).with_output_types(pa.RecordBatch))
         return batches, outcome[REJECTED_TAG], outcome[QUALITY_TAG]
 
 
@@ -72,11 +79,32 @@ def WriteJsonLines(items, path_prefix: str):  # noqa: N802 (a PTransform, named 
             | "WriteErrors" >> beam.io.WriteToText(path_prefix, file_name_suffix=".jsonl", shard_name_template=""))
 
 
+def _preprocessing_fn(labelling: Labelling):
+    if not labelling.multi_label:
+        return preprocessing_fn
+    return multi_label_preprocessing_fn(labelling.classes.names)
+
+
 def _analyze(pipeline: beam.Pipeline, train: list[RecordSource], options: DecodeOptions):
     """Learns the per-lead statistics over the training records: TFT's (transform_fn, transformed metadata)."""
     batches, _, _ = pipeline | "CreateTrain" >> beam.Create(train) | "DecodeTrain" >> DecodeAndBatch(
-        options, assess_quality=options.reject_flagged)
-    return (batches, tensor_adapter_config(options.geometry)) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
+        options, assess_quality=options.reject_flagged, count_classes=False)
+    return ((batches, tensor_adapter_config(options.geometry, options.labelling.multi_label))
+            | "Analyze" >> tft_beam.AnalyzeDataset(_preprocessing_fn(options.labelling)))
+
+
+def build_vocabulary(pipeline: beam.Pipeline, train: list[RecordSource], options: DecodeOptions,
+                     vocabulary_dir: str) -> None:
+    """A multi-label run without --classes, before `build_job`: learns the classes over the valid training
+    sources (tf.Transform's vocabulary, `preprocessing.vocabulary_fn`) into `vocabulary_dir`. The main
+    job then maps every split with this fixed list, so K is known when its graph is built."""
+    learning = dataclasses.replace(options, labelling=dataclasses.replace(options.labelling, classes=None))
+    batches, _, _ = (pipeline | "CreateTrain" >> beam.Create([s for s in train if s.rejection is None])
+                     | "DecodeTrain" >> DecodeAndBatch(learning, assess_quality=options.reject_flagged,
+                                                       count_classes=False))
+    transform_fn = ((batches, tensor_adapter_config(options.geometry, multi_label=True))
+                    | "LearnClasses" >> tft_beam.AnalyzeDataset(vocabulary_fn(options.labelling.min_class_count)))
+    _ = transform_fn | "WriteClasses" >> tft_beam.WriteTransformFn(vocabulary_dir)
 
 
 def build_job(pipeline: beam.Pipeline, splits: dict[str, list[RecordSource]], extra_rejections: list[Rejection],
@@ -126,7 +154,8 @@ def _transform_splits(pipeline: beam.Pipeline, transform_fn, transformed_schema,
     for split, sources in splits.items():
         batches, rejections, findings = (pipeline | f"Create[{split}]" >> beam.Create(sources)
                                          | f"Decode[{split}]" >> DecodeAndBatch(options))
-        transformed, _ = (((batches, tensor_adapter_config(options.geometry)), transform_fn)
+        transformed, _ = (((batches, tensor_adapter_config(options.geometry, options.labelling.multi_label)),
+                           transform_fn)
                           | f"Transform[{split}]" >> tft_beam.TransformDataset(output_record_batches=True))
         encoded[split] = transformed | f"Encode[{split}]" >> beam.ParDo(EncodeExamplesFn(transformed_schema, split))
         _ = encoded[split] | f"Write[{split}]" >> WriteGzipTFRecords(os.path.join(out_dir, split, SHARD_PREFIX),

@@ -18,17 +18,25 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
 from beam_pipeline.graph.arrow_batches import DecodedRecord
+from beam_pipeline.graph.settings import Labelling
+from beam_pipeline.inputs.classes import bad_dx_code, map_tokens
 from beam_pipeline.inputs.decoder_requests import decoder_request
 from beam_pipeline.inputs.discovery import RecordSource
 from ecg_common.rejections import DecodeError, Reason, Rejection
-from ecg_common.schema import DEFAULT_GEOMETRY, Geometry
+from ecg_common.schema import CLASSES_KNOWN, DEFAULT_GEOMETRY, TRAIN_SPLIT, UNKNOWN_LABEL, Geometry
 from ecg_decode.decoding.quality import QualityFinding, assess
-from ecg_decode.decoding.record_info import Decoded
+from ecg_decode.decoding.record_info import Decoded, RecordInfo
 from ecg_decode.decoding.windows import cut_windows
 from ecg_decode.sandbox.parent import DecoderProcess
 from ecg_decode.sandbox.pool import pool_for
 from ecg_decode.sandbox.protocol import DecodeLimits
 
+CLASS_COUNTER = "class_records/"
+"""Multi-label runs: counter `class_records/<split>/<class>`, the records of a split with that class."""
+IGNORED_COUNTER = "ignored_code/"
+"""Multi-label runs: counter `ignored_code/<split>/<code>`, the records with a code outside every class."""
+UNLABELLED_COUNTER = "unlabelled_records/"
+"""Multi-label runs: counter `unlabelled_records/<split>`, the records whose classes are not known."""
 REJECTED_TAG = "rejected"
 QUALITY_TAG = "quality"
 METRICS_NAMESPACE = "ecg_pipeline"
@@ -67,6 +75,15 @@ class _Progress:
         _log.info("decoded %d records (%.1f records/s)", count, rate)
 
 
+def _no_codes(source: RecordSource, tokens: tuple[str, ...] | None, from_header: bool) -> str:
+    """What a training record without codes lacks, in the words of its rejection."""
+    if not from_header:
+        return "no classes in the labels file"
+    if source.header_path is None:
+        return "no WFDB .hea header (--dx_from_header)"
+    return f"{'no' if tokens is None else 'an empty'} '# Dx:' line in {source.header_path}"
+
+
 def _in_global_window(output):
     """An output of `finish_bundle`, which Beam needs windowed explicitly (all records are in the global window)."""
     if isinstance(output, beam.pvalue.TaggedOutput):
@@ -89,10 +106,15 @@ class DecodeRecordFn(beam.DoFn):
 
     Logs progress (records decoded so far and the rate) at most every PROGRESS_INTERVAL_S seconds,
     so a long local run shows it is alive.
+
+    In a multi-label run (`labelling`) a record's classes come from its header's Dx codes or the labels
+    file, mapped through the classes (`_classes_of`); `count_classes` counts them and the codes
+    ignored (CLASS_COUNTER, IGNORED_COUNTER), on one pass only so a record counts once.
     """
 
     def __init__(self, default_sampling_rate: float, pad_short: bool, limits: DecodeLimits = DecodeLimits(),
-                 reject_flagged: bool = False, assess_quality: bool = True, geometry: Geometry = DEFAULT_GEOMETRY,
+                 reject_flagged: bool = False, assess_quality: bool = True, labelling: Labelling = Labelling(),
+                 count_classes: bool = False, geometry: Geometry = DEFAULT_GEOMETRY,
                  window_stride_s: float | None = None):
         self._geometry = geometry
         self._window_stride_s = window_stride_s
@@ -101,6 +123,8 @@ class DecodeRecordFn(beam.DoFn):
         self._limits = limits
         self._reject_flagged = reject_flagged
         self._assess_quality = assess_quality or reject_flagged
+        self._labelling = labelling
+        self._count_classes = count_classes
         self._progress_token = uuid.uuid4().hex  # shared by the copies Beam makes of this step
         self._decoder: DecoderProcess | None = None
         self._in_flight: collections.deque[RecordSource] = collections.deque()
@@ -150,6 +174,13 @@ class DecodeRecordFn(beam.DoFn):
         yield from self._outputs(source, result)
 
     def _outputs(self, source: RecordSource, outcome: Decoded | Rejection):
+        label, names = source.label, ()
+        if self._labelling.multi_label and not isinstance(outcome, Rejection):
+            classes = self._classes_of(source, outcome.info)
+            if isinstance(classes, Rejection):
+                outcome = classes
+            else:
+                label, names = classes
         flags = assess(outcome.ecg, self._geometry.lead_names) if (
             self._assess_quality and not isinstance(outcome, Rejection)) else None
         if flags:
@@ -164,5 +195,31 @@ class DecodeRecordFn(beam.DoFn):
         self._decoded.inc()
         self._progress.tick()
         for window in cut_windows(outcome.ecg, self._geometry, self._window_stride_s):
-            yield DecodedRecord(source.record_id, source.label, window.ecg, outcome.info, window.index,
+            yield DecodedRecord(source.record_id, label, window.ecg, outcome.info, names, window.index,
                                 window.start_s)
+
+    def _classes_of(self, source: RecordSource, info: RecordInfo) -> tuple[int, tuple[str, ...]] | Rejection:
+        """(CLASSES_KNOWN, the record's class names) or (UNKNOWN_LABEL, ()) for a record without codes
+        outside the training split; a training record without codes, or a header Dx code that is not a
+        positive integer, is rejected."""
+        from_header = self._labelling.from_header
+        tokens = info.dx_codes if from_header else source.codes
+        if from_header and tokens and (bad := bad_dx_code(tokens)) is not None:
+            return Rejection(source.record_id, source.path, Reason.BAD_DX_CODE,
+                             f"Dx code {bad!r} in {source.header_path} is not a positive integer (SNOMED CT code)")
+        if not tokens:
+            if source.split != TRAIN_SPLIT:
+                self._count(f"{UNLABELLED_COUNTER}{source.split}")
+                return UNKNOWN_LABEL, ()
+            return Rejection(source.record_id, source.path, Reason.MISSING_LABEL,
+                             f"a training record with {_no_codes(source, tokens, from_header)}")
+        names, ignored = map_tokens(tokens, self._labelling.classes)
+        for name in names:
+            self._count(f"{CLASS_COUNTER}{source.split}/{name}")
+        for code in ignored:
+            self._count(f"{IGNORED_COUNTER}{source.split}/{code}")
+        return CLASSES_KNOWN, names
+
+    def _count(self, name: str) -> None:
+        if self._count_classes:
+            beam.metrics.Metrics.counter(METRICS_NAMESPACE, name).inc()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from beam_pipeline.inputs.classes import ClassMap
 from ecg_common.schema import DEFAULT_GEOMETRY, SAMPLING_RATE_HZ, Geometry
 from ecg_decode.sandbox.protocol import DecodeLimits
 
@@ -23,6 +24,24 @@ STD_RATIO_LIMIT = 4.0
 """Largest accepted batch std / frozen std per lead (and its inverse the smallest; see `drift.py`)."""
 
 
+DEFAULT_MIN_CLASS_COUNT = 1
+"""Without --classes, a code is a class when at least this many training records carry it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Labelling:
+    """Where a record's classes come from, and which classes there are (multi-label runs).
+
+    Binary runs (the default) keep the 0/1 `label`. Multi-label runs read each record's codes from
+    its header's `# Dx:` line (`from_header`) or from a multi-label labels file, and map them through
+    `classes`; `classes` is None only while the vocabulary is being learned (every code kept)."""
+
+    multi_label: bool = False
+    from_header: bool = False
+    classes: ClassMap | None = None
+    min_class_count: int = DEFAULT_MIN_CLASS_COUNT
+
+
 @dataclasses.dataclass(frozen=True)
 class DecodeOptions:
     """What decoding and batching need to know; the same for both passes."""
@@ -32,6 +51,7 @@ class DecodeOptions:
     batch_size: int = DEFAULT_BATCH_SIZE
     limits: DecodeLimits = DecodeLimits()
     reject_flagged: bool = False
+    labelling: Labelling = Labelling()
     geometry: Geometry = DEFAULT_GEOMETRY
     """The example's rate, window and leads (`--target_rate_hz`, `--window_s`, `--leads`)."""
     window_stride_s: float | None = None

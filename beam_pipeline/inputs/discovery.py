@@ -39,6 +39,8 @@ class RecordSource:
     rejection: Rejection | None = None
     input_root: str | None = None
     """The input directory it was found under: whoever opens the file checks it is still inside."""
+    codes: tuple[str, ...] | None = None
+    """Multi-label runs: the class names or codes a multi-label labels file gives it (None: none given)."""
 
 
 def _stem(path: str) -> str:
@@ -95,7 +97,7 @@ def _unlistable_source(directory: str, split: str, entry: UnlistableDirectory) -
 
 
 def find_records(directory: str, split: str, labels: Labels,
-                 listing: list[FileMetadata] | None = None) -> list[RecordSource]:
+                 listing: list[FileMetadata] | None = None, labels_in_header: bool = False) -> list[RecordSource]:
     """The `.mat` files under `directory` as RecordSources of `split`, with labels and headers attached,
     the WFDB records (a `.hea` without a `.mat`: `pairing.wfdb_records`), and one rejected source per
     subdirectory that could not be listed.
@@ -104,6 +106,8 @@ def find_records(directory: str, split: str, labels: Labels,
     others are rejected as duplicates. A training record needs a valid label; a test record keeps its
     label when the labels file has one. `listing` is a listing of `directory` already taken (so a caller
     comparing it with a ledger decides on the same files); by default the directory is listed here.
+    With `labels_in_header` (`--dx_from_header`) a record's classes are read with its header, so a
+    training record without them is rejected when decoded, not here.
     """
     listing = list_file_metadata(directory) if listing is None else listing
     sources = [_unlistable_source(directory, split, m) for m in listing if isinstance(m, UnlistableDirectory)]
@@ -127,11 +131,11 @@ def find_records(directory: str, split: str, labels: Labels,
         first_path_of[record_id] = path
         label = labels.by_id.get(record_id, UNKNOWN_LABEL)
         problem = labels.problem_for(record_id)
-        if split == TRAIN_SPLIT and label == UNKNOWN_LABEL:
+        if split == TRAIN_SPLIT and label == UNKNOWN_LABEL and not labels_in_header:
             problem = problem or LabelProblem(record_id, Reason.MISSING_LABEL, "no label for this record in the labels file")
             sources.append(RecordSource(**base, rejection=Rejection(record_id, path, problem.reason, problem.detail)))
             continue
-        sources.append(RecordSource(**base, label=label))
+        sources.append(RecordSource(**base, label=label, codes=labels.codes.get(record_id)))
     return sources
 
 

@@ -12,6 +12,10 @@ when its first field is one of `ID_HEADER_WORDS` and its second one of `LABEL_HE
 (case-insensitive; spaces and dashes count as `_`). So `Recording,First_label,Second_label` is a
 header, while `ID<TAB>True` is a data line whose label is not 0 or 1.
 
+Multi-label files (`multi_label`, implied by `--classes` and `--multi_label`): every field after the id
+is a class name or code, so `A0001<TAB>164889003,59118001`, `A0001<TAB>AF;RBBB` and the CPSC 2018
+`REFERENCE.csv` with all its label columns read alike; an id given twice must list the same set.
+
 Files of class names or numbers (the CPSC 2018 `REFERENCE.csv`: classes 1-9, 1 = Normal) are read as
 binary with `normal_labels`: the values listed mean normal, every other value abnormal. Only the
 first label column counts; further columns (`Second_label`, `Third_label`, comments) are ignored.
@@ -32,7 +36,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_pipeline.inputs.local_files import is_local
 from beam_pipeline.inputs.option_names import NORMAL_LABELS_OPTION
 from ecg_common.rejections import ConfigurationError, Reason
-from ecg_common.schema import ABNORMAL, CLASS_NAMES, NORMAL, VALID_LABELS
+from ecg_common.schema import ABNORMAL, CLASS_NAMES, CLASSES_KNOWN, NORMAL, VALID_LABELS
 from ecg_decode.file_limits import TooLarge, read_at_most
 from ecg_decode.opening import Refused, open_local
 
@@ -91,6 +95,8 @@ class Labels:
     problems: tuple[LabelProblem, ...]
     read_as: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
     mapped: bool = False
+    codes: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    """Multi-label files: each usable id -> its class names or codes as written (`by_id` says CLASSES_KNOWN)."""
 
     def problem_for(self, record_id: str) -> LabelProblem | None:
         """The problem that makes `record_id`'s label unusable, if any (its first line's)."""
@@ -191,14 +197,18 @@ def _line_problem(fields: list[str], line: str, where: str, number: int) -> Labe
     return None
 
 
-def parse_labels(text: str, source: str = "labels", normal_labels: Collection[str] = ()) -> Labels:
+def parse_labels(text: str, source: str = "labels", normal_labels: Collection[str] = (),
+                 multi_label: bool = False) -> Labels:
     """Parses the text of a labels file (see the module docstring for what is tolerated).
 
     Without `normal_labels` a label is 0 or 1; with them the label column holds class values, those
     listed read as 0 and every other one as 1. An id given twice with the same label is kept; with
     different labels each of its lines becomes an `invalid_label` problem, as does a line without an id
-    or a label, or (binary) with a value other than 0/1. Extra columns after the label are ignored.
+    or a label, or (binary) with a value other than 0/1. Extra columns after the label are ignored,
+    except in a `multi_label` file, where every field after the id is one of the record's classes.
     """
+    if multi_label:
+        return _parse_multi_labels(text, source)
     to_label = _mapped_label(frozenset(_class_key(v) for v in normal_labels)) if normal_labels else _binary_label
     usable: dict[str, list[tuple[int, int, str]]] = collections.defaultdict(list)  # id -> (line, label, value)
     problems: list[LabelProblem] = []
@@ -229,6 +239,30 @@ def parse_labels(text: str, source: str = "labels", normal_labels: Collection[st
     return Labels(by_id, tuple(problems), _read_as(usable) if normal_labels else {}, bool(normal_labels))
 
 
+def _parse_multi_labels(text: str, source: str) -> Labels:
+    """`parse_labels` for a multi-label file: id -> the set of class names or codes after it."""
+    usable: dict[str, list[tuple[int, frozenset, str]]] = collections.defaultdict(list)
+    tokens_of: dict[str, tuple[str, ...]] = {}
+    problems: list[LabelProblem] = []
+    lines = [(n, line) for n, line in enumerate(_physical_lines(text.lstrip("\ufeff")), start=1) if line.strip()]
+    for index, (number, line) in enumerate(lines):
+        fields = _split_line(line)
+        if index == 0 and _is_header(fields):
+            continue
+        fields = [fields[0], *(f for f in fields[1:] if f)]
+        if (problem := _line_problem(fields, line, f"{source} line {number}", number)) is not None:
+            problems.append(problem)
+            continue
+        tokens = tuple(dict.fromkeys(fields[1:]))
+        tokens_of.setdefault(fields[0], tokens)
+        usable[fields[0]].append((number, frozenset(tokens), ",".join(tokens)))
+    problems += _conflicts(usable, source)
+    problems.sort(key=lambda p: p.line)
+    rejected_ids = {p.record_id for p in problems}
+    kept = [rid for rid in usable if rid not in rejected_ids]
+    return Labels({rid: CLASSES_KNOWN for rid in kept}, tuple(problems), codes={rid: tokens_of[rid] for rid in kept})
+
+
 def _conflicts(usable: dict[str, list[tuple[int, int, str]]], source: str) -> list[LabelProblem]:
     """One problem per line of an id whose lines give it different labels."""
     problems = []
@@ -250,7 +284,7 @@ def _read_as(usable: dict[str, list[tuple[int, int, str]]]) -> dict[str, tuple[i
     return {value: (label, count) for (value, label), count in ordered}
 
 
-def read_labels(path: str, normal_labels: Collection[str] = ()) -> Labels:
+def read_labels(path: str, normal_labels: Collection[str] = (), multi_label: bool = False) -> Labels:
     """The labels file at `path` (local or on an object store), parsed; unreadable is a configuration error.
 
     Unusable lines are summarized in one warning (each is also a finding in `errors/labels.jsonl`), and
@@ -264,7 +298,8 @@ def read_labels(path: str, normal_labels: Collection[str] = ()) -> Labels:
         raise ConfigurationError(f"cannot read labels file {path}: {refused.detail}") from None
     except Exception as error:  # noqa: BLE001 - any failure to read it is a configuration problem
         raise ConfigurationError(f"cannot read labels file {path}: {error}") from None
-    labels = parse_labels(data.decode("utf-8-sig", errors="replace"), source=path, normal_labels=normal_labels)
+    labels = parse_labels(data.decode("utf-8-sig", errors="replace"), source=path, normal_labels=normal_labels,
+                          multi_label=multi_label)
     if labels.problems:
         _log.warning("labels file %s: %s", path, labels.problem_summary())
     if labels.mapped:

@@ -42,7 +42,7 @@ from beam_pipeline.report.figures import (CLASS_BALANCE_PNG, COUNTS_PNG, EXAMPLE
                                           lead_statistics_figure, quality_figure, quality_flags)
 from beam_pipeline.report.written import flagged_paths, written_sources
 from ecg_common import report_page
-from ecg_common.layout import REPORT_DIR, SUMMARY_FILE
+from ecg_common.layout import REPORT_DIR, SUMMARY_CLASSES_KEY, SUMMARY_FILE
 from ecg_common.report_page import Section, Table, text
 from ecg_common.schema import LEAD_NAMES, TRAIN_SPLIT
 
@@ -72,7 +72,7 @@ def _count_sections(summary: dict, figures: dict[str, str]) -> list[Section]:
         balance = summary["class_balance"]
         classes = list(next(iter(balance.values())))
         table = Table(["split"] + classes, [[s] + [balance[s].get(c, 0) for c in classes] for s in balance])
-        sections.append(Section("Class balance", [], [table], [figures[CLASS_BALANCE_PNG]]))
+        sections.append(Section("Class balance", _class_notes(summary), [table], [figures[CLASS_BALANCE_PNG]]))
     else:
         sections.append(Section("Class balance", ["run_summary.json has no <code>class_balance</code>."]))
     sections.append(_demographics_section(summary))
@@ -95,6 +95,20 @@ def _demographics_section(summary: dict) -> Section:
                     "and <code># Sex:</code> lines or the CPSC struct's <code>age</code> and <code>sex</code>; "
                     "<code>unknown</code> where the record does not say. Examples carry them as the "
                     "<code>age</code> and <code>sex</code> features."], tables)
+
+
+def _class_notes(summary: dict) -> list[str]:
+    """Multi-label runs: where the classes come from and the codes ignored (outside every class), per split."""
+    classes = summary.get(SUMMARY_CLASSES_KEY)
+    if not classes:
+        return []
+    notes = [f"Records per class (multi-label: a record counts in each of its classes); {len(classes['names'])} "
+             f"classes, in the order of <code>classes.txt</code>."]
+    for split, ignored in classes.get("ignored_codes", {}).items():
+        if ignored:
+            shown = ", ".join(f"{text(code)} ({n})" for code, n in sorted(ignored.items(), key=lambda item: -item[1]))
+            notes.append(f"{text(split)}: {len(ignored)} codes outside every class, ignored (records): {shown}.")
+    return notes
 
 
 def _statistics_section(summary: dict, figures: dict[str, str]) -> Section:

@@ -61,6 +61,17 @@ def counter(result, name: str) -> int:
     return sum((c.committed if c.committed is not None else c.attempted) or 0 for c in counters)
 
 
+def counters_with_prefix(result, prefix: str) -> dict[str, int]:
+    """Every counter of this job's namespace whose name starts with `prefix`, by the rest of its name."""
+    counters = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]
+    totals: dict[str, int] = {}
+    for c in counters:
+        if c.key.metric.name.startswith(prefix):
+            name = c.key.metric.name[len(prefix):]
+            totals[name] = totals.get(name, 0) + ((c.committed if c.committed is not None else c.attempted) or 0)
+    return dict(sorted(totals.items()))
+
+
 def tft_temp_dir(options: PipelineOptions) -> str:
     """tf.Transform's scratch space: under --temp_location when given (it must be shared with remote
     workers), else a local temporary folder. Never inside the output directory. A dry run keeps it

@@ -20,12 +20,14 @@ from beam_pipeline.graph import demographics
 from beam_pipeline.graph import pipeline as graphs
 from beam_pipeline.graph.arrow_batches import raw_schema
 from beam_pipeline.graph.statistics import require_finite_statistics
+from beam_pipeline.inputs.classes import read_classes
 from beam_pipeline.inputs.discovery import RecordSource, find_records, label_file_findings
 from beam_pipeline.inputs.labels import Labels, read_labels
 from beam_pipeline.inputs.local_files import is_local
 from beam_pipeline.report import build as run_report
 from beam_pipeline.runs.beam_runner import (counter, describe_runner, dry_run_summary, is_dry_run, pipeline_options,
                                             tft_temp_dir)
+from beam_pipeline.runs.classes import class_summary, learn_classes, write_classes
 from beam_pipeline.runs.data_plane_guard import guard_local_data_plane
 from beam_pipeline.runs.interruption import deferred_stop
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
@@ -33,7 +35,7 @@ from beam_pipeline.runs.output_guard import check_output_dir
 from beam_pipeline.runs.publish import OutputClaim
 from beam_pipeline.runs.summary import check_reconciled, cpu_seconds, passes, summarize
 from ecg_common.layout import (DEFAULT_SAMPLING_RATE_KEY, GEOMETRY_KEY, PAD_SHORT_KEY, RAW_METADATA_DIR,
-                               SUMMARY_DECODING_KEY, SUMMARY_FILE, WINDOW_STRIDE_KEY)
+                               SUMMARY_CLASSES_KEY, SUMMARY_DECODING_KEY, SUMMARY_FILE, WINDOW_STRIDE_KEY)
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import TEST_SPLIT, TRAIN_SPLIT
 from ecg_decode.decoding.windows import stride_problem
@@ -46,7 +48,8 @@ class JobConfig:
     """The project's own options (Beam's options travel separately, untouched)."""
 
     train_dir: str
-    labels_path: str
+    labels_path: str | None
+    """None only with --dx_from_header (the classes are in the headers)."""
     output_dir: str
     test_dir: str | None = None
     decode: graphs.DecodeOptions = graphs.DecodeOptions()
@@ -54,12 +57,15 @@ class JobConfig:
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE
     normal_labels: tuple[str, ...] = ()
     """Class values of the labels file that mean normal (every other value abnormal); empty: labels are 0/1."""
+    classes_path: str | None = None
+    """Multi-label runs: the --classes file; None learns the classes over the training split."""
 
 
 def discover(config: JobConfig, labels: Labels) -> dict[str, list[RecordSource]]:
-    splits = {TRAIN_SPLIT: find_records(config.train_dir, TRAIN_SPLIT, labels)}
+    in_header = config.decode.labelling.from_header
+    splits = {TRAIN_SPLIT: find_records(config.train_dir, TRAIN_SPLIT, labels, labels_in_header=in_header)}
     if config.test_dir:
-        splits[TEST_SPLIT] = find_records(config.test_dir, TEST_SPLIT, labels)
+        splits[TEST_SPLIT] = find_records(config.test_dir, TEST_SPLIT, labels, labels_in_header=in_header)
     if not any(source.rejection is None for source in splits[TRAIN_SPLIT]):
         found = len(splits[TRAIN_SPLIT])
         raise ConfigurationError(f"no training record with a valid label: {found} .mat files in {config.train_dir}, "
@@ -68,7 +74,8 @@ def discover(config: JobConfig, labels: Labels) -> dict[str, list[RecordSource]]
 
 
 def _inputs(config: JobConfig) -> dict[str, str | None]:
-    return {"--train_dir": config.train_dir, "--test_dir": config.test_dir, "--labels": config.labels_path}
+    return {"--train_dir": config.train_dir, "--test_dir": config.test_dir, "--labels": config.labels_path,
+            "--classes": config.classes_path}
 
 
 def run_job(config: JobConfig, beam_args: list[str]) -> dict:
@@ -81,9 +88,13 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
     if (problem := stride_problem(config.decode.geometry, config.decode.window_stride_s)) is not None:
         raise ConfigurationError(f"--window_stride_s: {problem}")
     output_dir = check_output_dir(config.output_dir, _inputs(config))
-    labels = read_labels(config.labels_path, config.normal_labels)
+    labelling = config.decode.labelling
+    classes = read_classes(config.classes_path) if config.classes_path else None
+    labels = (read_labels(config.labels_path, config.normal_labels, multi_label=labelling.multi_label)
+              if config.labels_path else Labels({}, ()))
     splits = discover(config, labels)
-    findings = label_file_findings(labels, [s for sources in splits.values() for s in sources], config.labels_path)
+    findings = (label_file_findings(labels, [s for sources in splits.values() for s in sources], config.labels_path)
+                if config.labels_path else [])
     options = pipeline_options(beam_args)
     guard_local_data_plane(options)  # before the runner starts its workers
     runner = describe_runner(options)
@@ -94,6 +105,13 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
         with deferred_stop():  # a stop lands after the assignment, inside `try`
             staging, tft_temp = claim.staging, tft_temp_dir(options)
         _log.info("found %s .mat files; running on %s", {k: len(v) for k, v in splits.items()}, runner)
+        if labelling.multi_label:
+            if classes is None and is_dry_run(options):
+                raise ConfigurationError("a dry run cannot learn the classes: give them with --classes")
+            classes = classes or learn_classes(options, splits[TRAIN_SPLIT], decode_options, tft_temp)
+            _log.info("%d classes: %s", len(classes.names), ", ".join(classes.names))
+            decode_options = dataclasses.replace(decode_options,
+                                                 labelling=dataclasses.replace(labelling, classes=classes))
         with tft_beam.Context(temp_dir=tft_temp):
             pipeline = beam.Pipeline(options=options)
             graphs.build_job(pipeline, splits, findings, decode_options, staging, config.write)
@@ -106,16 +124,21 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
             beam_cost = passes(time.monotonic() - beam_started, cpu_seconds() - cpu_started)
             _log.info("both passes done after %.1f s: %.1f s in Beam, %.2f cores busy", time.time() - started,
                       beam_cost["wall_s"], beam_cost["cores_busy"])
-        metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema(decode_options.geometry)),
+        metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema(decode_options.geometry,
+                                                                               labelling.multi_label)),
                                    FileSystems.join(staging, RAW_METADATA_DIR))
         written = {split: counter(result, f"{split}_examples_written") for split in splits}
         records_written = {split: counter(result, f"{split}_records_written") for split in splits}
         if written[TRAIN_SPLIT] == 0:  # the statistics were learned from nothing: publish none of it
             kept = " and pass the quality flags (--reject_flagged)" if decode_options.reject_flagged else ""
+            kept += " with the '# Dx:' codes of their headers (--dx_from_header)" if labelling.from_header else ""
             raise ConfigurationError(f"none of the training files in {config.train_dir} could be decoded{kept}")
         summary = summarize(splits, staging, written, runner, started, max_error_rate=config.max_error_rate,
                             label_findings=len(findings), geometry=decode_options.geometry,
                             records_written=records_written)
+        if labelling.multi_label:
+            write_classes(staging, classes)
+            summary[SUMMARY_CLASSES_KEY], summary["class_balance"] = class_summary(result, classes, splits)
         check_reconciled(summary)
         # Non-finite statistics would make every example constant: publish none of it.
         require_finite_statistics(summary["lead_statistics"]["mean_mv"], summary["lead_statistics"]["std_mv"],

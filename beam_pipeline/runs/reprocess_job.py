@@ -59,6 +59,7 @@ from beam_pipeline.inputs.local_files import UnlistableDirectory, is_local
 from beam_pipeline.report import build as run_report
 from beam_pipeline.runs.beam_runner import (counter, describe_runner, dry_run_summary, is_dry_run, pipeline_options,
                                             tft_temp_dir)
+from beam_pipeline.runs.classes import class_summary, training_classes
 from beam_pipeline.runs.data_plane_guard import guard_local_data_plane
 from beam_pipeline.runs.interruption import deferred_stop
 from beam_pipeline.runs.ledger import (FileState, Ledger, TransformClaim, read_ledger, reconcile,
@@ -68,8 +69,9 @@ from beam_pipeline.runs.output_guard import Kind, check_output_root, creating_in
 from beam_pipeline.runs.publish import discard, publish, remove_leftovers, staging_dir_for
 from beam_pipeline.runs.run_lock import try_lock
 from beam_pipeline.runs.summary import check_reconciled, check_same_geometry, read_geometry, summarize
-from ecg_common.layout import BATCH_PREFIX, BATCH_SPLIT, SUCCESS_MARKER, SUMMARY_FILE
-from ecg_common.model_layout import export_lead_statistics, resolve_version
+from ecg_common.layout import (BATCH_PREFIX, BATCH_SPLIT, CLASSES_FILE, SUCCESS_MARKER, SUMMARY_CLASSES_KEY,
+                               SUMMARY_FILE)
+from ecg_common.model_layout import EXTRA_ASSETS_DIR, export_lead_statistics, resolve_version
 from ecg_common.predictions import PREDICTIONS_FILE
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import ECG_KEY
@@ -178,6 +180,9 @@ def scoring_model(model_dir: str, statistics: dict, transform_dir: str) -> Scori
         raise ConfigurationError(f"--model_dir {model_dir} (version {version}, transform {fingerprint(expected)}) was "
                                  f"trained with another transform than --transform_dir {transform_dir} "
                                  f"({fingerprint(statistics)}): its scores of these batches would be meaningless")
+    if FileSystems.exists(FileSystems.join(export_dir, EXTRA_ASSETS_DIR, CLASSES_FILE)):
+        raise ConfigurationError(f"--model_dir {model_dir} (version {version}) is a multi-label model: nightly scoring "
+                                 "writes one probability per record; score its batches with python -m trainer.predict")
     return ScoringModel(model_dir, version, export_dir)
 
 
@@ -236,7 +241,24 @@ def _remove_leftovers(root: str) -> None:
 
 
 def _labels(config: ReprocessConfig) -> Labels:
-    return read_labels(config.labels_path, config.normal_labels) if config.labels_path else Labels({}, ())
+    multi_label = config.decode.labelling.multi_label
+    return (read_labels(config.labels_path, config.normal_labels, multi_label=multi_label) if config.labels_path
+            else Labels({}, ()))
+
+
+def with_training_classes(config: ReprocessConfig) -> ReprocessConfig:
+    """The config with the classes of the training run (`class_codes.tsv` beside its transform): a batch
+    of a multi-label training is multi-label and mapped with the training classes, whatever codes it
+    holds. Multi-label options against a binary training are a configuration error."""
+    classes = training_classes(config.transform_dir)
+    labelling = config.decode.labelling
+    if classes is None:
+        if labelling.multi_label:
+            raise ConfigurationError(f"{config.transform_dir} is the output of a binary (0/1) run: --dx_from_header "
+                                     "and --multi_label need a multi-label training output")
+        return config
+    labelling = dataclasses.replace(labelling, multi_label=True, classes=classes)
+    return dataclasses.replace(config, decode=dataclasses.replace(config.decode, labelling=labelling))
 
 
 def select(config: ReprocessConfig, ledger: Ledger, labels: Labels) -> Selection:
@@ -249,7 +271,8 @@ def select(config: ReprocessConfig, ledger: Ledger, labels: Labels) -> Selection
                 if is_record(m.path) or is_header(m.path) or isinstance(m, UnlistableDirectory)]
     settled_before = time.time() - config.min_file_age_s if config.min_file_age_s > 0 else math.inf
     scanned = scan(relevant, ledger, settled_before, config.incoming)
-    sources = find_records(config.incoming, DATA_SPLIT, labels, listing)
+    sources = find_records(config.incoming, DATA_SPLIT, labels, listing,
+                           labels_in_header=config.decode.labelling.from_header)
 
     def files_of(source: RecordSource) -> list[str]:
         return [p for p in (source.path, source.header_path) if p]
@@ -314,6 +337,9 @@ def _run_batch(config: ReprocessConfig, selection: Selection, labels: Labels, ba
         summary = summarize(splits, staging, written, runner, started, transform_dir=config.transform_dir,
                             max_error_rate=config.max_error_rate, label_findings=len(findings),
                             geometry=config.decode.geometry, records_written=records_written)
+        if config.decode.labelling.multi_label:
+            summary[SUMMARY_CLASSES_KEY], summary["class_balance"] = class_summary(
+                result, config.decode.labelling.classes, splits)
         check_reconciled(summary)
         summary["demographics"] = {DATA_SPLIT: demographics.summarize(lambda name: counter(result, name), DATA_SPLIT)}
         if model is not None:
@@ -370,6 +396,7 @@ def run_reprocess(config: ReprocessConfig, beam_args: list[str]) -> ReprocessRes
     _check_root(config)
     _check_transform_dir(config.transform_dir)
     _check_geometry(config)
+    config = with_training_classes(config)
     statistics = transform_statistics(config.transform_dir)
     model = scoring_model(config.model_dir, statistics, config.transform_dir) if config.model_dir else None
     labels = _labels(config)

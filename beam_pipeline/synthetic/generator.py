@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.io
@@ -267,9 +268,24 @@ def synthesize_record(
     else:
         raise ValueError(f"label must be {NORMAL} or {ABNORMAL}, got {label!r}")
 
+    return _synthesize(rng, (kind,)), kind
+
+
+def synthesize_multilabel_record(rng: np.random.Generator, kinds: Sequence[str]) -> np.ndarray:
+    """One 10 s record showing every abnormality of `kinds` at once (none: sinus rhythm), for
+    multi-label data: AF with a wide QRS, ST elevation and premature ventricular beats, and so on."""
+    unknown = set(kinds) - set(ABNORMAL_CLASSES)
+    if unknown:
+        raise ValueError(f"unknown abnormalities {sorted(unknown)}; expected some of {ABNORMAL_CLASSES}")
+    return _synthesize(rng, tuple(kinds))
+
+
+def _synthesize(rng: np.random.Generator, kinds: tuple[str, ...]) -> np.ndarray:
+    """The signal of `synthesize_record`, with each abnormality of `kinds` applied in a fixed order (a
+    single one draws the same random numbers as it always did, so the binary data set is unchanged)."""
     rotation, gain = _rotation(rng), rng.uniform(0.6, 1.5)
     waves = _sinus_waves(rng)
-    af = kind == "atrial_fibrillation"
+    af = "atrial_fibrillation" in kinds
     hr = rng.uniform(60, 110) if af else rng.uniform(55, 100)
     times, rr = _beats(rng, 60.0 / hr, irregular=af)
     beat_gain = 1 + rng.normal(0, 0.03, times.size)
@@ -278,11 +294,11 @@ def synthesize_record(
     if af:
         del waves["P"]
         heart += _fibrillatory_waves(rng)
-    elif kind == "wide_qrs":
+    if "wide_qrs" in kinds:
         waves = _widen_qrs(rng, waves)
-    elif kind == "st_elevation":
+    if "st_elevation" in kinds:
         waves = _elevate_st(rng, waves)
-    elif kind == "premature_ventricular_beats":
+    if "premature_ventricular_beats" in kinds:
         inside = np.flatnonzero((times > 0.5) & (times < _DURATION_S - 0.5))
         inside = inside[inside >= 1][rng.integers(2) :: 2]  # every other beat: never two in a row
         chosen = rng.choice(inside, size=min(rng.integers(3, 6), inside.size), replace=False)
@@ -295,7 +311,34 @@ def synthesize_record(
     heart += _render(times, rr, beat_gain, waves)
     lead_field = _electrode_vectors(rng) @ (gain * rotation)  # (9, 3): each electrode's view of this heart
     electrodes = _product("ed,dn->en", lead_field, heart) + _electrode_noise(rng)
-    return _product("le,en->nl", _LEAD_MATRIX, electrodes).astype(np.float32), kind
+    return _product("le,en->nl", _LEAD_MATRIX, electrodes).astype(np.float32)
+
+
+MULTILABEL_CODES = {"atrial_fibrillation": "164889003", "wide_qrs": "59118001", "st_elevation": "164931005",
+                    "premature_ventricular_beats": "427172004"}
+"""Multi-label data: the SNOMED CT code written for each abnormality (AF, RBBB as the wide QRS, ST
+elevation, PVC); a record without any is sinus rhythm, `SINUS_CODE`."""
+SINUS_CODE = "426783006"
+
+
+def generate_multilabel_dataset(output_dir: str, n_train: int, n_test: int, seed: int = 0,
+                                prevalence: float = 0.35) -> None:
+    """The contest layout with multi-label records: each abnormality present independently with
+    `prevalence`, several at once as they come; `reference.txt` / `test_answers.txt` hold
+    `id<TAB>code,code` (MULTILABEL_CODES, SINUS_CODE for none), the multi-label labels format."""
+    for split_index, ((split, labels_file), n) in enumerate(zip(SPLITS, (n_train, n_test))):
+        split_dir = os.path.join(output_dir, split)
+        os.makedirs(split_dir, exist_ok=True)
+        lines = []
+        for i, number in enumerate(_ids(n)):
+            rng = _rng(seed, split_index, i)
+            kinds = tuple(k for k in ABNORMAL_CLASSES if rng.random() < prevalence)
+            record_id = f"{split}{number}"
+            scipy.io.savemat(os.path.join(split_dir, f"{record_id}.mat"),
+                             {MATRIX_KEY: synthesize_multilabel_record(rng, kinds)})
+            lines.append(f"{record_id}\t{','.join(MULTILABEL_CODES[k] for k in kinds) or SINUS_CODE}\n")
+        with open(os.path.join(output_dir, labels_file), "w") as f:
+            f.writelines(lines)
 
 
 def generate_dataset(
