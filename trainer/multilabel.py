@@ -146,7 +146,10 @@ def training_set(data_dir: str, extra_data: list[str], num_classes: int, fractio
                 labels_of[rid] = row
     ids = [record.record_id for record in combined.records]
     labels = np.array([labels_of[rid] for rid in ids], dtype=np.int64).reshape(-1, num_classes)
-    main_ids, main_labels = scanned[0]
+    # One row per record: the windows of a record (`--window_stride_s`) share its labels and its side.
+    per_record = dict(zip(scanned[0][0], scanned[0][1]))
+    main_ids = list(per_record)
+    main_labels = np.array(list(per_record.values()), dtype=np.int64).reshape(-1, num_classes)
     main_held_out = stratified_validation_ids(main_ids, main_labels, fraction)
     main_set = set(main_ids)
     held_out = frozenset(rid for rid in ids if (rid in main_held_out if rid in main_set
