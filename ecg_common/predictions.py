@@ -23,6 +23,8 @@ CSV_HEADER = ("record_id", "probability", "predicted_label", "true_label")
 """Always all four columns, so a reader need not guess; `true_label` is empty when the truth is unknown."""
 ERROR_COLUMN = "error"
 """The fifth column of a `--records` CSV: a reason code (README's table) for a file not scored, else empty."""
+WINDOW_COLUMN = "window_index"
+"""The last column of a per-window CSV (`predict --per_window`): which window of its record a row scores."""
 LEGACY_PREDICTED_COLUMN = "label"
 """What `predicted_label` was called before: `read_csv` still reads such files."""
 
@@ -37,6 +39,8 @@ class Prediction:
     """The label the split's example carries, UNKNOWN_LABEL (-1) when it has none."""
     error: str = ""
     """A raw file not scored: its reason code (probability NaN, predicted_label UNKNOWN_LABEL)."""
+    window_index: int | None = None
+    """Which window of its record the row scores (`--window_stride_s` data); None for a row per record."""
 
     @property
     def label(self) -> int:
@@ -49,13 +53,16 @@ def _label_cell(label: int) -> str:
 
 
 def csv_text(predictions: list[Prediction], error_column: bool = False) -> str:
-    """The whole CSV (`CSV_HEADER`, and `ERROR_COLUMN` when asked), rows sorted by record id."""
+    """The whole CSV (`CSV_HEADER`, and `ERROR_COLUMN` when asked), rows sorted by record id; rows per
+    window (`window_index` set) get a last `WINDOW_COLUMN` and are sorted by record id and window."""
+    per_window = any(p.window_index is not None for p in predictions)
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
-    writer.writerow(CSV_HEADER + ((ERROR_COLUMN,) if error_column else ()))
-    for p in sorted(predictions, key=lambda p: p.record_id):
+    writer.writerow(CSV_HEADER + ((ERROR_COLUMN,) if error_column else ()) + ((WINDOW_COLUMN,) if per_window else ()))
+    for p in sorted(predictions, key=lambda p: (p.record_id, p.window_index or 0)):
         cells = ("", "") if p.error else (repr(p.probability), p.predicted_label)
-        writer.writerow((p.record_id, *cells, _label_cell(p.true_label)) + ((p.error,) if error_column else ()))
+        writer.writerow((p.record_id, *cells, _label_cell(p.true_label)) + ((p.error,) if error_column else ())
+                        + ((p.window_index,) if per_window else ()))
     return buffer.getvalue()
 
 
@@ -67,3 +74,16 @@ def parse_csv(text: str) -> list[Prediction]:
     return [Prediction(row["record_id"], float(row["probability"] or math.nan),
                        int(row[predicted] or UNKNOWN_LABEL), int(row.get("true_label") or UNKNOWN_LABEL),
                        row.get(ERROR_COLUMN) or "") for row in reader]
+
+
+def mean_per_record(windows: list[Prediction], threshold: float) -> list[Prediction]:
+    """One prediction per record: the mean probability of its windows, labelled abnormal (1) when it is
+    >= `threshold` (the model's, chosen on validation), with the true label its windows carry."""
+    by_record: dict[str, list[Prediction]] = {}
+    for window in windows:
+        by_record.setdefault(window.record_id, []).append(window)
+    records = []
+    for record_id, rows in by_record.items():
+        probability = math.fsum(row.probability for row in rows) / len(rows)
+        records.append(Prediction(record_id, probability, int(probability >= threshold), rows[0].true_label))
+    return sorted(records, key=lambda p: p.record_id)

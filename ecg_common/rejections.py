@@ -21,7 +21,8 @@ class Reason:
     BAD_SHAPE = "bad_shape"                  # not 2-D, or no axis of exactly 12 leads
     NON_FINITE = "non_finite"                # NaN or Inf anywhere in the signal
     IMPLAUSIBLE_AMPLITUDE = "implausible_amplitude"  # a value beyond standardize.MAX_ABS_MV: not mV
-    TOO_SHORT = "too_short"                  # shorter than 10 s and padding not requested
+    TOO_SHORT = "too_short"                  # shorter than one window (--window_s) and padding not requested
+    MISSING_LEAD = "missing_lead"            # a lead of --leads is not in the record
     BAD_HEADER = "bad_header"                # WFDB .hea unparsable or disagreeing with the array
     BAD_SAMPLING_RATE = "bad_sampling_rate"  # zero, negative or absurd sampling rate
     TOO_LARGE = "too_large"                  # declared size beyond the per-file limit, or the memory limit hit

@@ -2,8 +2,10 @@
 discovery and the trainer's raw-file scoring share, so a file pairs with the same header either way.
 
 A record is a file whose name ends in `.mat` (any case); its header is the file at the same path with
-`.hea` (any case) in place of `.mat`. Paths are compared as given, so it works on local paths and on
-`gs://` names alike.
+`.hea` (any case) in place of `.mat`. A `.hea` with no `.mat` beside it is a record too, stored the
+WFDB way (its signal files, e.g. `NAME.dat`, are the ones its signal lines name; the decoder child
+reads them): its path is the `.hea` and it has no separate header. Either way the id is the stem.
+Paths are compared as given, so it works on local paths and on `gs://` names alike.
 """
 from __future__ import annotations
 
@@ -30,3 +32,15 @@ def headers_by_base(paths: Iterable[str]) -> dict[str, str]:
 def header_for(mat_path: str, headers: dict[str, str]) -> str | None:
     """The header of the record at `mat_path` among `headers_by_base(...)`, or None."""
     return headers.get(mat_path[: -len(MAT_SUFFIX)])
+
+
+def is_wfdb_record(path: str) -> bool:
+    """Whether a record's path is a WFDB header standing for its record (`wfdb_records`)."""
+    return is_header(path)
+
+
+def wfdb_records(paths: Iterable[str]) -> list[str]:
+    """The `.hea` files among `paths` with no `.mat` record at the same base: WFDB-format records."""
+    paths = list(paths)
+    mat_bases = {path[: -len(MAT_SUFFIX)] for path in paths if is_record(path)}
+    return [path for path in paths if is_header(path) and path[: -len(HEADER_SUFFIX)] not in mat_bases]

@@ -15,7 +15,8 @@ import tensorflow_transform as tft
 from beam_pipeline.cli.main_command import main
 from ecg_common.cli import EXIT_CONFIG, EXIT_OK
 from ecg_common.rejections import Reason
-from ecg_common.schema import ECG_KEY, ECG_SHAPE, LABEL_KEY, NUM_LEADS, NUM_SAMPLES, RECORD_ID_KEY
+from ecg_common.schema import (AGE_KEY, ECG_KEY, ECG_SHAPE, LABEL_KEY, NUM_LEADS, NUM_SAMPLES, RECORD_ID_KEY, SEX_KEY,
+                               WINDOW_INDEX_KEY, WINDOW_START_KEY)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -105,7 +106,8 @@ def contest_run(contest_set, tmp_path_factory):
 def test_output_contract_is_complete(contest_run):
     out, _, _ = contest_run
     tft_output = tft.TFTransformOutput(str(out))
-    assert set(tft_output.raw_feature_spec()) == {ECG_KEY, LABEL_KEY, RECORD_ID_KEY}
+    assert set(tft_output.raw_feature_spec()) == {ECG_KEY, LABEL_KEY, RECORD_ID_KEY, WINDOW_INDEX_KEY,
+                                                  WINDOW_START_KEY, AGE_KEY, SEX_KEY}
     assert tft_output.transformed_feature_spec()[ECG_KEY].shape == list(ECG_SHAPE)
     assert os.path.exists(out / "_SUCCESS")
     with gzip.open(glob.glob(str(out / "train" / "part-*.tfrecord.gz"))[0]) as handle:

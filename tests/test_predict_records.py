@@ -18,7 +18,7 @@ import tensorflow as tf
 
 import trainer  # noqa: F401 - sets TF_USE_LEGACY_KERAS / KERAS_BACKEND before TensorFlow is imported
 from beam_pipeline.cli import main_command as pipeline_cli
-from ecg_common.schema import ECG_KEY, ECG_SHAPE, TEST_SPLIT, TRAIN_SPLIT
+from ecg_common.schema import DEFAULT_GEOMETRY, ECG_KEY, ECG_SHAPE, TEST_SPLIT, TRAIN_SPLIT
 from trainer import export, layout, predict
 from trainer.__main__ import main as train_main
 
@@ -166,9 +166,12 @@ def test_decoding_options_are_those_of_the_training_run(trained, tmp_path):
     with the record saying no padding, the same file is `too_short`."""
     real, out, model, _ = trained
     with open(out / "run_summary.json", encoding="utf-8") as handle:
-        assert json.load(handle)["decoding"] == {"default_sampling_rate_hz": 500, "pad_short": True}
+        decoding = json.load(handle)["decoding"]
+        assert decoding == {"default_sampling_rate_hz": 500, "pad_short": True, "window_stride_s": None,
+                            "geometry": DEFAULT_GEOMETRY.to_json()}
     with open(model / layout.DECODING_FILE, encoding="utf-8") as handle:
-        assert json.load(handle) == {"default_sampling_rate_hz": 500, "pad_short": True, "recorded": True}
+        assert json.load(handle) == {"default_sampling_rate_hz": 500, "pad_short": True, "recorded": True,
+                                     "geometry": DEFAULT_GEOMETRY.to_json(), "window_stride_s": None}
     short = tmp_path / "short"
     short.mkdir()
     val = scipy.io.loadmat(real / "cinc2021" / f"{RECORD}.mat")["val"][:, :4500]

@@ -19,7 +19,7 @@ from ecg_decode.decoding.decode import decode_record, decode_with_info
 from ecg_decode.decoding.record_info import Decoded, RecordInfo, from_header_comments, from_struct_fields
 from ecg_decode.decoding.wfdb_header import parse_header
 from ecg_decode.sandbox import child
-from ecg_decode.sandbox.parent import DecoderProcess
+from ecg_decode.sandbox.parent import DecoderProcess, _Request
 from ecg_decode.sandbox.protocol import DecodeLimits, LocalFile
 
 REAL = Path(os.environ["ECG_REAL_DATA_DIR"])
@@ -105,10 +105,12 @@ def test_info_arrives_through_the_sandbox_slots_and_pipe(tmp_path):
 def test_the_parent_refuses_malformed_info_from_the_child():
     decoder = DecoderProcess(DecodeLimits())
     ecg = np.zeros((5000, 12), dtype="<f4").tobytes()
+    request = _Request([], 0, 0.0, None)
     for bad in [None, "x", {"age": "old"}, {"sex": 2}, {"sex": True}, {"dx_codes": [1]}]:
-        result = decoder._result({"shape": [5000, 12], "info": bad}, bytearray(ecg), None)
+        result = decoder._result({"shape": [5000, 12], "info": bad}, bytearray(ecg), request)
         assert isinstance(result, DecodeError) and result.reason == Reason.DECODER_CRASHED, bad
-    good = decoder._result({"shape": [5000, 12], "info": RecordInfo(1.5, 0, ("a",)).to_json()}, bytearray(ecg), None)
+    good = decoder._result({"shape": [5000, 12], "info": RecordInfo(1.5, 0, ("a",)).to_json()}, bytearray(ecg),
+                           request)
     assert good.info == RecordInfo(1.5, 0, ("a",))
 
 

@@ -85,7 +85,9 @@ def build_pipeline_output(out_dir: str, temp_dir: str, seed: int = 0) -> Pipelin
     rng = np.random.default_rng(seed)
     raw = {TRAIN_SPLIT: _raw_split(rng, "tr", NUM_TRAIN, NUM_TRAIN),
            TEST_SPLIT: _raw_split(rng, "te", NUM_TEST, NUM_TEST // 2)}
-    metadata = dataset_metadata.DatasetMetadata.from_feature_spec(raw_feature_spec())
+    # The features these instances have: an output built before windows, age and sex (the trainer reads both).
+    spec = {key: feature for key, feature in raw_feature_spec().items() if key in (ECG_KEY, LABEL_KEY, RECORD_ID_KEY)}
+    metadata = dataset_metadata.DatasetMetadata.from_feature_spec(spec)
     beam_input = {split: [{k: v for k, v in row.items() if k != "_truth"} for row in rows]
                   for split, rows in raw.items()}
     with beam.Pipeline(runner="FnApiRunner") as pipeline, tft_beam.Context(temp_dir=temp_dir):

@@ -46,13 +46,12 @@ from ecg_common import model_layout, scoring
 from ecg_common.layout import CLASSES_FILE
 from ecg_common.model_layout import (EXAMPLES_KEY, EXAMPLES_SIGNATURE, LABELS_OUTPUT_KEY, PREDICTED_LABEL_KEY,
                                      PROBABILITIES_KEY, PROBABILITY_KEY, SERVING_SIGNATURE, TRANSFORMED_SIGNATURE)
-from ecg_common.schema import ECG_KEY, ECG_SHAPE, raw_feature_spec
+from ecg_common.schema import ECG_KEY, ECG_SHAPE
 from trainer import layout
 
 STAGING_PREFIX = ".export-"
 """A version is written under this hidden name and renamed into place: TF Serving never sees half of one."""
 
-_ECG_SPEC = tf.TensorSpec([None, *ECG_SHAPE], tf.float32, name=ECG_KEY)
 _EXAMPLES_SPEC = tf.TensorSpec([None], tf.string, name=EXAMPLES_KEY)
 
 MAX_LEAD_STD_MV = 50.0
@@ -61,6 +60,13 @@ well under 1 mV; ADC counts (gain 1000 or 200 per mV) or microvolts are hundreds
 `predict --records` applies the same bound per file before scoring (`lead_amplitude_problem`)."""
 WRONG_SHAPE_MESSAGE = (f"ecg must be float32 [batch, {ECG_SHAPE[0]}, {ECG_SHAPE[1]}]: samples x leads, "
                        "10 s at 500 Hz, 12 leads")
+"""The message for the default geometry; a model built with another one names its shape (`wrong_shape_message`)."""
+
+
+def wrong_shape_message(shape: tuple[int, int]) -> str:
+    if tuple(shape) == ECG_SHAPE:
+        return WRONG_SHAPE_MESSAGE
+    return f"ecg must be float32 [batch, {shape[0]}, {shape[1]}]: samples x leads, as the training data was built"
 IMPLAUSIBLE_AMPLITUDE_MESSAGE = (f"ecg: a lead's standard deviation is above {MAX_LEAD_STD_MV:g} or not finite: "
                                  "not millivolts (ADC counts without their gain, or microvolts?)")
 
@@ -75,25 +81,28 @@ def lead_amplitude_problem(ecg) -> str | None:
     return f"lead {lead + 1} has standard deviation {stds[lead]:.4g}, above {MAX_LEAD_STD_MV:g}: not millivolts"
 
 
-def _checked_shape(ecg: tf.Tensor) -> tf.Tensor:
-    """`ecg`, once its shape is known to be [batch, 5000, 12]. A loaded signature checks the dtype but
-    not the shape, and a transposed record would otherwise fail deep inside the graph ("Incompatible
-    shapes ... node sub"); the checks run before anything that uses `ecg`."""
-    with tf.control_dependencies([tf.debugging.assert_equal(tf.shape(ecg)[1:], tf.constant(ECG_SHAPE),
-                                                            message=WRONG_SHAPE_MESSAGE)]):
+def _checked_shape(ecg: tf.Tensor, shape: tuple[int, int] = ECG_SHAPE) -> tf.Tensor:
+    """`ecg`, once its shape is known to be [batch, *shape] (default [batch, 5000, 12]). A loaded
+    signature checks the dtype but not the shape, and a transposed record would otherwise fail deep
+    inside the graph ("Incompatible shapes ... node sub"); the checks run before anything that uses `ecg`."""
+    with tf.control_dependencies([tf.debugging.assert_equal(tf.shape(ecg)[1:], tf.constant(shape),
+                                                            message=wrong_shape_message(shape))]):
         return tf.identity(ecg)
 
 
-def _checked_millivolts(ecg: tf.Tensor) -> tf.Tensor:
+def _checked_millivolts(ecg: tf.Tensor, shape: tuple[int, int] = ECG_SHAPE) -> tf.Tensor:
     """`ecg` of the right shape, once every lead's standard deviation is known to be plausible for mV."""
-    ecg = _checked_shape(ecg)
+    ecg = _checked_shape(ecg, shape)
     with tf.control_dependencies([tf.debugging.assert_less_equal(
             tf.math.reduce_std(ecg, axis=1), MAX_LEAD_STD_MV, message=IMPLAUSIBLE_AMPLITUDE_MESSAGE)]):
         return tf.identity(ecg)
 
 
 class ServingModule(tf.Module):
-    """Holds the trained Keras 3 model, the tf_keras transform layer and the threshold for export."""
+    """Holds the trained Keras 3 model, the tf_keras transform layer and the threshold for export.
+
+    The signatures take `ecg` of the shape the training data was built with (the transform's raw
+    `ecg`: [N, window_s x rate, leads], default [N, 5000, 12]), read from the schema, not assumed."""
 
     def __init__(self, model: keras.Model, tft_output: tft.TFTransformOutput, threshold: float,
                  thresholds: list[float] | None = None):
@@ -105,6 +114,12 @@ class ServingModule(tf.Module):
         self._multi_label = thresholds is not None
         if self._multi_label:  # one threshold per class, in the order of the model's outputs
             self.thresholds = tf.Variable(thresholds, dtype=tf.float64, trainable=False, name="thresholds")
+        self._raw_ecg = tft_output.raw_feature_spec()[ECG_KEY]
+        self._shape = tuple(self._raw_ecg.shape)
+        ecg_spec = tf.TensorSpec([None, *self._shape], tf.float32, name=ECG_KEY)
+        self.serve_raw = tf.function(self._serve_raw, input_signature=[ecg_spec])
+        self.serve_examples = tf.function(self._serve_examples, input_signature=[_EXAMPLES_SPEC])
+        self.serve_transformed = tf.function(self._serve_transformed, input_signature=[ecg_spec])
 
     def _outputs(self, normalized: tf.Tensor) -> dict:
         if self._multi_label:
@@ -117,20 +132,17 @@ class ServingModule(tf.Module):
 
     def _normalize(self, ecg: tf.Tensor) -> tf.Tensor:
         """Only `ecg` is fed: the transform prunes the outputs (label, record_id) it cannot compute."""
-        return self.tft_layer({ECG_KEY: _checked_millivolts(ecg)})[ECG_KEY]
+        return self.tft_layer({ECG_KEY: _checked_millivolts(ecg, self._shape)})[ECG_KEY]
 
-    @tf.function(input_signature=[_ECG_SPEC])
-    def serve_raw(self, ecg: tf.Tensor) -> dict:
+    def _serve_raw(self, ecg: tf.Tensor) -> dict:
         return self._outputs(self._normalize(ecg))
 
-    @tf.function(input_signature=[_EXAMPLES_SPEC])
-    def serve_examples(self, examples: tf.Tensor) -> dict:
-        parsed = tf.io.parse_example(examples, {ECG_KEY: raw_feature_spec()[ECG_KEY]})
+    def _serve_examples(self, examples: tf.Tensor) -> dict:
+        parsed = tf.io.parse_example(examples, {ECG_KEY: self._raw_ecg})
         return self._outputs(self._normalize(parsed[ECG_KEY]))
 
-    @tf.function(input_signature=[_ECG_SPEC])
-    def serve_transformed(self, ecg: tf.Tensor) -> dict:
-        return self._outputs(_checked_shape(ecg))
+    def _serve_transformed(self, ecg: tf.Tensor) -> dict:
+        return self._outputs(_checked_shape(ecg, self._shape))
 
 
 def _write_sidecar(export_dir: str, tft_output: tft.TFTransformOutput, transform_info: dict) -> None:

@@ -19,11 +19,10 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from ecg_common import scoring
-from ecg_common.layout import (DEFAULT_SAMPLING_RATE_KEY, PAD_SHORT_KEY, SHARD_PREFIX, SUMMARY_DECODING_KEY,
-                               SUMMARY_FILE, TFRECORD_SUFFIX)
+from ecg_common.layout import SHARD_PREFIX, SUMMARY_DECODING_KEY, SUMMARY_FILE, TFRECORD_SUFFIX
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import ECG_KEY, LABEL_KEY, RECORD_ID_KEY, UNKNOWN_LABEL, VALID_LABELS
-from trainer.layout import DecodingOptions
+from trainer.layout import DecodingOptions, decoding_options_from
 
 AUTOTUNE = tf.data.AUTOTUNE
 COMPRESSION = "GZIP"
@@ -76,7 +75,7 @@ def decoding_options(data_dir: str) -> DecodingOptions:
         recorded = None
     if not isinstance(recorded, dict):
         return DecodingOptions(recorded=False)
-    return DecodingOptions(float(recorded[DEFAULT_SAMPLING_RATE_KEY]), bool(recorded[PAD_SHORT_KEY]))
+    return decoding_options_from(recorded)
 
 
 def _shard_pattern(folder: str, split: str) -> str:
@@ -166,13 +165,15 @@ def validation_ids(records: Iterable[Record], fraction: float) -> frozenset[str]
 
     Deterministic (it depends only on the ids, not on file order, shard count or seed) and exactly
     stratified: each class contributes round(fraction * n) records, at least one when it has two or
-    more, and never all of them, so both sets see every class that has two or more records.
+    more, and never all of them, so both sets see every class that has two or more records. Records
+    are counted once however many windows (examples) they have: the split is by record, so no window
+    of a validation record is trained on.
     """
     if not 0.0 < fraction < 1.0:
         raise ConfigurationError(f"validation fraction must be in (0, 1), got {fraction}")
-    by_class: dict[int, list[str]] = {}
+    by_class: dict[int, set[str]] = {}
     for record in records:
-        by_class.setdefault(record.label, []).append(record.record_id)
+        by_class.setdefault(record.label, set()).add(record.record_id)
     held_out: set[str] = set()
     for ids in by_class.values():
         if len(ids) < 2:
@@ -252,8 +253,9 @@ def example_bytes(spec: dict) -> int:
     """Decoded size of one example under `spec`; what caching it in memory costs."""
     size = 0
     for feature in spec.values():
-        if feature.dtype != tf.string:
-            size += int(np.prod(feature.shape, dtype=np.int64)) * feature.dtype.size
+        if feature.dtype != tf.string:  # a VarLenFeature (age, sex, label) holds at most one value here
+            values = int(np.prod(feature.shape, dtype=np.int64)) if hasattr(feature, "shape") else 1
+            size += values * feature.dtype.size
     return size
 
 
@@ -308,7 +310,8 @@ def _excluded_occurrences(exclude: Collection[tuple[int, str]]):
 
 
 def input_fn(examples: tf.data.Dataset, spec: dict, batch_size: int, *, record_ids: Collection[str] | None = None,
-             shuffle: bool = False, seed: int | None = None, shuffle_buffer: int = 1024) -> tf.data.Dataset:
+             shuffle: bool = False, seed: int | None = None, shuffle_buffer: int = 1024,
+             num_examples: int | None = None) -> tf.data.Dataset:
     """Batches of parsed feature dicts from serialized `examples` (see `read_examples`).
 
     Order of stages, and why:
@@ -325,10 +328,12 @@ def input_fn(examples: tf.data.Dataset, spec: dict, batch_size: int, *, record_i
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
     if record_ids is not None:
-        # Each id occurs once in a split (the pipeline rejects duplicates): the batch count is known,
-        # which lets Keras size its epochs instead of discovering the end by running out of data. It
-        # is also asserted, so a fingerprint collision could not silently add an example.
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(-(-len(record_ids) // batch_size)))
+        # The examples of these records are counted (`num_examples`: one per window; default one per
+        # id, as the pipeline rejects duplicate ids in a split): the batch count is known, which lets
+        # Keras size its epochs instead of discovering the end by running out of data. It is also
+        # asserted, so a fingerprint collision could not silently add an example.
+        count = len(record_ids) if num_examples is None else num_examples
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(-(-count // batch_size)))
     return (dataset
             .map(lambda serialized: tf.io.parse_example(serialized, spec), num_parallel_calls=AUTOTUNE)
             .prefetch(AUTOTUNE))

@@ -26,10 +26,10 @@ import shutil
 import numpy as np
 
 from ecg_common import model_layout
-from ecg_common.layout import DEFAULT_SAMPLING_RATE_KEY, PAD_SHORT_KEY
+from ecg_common.layout import DEFAULT_SAMPLING_RATE_KEY, GEOMETRY_KEY, PAD_SHORT_KEY, WINDOW_STRIDE_KEY
 from ecg_common.model_layout import SAVED_MODEL_FILE, serving_root, version_dir
 from ecg_common.rejections import ConfigurationError
-from ecg_common.schema import SAMPLING_RATE_HZ
+from ecg_common.schema import DEFAULT_GEOMETRY, SAMPLING_RATE_HZ, Geometry
 
 # The export's names, shared with nightly scoring, under the names the trainer has always used.
 SERVING_DIR = model_layout.SERVING_DIR
@@ -133,12 +133,27 @@ class DecodingOptions:
     """Records shorter than 10 s zero-padded (`--pad_short`) rather than rejected."""
     recorded: bool = True
     """False: nobody recorded them; these are the pipeline's defaults."""
+    geometry: Geometry = DEFAULT_GEOMETRY
+    """The example geometry (rate, window, leads) of the training data (`--target_rate_hz`, ...)."""
+    window_stride_s: float | None = None
+    """`--window_stride_s` of the training data: a raw recording is cut the same way, its windows' mean scored."""
+
+
+def decoding_options_from(recorded: dict, is_recorded: bool = True) -> DecodingOptions:
+    """DecodingOptions from a `decoding` record (run_summary.json's, or decoding.json); geometry and
+    stride default to the pipeline's defaults where an older record has none."""
+    geometry = recorded.get(GEOMETRY_KEY)
+    stride = recorded.get(WINDOW_STRIDE_KEY)
+    return DecodingOptions(float(recorded[DEFAULT_SAMPLING_RATE_KEY]), bool(recorded[PAD_SHORT_KEY]), is_recorded,
+                           DEFAULT_GEOMETRY if geometry is None else Geometry.from_json(geometry),
+                           None if stride is None else float(stride))
 
 
 def write_decoding_options(model_dir: str, options: DecodingOptions) -> None:
     with open(os.path.join(model_dir, DECODING_FILE), "w", encoding="utf-8") as handle:
         json.dump({DEFAULT_SAMPLING_RATE_KEY: options.default_sampling_rate, PAD_SHORT_KEY: options.pad_short,
-                   RECORDED_KEY: options.recorded}, handle, indent=2)
+                   RECORDED_KEY: options.recorded, GEOMETRY_KEY: options.geometry.to_json(),
+                   WINDOW_STRIDE_KEY: options.window_stride_s}, handle, indent=2)
 
 
 def read_decoding_options(model_dir: str) -> DecodingOptions:
@@ -152,7 +167,6 @@ def read_decoding_options(model_dir: str) -> DecodingOptions:
     try:
         with open(path, encoding="utf-8") as handle:
             recorded = json.load(handle)
-        return DecodingOptions(float(recorded[DEFAULT_SAMPLING_RATE_KEY]), bool(recorded[PAD_SHORT_KEY]),
-                               bool(recorded.get(RECORDED_KEY, True)))
+        return decoding_options_from(recorded, bool(recorded.get(RECORDED_KEY, True)))
     except (OSError, KeyError, TypeError, ValueError) as error:
         raise ConfigurationError(f"cannot read the decoding options from {path}: {error}") from None

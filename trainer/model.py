@@ -43,8 +43,9 @@ class WeightedBinaryCrossentropy(keras.losses.Loss):
 
 def build_model(filters: tuple[int, ...] = DEFAULT_FILTERS, kernel_size: int = 7, dropout: float = 0.3,
                 learning_rate: float = 1e-3, num_classes: int | None = None,
-                positive_weights: list[float] | None = None) -> keras.Model:
-    """A compiled Keras 3 model: input `ecg` [batch, 5000, 12] (normalized), output [batch, 1] sigmoid.
+                positive_weights: list[float] | None = None, input_shape: tuple[int, int] = ECG_SHAPE) -> keras.Model:
+    """A compiled Keras 3 model: input `ecg` [batch, *input_shape] (normalized; default [batch, 5000, 12],
+    the trainer passes the shape its data's schema declares), output [batch, 1] sigmoid.
 
     Every block is a stride-2 convolution, so len(filters) blocks divide the length by 2**len(filters)
     (6 blocks: 5000 -> 79 steps, a receptive field of about a second, enough for one beat).
@@ -54,7 +55,7 @@ def build_model(filters: tuple[int, ...] = DEFAULT_FILTERS, kernel_size: int = 7
     `WeightedBinaryCrossentropy(positive_weights)` (plain cross-entropy without weights) and `auc` the
     macro average of the K per-class AUCs.
     """
-    inputs = keras.Input(shape=ECG_SHAPE, name=ECG_KEY)
+    inputs = keras.Input(shape=tuple(input_shape), name=ECG_KEY)
     x = inputs
     for index, width in enumerate(filters):
         x = _conv_block(x, width, kernel_size, strides=2, name=f"block{index + 1}")

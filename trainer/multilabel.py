@@ -146,7 +146,10 @@ def training_set(data_dir: str, extra_data: list[str], num_classes: int, fractio
                 labels_of[rid] = row
     ids = [record.record_id for record in combined.records]
     labels = np.array([labels_of[rid] for rid in ids], dtype=np.int64).reshape(-1, num_classes)
-    main_ids, main_labels = scanned[0]
+    # One row per record: the windows of a record (`--window_stride_s`) share its labels and its side.
+    per_record = dict(zip(scanned[0][0], scanned[0][1]))
+    main_ids = list(per_record)
+    main_labels = np.array(list(per_record.values()), dtype=np.int64).reshape(-1, num_classes)
     main_held_out = stratified_validation_ids(main_ids, main_labels, fraction)
     main_set = set(main_ids)
     held_out = frozenset(rid for rid in ids if (rid in main_held_out if rid in main_set
@@ -222,13 +225,17 @@ def run(data_dir: str, model_dir: str, config: TrainConfig = TrainConfig(), extr
                                     file_sources=chosen.file_sources, exclude=chosen.exclude)
     if cache:
         inputs.fill_cache(examples)
+    # `ids` has one entry per example (a record cut into windows has several): epochs are sized by examples.
     train_ds = _to_keras(inputs.input_fn(examples, spec, config.batch_size, record_ids=train_ids, shuffle=True,
-                                         seed=config.seed, shuffle_buffer=min(len(train_ids), 1024)))
-    val_ds = _to_keras(inputs.input_fn(examples, spec, config.batch_size, record_ids=val_ids))
+                                         seed=config.seed, shuffle_buffer=min(len(train_ids), 1024),
+                                         num_examples=int((~is_val).sum())))
+    val_ds = _to_keras(inputs.input_fn(examples, spec, config.batch_size, record_ids=val_ids,
+                                       num_examples=int(is_val.sum())))
 
     _clear_previous_run(model_dir)
     model = build_model(config.filters, config.kernel_size, config.dropout, config.learning_rate,
-                        num_classes=len(names), positive_weights=weights.tolist())
+                        num_classes=len(names), positive_weights=weights.tolist(),
+                        input_shape=tuple(spec[ECG_KEY].shape))  # the geometry the data was built with
     throughput = TrainingThroughput()
     early_stopping = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience,
                                                    restore_best_weights=True)

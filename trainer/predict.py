@@ -10,7 +10,9 @@ carries, so `D` needs no `transform_fn/`. When `D`'s `run_summary.json` records 
 other than the model's transform, the examples were normalized differently and predict refuses.
 Writes `record_id,probability,predicted_label,true_label` (`ecg_common/predictions.py`, the one writer, shared
 with nightly scoring), one row per record, sorted by record id;
-`true_label` is empty for a record whose split carries no label. When the split carries true labels
+`true_label` is empty for a record whose split carries no label. A record cut into several windows
+(the pipeline's `--window_stride_s`) gets the mean of its windows' probabilities, thresholded at the
+model's threshold; `--per_window` writes one row per window instead, with a `window_index` column. When the split carries true labels
 (TRAIN, or TEST with answers), the CLI also reports how the predictions score against them.
 
 `--records` scores raw recordings instead (`.mat` files, with their `.hea` headers, or folders of
@@ -23,6 +25,7 @@ was not scored (`probability` and `predicted_label` empty). Every file given app
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import math
 import os
@@ -31,9 +34,9 @@ import numpy as np
 
 from ecg_common.cli import EXIT_OK, CommandLineParser, add_verbose_flag, exit_now, run_command, start_tensorflow
 from ecg_common.model_layout import export_lead_statistics
-from ecg_common.predictions import Prediction, csv_text, parse_csv
+from ecg_common.predictions import Prediction, csv_text, mean_per_record, parse_csv
 from ecg_common.rejections import ConfigurationError, Reason, Rejection
-from ecg_common.schema import ABNORMAL, CLASS_NAMES, ECG_KEY, NORMAL, TEST_SPLIT, UNKNOWN_LABEL
+from ecg_common.schema import ABNORMAL, CLASS_NAMES, ECG_KEY, NORMAL, TEST_SPLIT, UNKNOWN_LABEL, WINDOW_INDEX_KEY
 from ecg_common.transform_fingerprint import same_transform
 from trainer import raw_records
 from trainer.evaluation import binary_metrics, reliability
@@ -54,9 +57,10 @@ def _check_same_transform(export_dir: str, data_dir: str) -> None:
 
 
 def predict(model_dir: str, data_dir: str, split: str, batch_size: int = 64,
-            model_version: int | None = None) -> list[Prediction]:
-    """Predictions for every example of `data_dir/<split>`, sorted by record id (newest export unless
-    `model_version`). Parsing and scoring are `ecg_common.scoring`'s, shared with nightly scoring."""
+            model_version: int | None = None, per_window: bool = False) -> list[Prediction]:
+    """Predictions for every record of `data_dir/<split>`, sorted by record id (newest export unless
+    `model_version`): the mean over a record's windows, or with `per_window` one per window. Parsing
+    and scoring are `ecg_common.scoring`'s, shared with nightly scoring."""
     from ecg_common import scoring  # TensorFlow: imported when used, so the command parses first
     from trainer import export, inputs
 
@@ -69,8 +73,12 @@ def predict(model_dir: str, data_dir: str, split: str, batch_size: int = 64,
 
     predictions = []
     for batch in inputs.input_fn(inputs.read_examples(files), spec, batch_size):
-        predictions.extend(scoring.score_parsed(score, batch))
-    return sorted(predictions, key=lambda p: p.record_id)
+        scored = scoring.score_parsed(score, batch)
+        windows = batch[WINDOW_INDEX_KEY].numpy() if WINDOW_INDEX_KEY in batch else [0] * len(scored)
+        predictions.extend(dataclasses.replace(p, window_index=int(w)) for p, w in zip(scored, windows))
+    if per_window:
+        return sorted(predictions, key=lambda p: (p.record_id, p.window_index or 0))
+    return mean_per_record(predictions, float(loaded.threshold.numpy()))
 
 
 def _not_scored(record_id: str, reason: str, path: str, detail: str) -> Prediction:
@@ -91,27 +99,29 @@ def predict_records(model_dir: str, paths: list[str], batch_size: int = 64,
     scoring.transformed_scorer(loaded, export_dir)  # refuses an export without the threshold inside
     score = loaded.signatures[export.SERVING_SIGNATURE]
 
-    predictions, pending = [], []
+    predictions, windows, pending = [], [], []
 
     def score_pending() -> None:
         if pending:
             batch = np.stack([ecg for _, ecg in pending]).astype(np.float32)
             outputs = score(**{ECG_KEY: batch})
-            predictions.extend(Prediction(record_id, float(p), int(label)) for (record_id, _), p, label in zip(
+            windows.extend(Prediction(record_id, float(p), int(label)) for (record_id, _), p, label in zip(
                 pending, outputs[export.PROBABILITY_KEY].numpy(), outputs[export.PREDICTED_LABEL_KEY].numpy()))
             pending.clear()
 
     for record in raw_records.find_raw_records(paths):
-        decoded = raw_records.decode_raw(record, options)
+        decoded = raw_records.decode_raw_windows(record, options)
         if isinstance(decoded, Rejection):
             predictions.append(_not_scored(record.record_id, decoded.reason, decoded.path, decoded.detail))
-        elif (problem := export.lead_amplitude_problem(decoded)) is not None:
+        elif (problem := next(filter(None, map(export.lead_amplitude_problem, decoded)), None)) is not None:
             predictions.append(_not_scored(record.record_id, Reason.IMPLAUSIBLE_AMPLITUDE, record.path, problem))
         else:
-            pending.append((record.record_id, decoded))
+            pending.extend((record.record_id, window) for window in decoded)
             if len(pending) >= batch_size:
                 score_pending()
     score_pending()
+    # One row per file: the mean over its windows (cut as the training data was), thresholded.
+    predictions.extend(mean_per_record(windows, float(loaded.threshold.numpy())))
     return sorted(predictions, key=lambda p: p.record_id)
 
 
@@ -171,7 +181,9 @@ def build_parser() -> CommandLineParser:
     parser = CommandLineParser(
         prog="python -m trainer.predict",
         description="Write record_id,probability,predicted_label,true_label for every record of a split of the "
-                    "pipeline's output, or of raw recordings (--records, with an error column).",
+                    "pipeline's output (a record cut into windows: the mean probability over its windows, "
+                    "thresholded; --per_window for one row per window), or of raw recordings (--records, with "
+                    "an error column).",
         epilog="Exit codes: 0 success, 1 run failed, 2 usage or configuration error.")
     parser.add_argument("--model_dir", required=True, help="the trainer's --model_dir")
     source = parser.add_mutually_exclusive_group()  # one is required: checked in main, after unknown options
@@ -180,6 +192,9 @@ def build_parser() -> CommandLineParser:
                         help="raw .mat files (with their .hea) or folders of them, instead of --data_dir/--split")
     parser.add_argument("--split", help=f"a split folder of data_dir (default {TEST_SPLIT})")
     parser.add_argument("--output", required=True, help="CSV file to write")
+    parser.add_argument("--per_window", action="store_true",
+                        help="with --data_dir: one row per window (a window_index column) instead of one row per "
+                             "record, whose probability is the mean over its windows (the default)")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--model_version", type=int, help="the MODEL/serving/<version> to use (default: the newest)")
     add_verbose_flag(parser)
@@ -205,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             write_csv(predictions, args.output, error_column=True)
         else:
             predictions = predict(args.model_dir, args.data_dir, args.split or TEST_SPLIT, args.batch_size,
-                                  args.model_version)
+                                  args.model_version, per_window=args.per_window)
             write_csv(predictions, args.output)
         summary = labelled_summary(predictions)
         not_scored = sum(1 for p in predictions if p.error)

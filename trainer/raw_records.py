@@ -18,6 +18,7 @@ import numpy as np
 from ecg_common.rejections import ConfigurationError, DecodeError, Reason, Rejection
 from ecg_decode.file_limits import MAX_FILE_BYTES, MAX_HEADER_BYTES
 from ecg_decode.pairing import HEADER_SUFFIX, MAT_SUFFIX, header_for, headers_by_base, is_header, is_record
+from ecg_decode.decoding.windows import cut_windows
 from ecg_decode.sandbox.pool import pool_for
 from ecg_decode.sandbox.protocol import DecodeLimits, LocalFile
 from trainer.layout import DecodingOptions
@@ -119,17 +120,28 @@ def find_raw_records(paths: list[str]) -> list[RawRecord]:
 
 def decode_raw(record: RawRecord, options: DecodingOptions,
                limits: DecodeLimits = DecodeLimits()) -> np.ndarray | Rejection:
-    """One recording decoded by a sandboxed child, as the pipeline decodes it: (5000, 12) mV, or why not."""
+    """One recording decoded by a sandboxed child, as the pipeline decodes it: its first window
+    ((5000, 12) mV by default), or why not."""
+    windows = decode_raw_windows(record, options, limits)
+    return windows if isinstance(windows, Rejection) else windows[0]
+
+
+def decode_raw_windows(record: RawRecord, options: DecodingOptions,
+                       limits: DecodeLimits = DecodeLimits()) -> list[np.ndarray] | Rejection:
+    """One recording decoded and cut as the training data was (geometry and `--window_stride_s`): its
+    windows, one without a stride, or why not."""
     if record.rejection is not None:
         return record.rejection
     pool = pool_for(limits)
     decoder = pool.acquire()
     try:
-        result = decoder.decode(LocalFile(record.path, record.header_path, MAX_FILE_BYTES, MAX_HEADER_BYTES,
-                                          record.root), None,
-                                default_sampling_rate=options.default_sampling_rate, pad_short=options.pad_short)
+        result = decoder.decode_with_info(LocalFile(record.path, record.header_path, MAX_FILE_BYTES, MAX_HEADER_BYTES,
+                                                    record.root), None,
+                                          default_sampling_rate=options.default_sampling_rate,
+                                          pad_short=options.pad_short, geometry=options.geometry,
+                                          whole_record=options.window_stride_s is not None)
     finally:
         pool.release(decoder)
     if isinstance(result, DecodeError):
         return Rejection(record.record_id, record.path, result.reason, result.detail)
-    return result
+    return [window.ecg for window in cut_windows(result.ecg, options.geometry, options.window_stride_s)]

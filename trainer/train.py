@@ -30,7 +30,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from ecg_common.rejections import ConfigurationError
-from ecg_common.schema import ABNORMAL, CLASS_NAMES, NORMAL, UNKNOWN_LABEL
+from ecg_common.schema import ABNORMAL, CLASS_NAMES, ECG_KEY, NORMAL, UNKNOWN_LABEL
 from trainer import evaluation, export, inputs, report, sources
 from trainer.config import TrainConfig
 from trainer.layout import (LOGS_DIR, METRICS_FILE, MODEL_FILE, VALIDATION_PREDICTIONS_FILE, adopt_unversioned_export,
@@ -188,13 +188,16 @@ def run(data_dir: str, model_dir: str, config: TrainConfig = TrainConfig(), extr
                                     exclude=training_set.exclude)
     if cache:
         inputs.fill_cache(examples)
+    # Split by record: every window of a validation record is held out (`held_out` holds record ids).
     train_ds = inputs.to_keras(inputs.input_fn(
         examples, spec, config.batch_size, record_ids={r.record_id for r in train_records}, shuffle=True,
-        seed=config.seed, shuffle_buffer=min(len(train_records), 1024)))
-    val_ds = inputs.to_keras(inputs.input_fn(examples, spec, config.batch_size, record_ids=held_out))
+        seed=config.seed, shuffle_buffer=min(len(train_records), 1024), num_examples=len(train_records)))
+    val_ds = inputs.to_keras(inputs.input_fn(examples, spec, config.batch_size, record_ids=held_out,
+                                             num_examples=len(val_records)))
 
     _clear_previous_run(model_dir)
-    model = build_model(config.filters, config.kernel_size, config.dropout, config.learning_rate)
+    model = build_model(config.filters, config.kernel_size, config.dropout, config.learning_rate,
+                        input_shape=tuple(spec[ECG_KEY].shape))  # the geometry the data was built with
     throughput = TrainingThroughput()
     early_stopping = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience,
                                                    restore_best_weights=True)

@@ -12,7 +12,7 @@ from beam_pipeline.graph.settings import (DEFAULT_BATCH_SIZE, DEFAULT_GZIP_LEVEL
 from beam_pipeline.inputs.option_names import NORMAL_LABELS_OPTION
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
 from ecg_common.cli import add_verbose_flag
-from ecg_common.schema import DURATION_S, SAMPLING_RATE_HZ
+from ecg_common.schema import DURATION_S, LEAD_NAMES, SAMPLING_RATE_HZ, Geometry, canonical_lead
 from ecg_decode.sandbox.protocol import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, DecodeLimits
 
 
@@ -62,6 +62,16 @@ def add_label_options(parser: argparse.ArgumentParser) -> None:
                              "mean normal (0), every other value abnormal (1); only the first label column counts")
 
 
+def _lead_list(text: str) -> tuple[str, ...]:
+    """`I,II,V1` -> ('I', 'II', 'V1'), standard names spelled as in LEAD_NAMES (`avr` -> `aVR`)."""
+    leads = tuple(canonical_lead(lead) for lead in text.split(","))
+    if not all(leads):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of lead names")
+    if len({lead.lower() for lead in leads}) != len(leads):
+        raise argparse.ArgumentTypeError(f"{text!r} names a lead twice")
+    return leads
+
+
 def add_class_source_options(parser: argparse.ArgumentParser) -> None:
     """Where a multi-label run finds each record's classes (both commands; see `labelling`)."""
     parser.add_argument("--dx_from_header", action="store_true",
@@ -105,10 +115,25 @@ def add_record_options(parser: argparse.ArgumentParser) -> None:
     labels read) as training was."""
     parser.add_argument("--sampling_rate", type=float, default=SAMPLING_RATE_HZ,
                         help=f"sampling rate (Hz) of records without a WFDB .hea header (default {SAMPLING_RATE_HZ}); "
-                             f"other rates are resampled to {SAMPLING_RATE_HZ} Hz")
+                             f"other rates are resampled to --target_rate_hz")
+    parser.add_argument("--target_rate_hz", type=_positive(float), default=SAMPLING_RATE_HZ,
+                        help=f"every record is resampled to this rate (polyphase, anti-aliased; default "
+                             f"{SAMPLING_RATE_HZ}), so ecg has shape [window_s x rate, leads]")
+    parser.add_argument("--window_s", type=_positive(float), default=DURATION_S,
+                        help=f"seconds per example (default {DURATION_S}); a record shorter than this is rejected "
+                             f"(too_short) unless --pad_short")
+    parser.add_argument("--window_stride_s", type=_positive(float), default=None,
+                        help="cut every window of --window_s seconds starting at 0, T, 2T, ... (a record of D s "
+                             "gives floor((D - S) / T) + 1 examples, each with record_id, window_index and "
+                             "window_start_s); default: one window per record, its first")
+    parser.add_argument("--leads", type=_lead_list, default=LEAD_NAMES, metavar="I,II,...",
+                        help=f"the leads ecg holds, in this order, by name from the header (any case; by the standard "
+                             f"order for records without names); a record missing one is rejected (missing_lead), "
+                             f"extra leads are dropped (default {','.join(LEAD_NAMES)})")
     parser.add_argument("--pad_short", action="store_true",
-                        help=f"zero-pad records shorter than {DURATION_S} s at the end instead of rejecting them. "
-                             f"Longer records are cropped to their first {DURATION_S} s")
+                        help="zero-pad records shorter than one window at the end instead of rejecting them. "
+                             f"Longer records are cropped to their first window (first {DURATION_S} s by default) "
+                             "unless --window_stride_s")
     parser.add_argument("--num_shards", type=int, default=0,
                         help="TFRecord shards per split; 0 (default) lets the runner decide, which keeps memory "
                              "flat; a fixed count makes Beam group all examples first")
@@ -125,7 +150,8 @@ def decode_options(args: argparse.Namespace) -> DecodeOptions:
     """The decoding options of `add_record_options` and `add_robustness_options`, as the pipeline takes them."""
     return DecodeOptions(args.sampling_rate, args.pad_short, args.batch_size,
                          DecodeLimits(args.decode_timeout_s, args.decode_memory_mb), args.reject_flagged,
-                         labelling(args))
+                         labelling(args), geometry=Geometry(args.target_rate_hz, args.window_s, args.leads),
+                         window_stride_s=args.window_stride_s)
 
 
 def write_options(args: argparse.Namespace) -> WriteOptions:

@@ -16,16 +16,16 @@ import pyarrow as pa
 from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.public import tfxio
 
-from ecg_common.schema import (ECG_KEY, ECG_SHAPE, LABEL_KEY, LABEL_NAMES_KEY, LABELS_KEY, RECORD_ID_KEY, UNKNOWN_LABEL,
+from ecg_common.schema import (AGE_KEY, DEFAULT_GEOMETRY, ECG_KEY, LABEL_KEY, LABEL_NAMES_KEY, LABELS_KEY, NUM_LEADS,
+                               RECORD_ID_KEY, SEX_KEY, UNKNOWN_LABEL, WINDOW_INDEX_KEY, WINDOW_START_KEY, Geometry,
                                raw_feature_spec)
 from ecg_decode.decoding.record_info import RecordInfo
 
-_VALUES_PER_ECG = int(np.prod(ECG_SHAPE))
-
 
 class DecodedRecord(typing.NamedTuple):
-    """One record ready for tf.Transform: float32 ECG_SHAPE signal in mV, label (or UNKNOWN_LABEL),
-    and what the record says about its patient (`RecordInfo`, from the decoder child).
+    """One example ready for tf.Transform: float32 (samples, leads) signal in mV, label (or UNKNOWN_LABEL),
+    what the record says about its patient (`RecordInfo`, from the decoder child), and which window of
+    its record it is (0 and 0.0 for the single window of a run without `--window_stride_s`).
 
     Multi-label runs: `label` is CLASSES_KNOWN or UNKNOWN_LABEL and `label_names` the record's classes."""
 
@@ -34,6 +34,8 @@ class DecodedRecord(typing.NamedTuple):
     ecg: np.ndarray
     info: RecordInfo = RecordInfo()
     label_names: tuple[str, ...] = ()
+    window_index: int = 0
+    window_start_s: float = 0.0
 
 
 # --- coders -----------------------------------------------------------------------------------
@@ -48,24 +50,26 @@ class DecodedRecordCoder(beam.coders.Coder):
     here can run code), for the rare times a record crosses processes; a size estimate that does not
     copy it."""
 
-    _HEADER = struct.Struct("<qIII")  # label, lengths of the UTF-8 record id, the info JSON, the class names
+    _HEADER = struct.Struct("<qIIIIqd")  # label; lengths of the id, the info JSON, the class names; leads; window
 
     def encode(self, record: DecodedRecord) -> bytes:
         record_id = record.record_id.encode("utf-8")
         info = json.dumps(record.info.to_json()).encode("utf-8")
         names = "\t".join(record.label_names).encode("utf-8")  # a class name holds no tab (inputs/classes.py)
         signal = np.ascontiguousarray(record.ecg, dtype="<f4").tobytes()
-        return (self._HEADER.pack(record.label, len(record_id), len(info), len(names))
-                + record_id + info + names + signal)
+        header = self._HEADER.pack(record.label, len(record_id), len(info), len(names), record.ecg.shape[-1],
+                                   record.window_index, record.window_start_s)
+        return header + record_id + info + names + signal
 
     def decode(self, data: bytes) -> DecodedRecord:
-        label, id_length, info_length, names_length = self._HEADER.unpack_from(data)
+        label, id_length, info_length, names_length, leads, window_index, window_start_s = \
+            self._HEADER.unpack_from(data)
         start = self._HEADER.size + id_length
         info = RecordInfo.from_json(json.loads(bytes(data[start:start + info_length]).decode("utf-8")))
         names = bytes(data[start + info_length:start + info_length + names_length]).decode("utf-8")
-        ecg = np.frombuffer(data, dtype="<f4", offset=start + info_length + names_length).reshape(ECG_SHAPE)
+        ecg = np.frombuffer(data, dtype="<f4", offset=start + info_length + names_length).reshape(-1, leads)
         return DecodedRecord(bytes(data[self._HEADER.size:start]).decode("utf-8"), label, ecg, info,
-                             tuple(names.split("\t")) if names else ())
+                             tuple(names.split("\t")) if names else (), window_index, window_start_s)
 
     def estimate_size(self, record: DecodedRecord) -> int:
         return record.ecg.nbytes + len(record.record_id) + self._HEADER.size + sum(map(len, record.label_names))
@@ -105,15 +109,15 @@ beam.coders.registry.register_coder(DecodedRecord, DecodedRecordCoder)
 beam.coders.registry.register_coder(pa.RecordBatch, RecordBatchCoder)
 
 
-def raw_schema(multi_label: bool = False):
+def raw_schema(geometry: Geometry = DEFAULT_GEOMETRY, multi_label: bool = False):
     """The raw data's `tensorflow_metadata` Schema (what `OUT/metadata/` holds)."""
-    return schema_utils.schema_from_feature_spec(raw_feature_spec(multi_label))
+    return schema_utils.schema_from_feature_spec(raw_feature_spec(geometry, multi_label))
 
 
-def tensor_adapter_config(multi_label: bool = False) -> tfxio.TensorAdapterConfig:
-    """Arrow schema + tensor representations matching `raw_schema()` (dense [5000, 12] `ecg`; in
+def tensor_adapter_config(geometry: Geometry = DEFAULT_GEOMETRY, multi_label: bool = False) -> tfxio.TensorAdapterConfig:
+    """Arrow schema + tensor representations matching `raw_schema()` (dense `ecg` of `geometry.shape`; in
     multi-label runs also `label_names`, a [batch, None] SparseTensor of class names)."""
-    source = tfxio.TFExampleBeamRecord(physical_format="inmem", schema=raw_schema(multi_label),
+    source = tfxio.TFExampleBeamRecord(physical_format="inmem", schema=raw_schema(geometry, multi_label),
                                        telemetry_descriptors=["ecg_beam_pipeline"])
     return source.TensorAdapterConfig()
 
@@ -123,15 +127,28 @@ def _list_column(values: pa.Array, per_row: int, rows: int) -> pa.LargeListArray
     return pa.LargeListArray.from_arrays(offsets, values)
 
 
+def _optional_column(values: list, dtype: np.dtype) -> pa.LargeListArray:
+    """One value per row where known, an empty list where None (a VarLenFeature: absent when unknown)."""
+    known = [value for value in values if value is not None]
+    offsets = np.concatenate([[0], np.cumsum([value is not None for value in values])]).astype(np.int64)
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(np.array(known, dtype=dtype)))
+
+
 def to_record_batch(records: typing.Sequence[DecodedRecord], multi_label: bool = False) -> pa.RecordBatch:
-    """Packs records into one RecordBatch with the column types of `tensor_adapter_config(multi_label)`."""
+    """Packs records into one RecordBatch with the column types of `tensor_adapter_config(multi_label=...)`."""
     rows = len(records)
     signal = np.concatenate([r.ecg.reshape(-1) for r in records]).astype(np.float32, copy=False)
     labels = np.array([r.label for r in records], dtype=np.int64)
     ids = pa.array([r.record_id.encode("utf-8") for r in records], type=pa.large_binary())
-    columns = {ECG_KEY: _list_column(pa.array(signal), _VALUES_PER_ECG, rows),
+    window_index = np.array([r.window_index for r in records], dtype=np.int64)
+    window_start = np.array([r.window_start_s for r in records], dtype=np.float32)
+    columns = {ECG_KEY: _list_column(pa.array(signal), records[0].ecg.size, rows),
                LABEL_KEY: _list_column(pa.array(labels), 1, rows),
-               RECORD_ID_KEY: _list_column(ids, 1, rows)}
+               RECORD_ID_KEY: _list_column(ids, 1, rows),
+               WINDOW_INDEX_KEY: _list_column(pa.array(window_index), 1, rows),
+               WINDOW_START_KEY: _list_column(pa.array(window_start), 1, rows),
+               AGE_KEY: _optional_column([r.info.age for r in records], np.float32),
+               SEX_KEY: _optional_column([r.info.sex for r in records], np.int64)}
     if multi_label:
         columns[LABEL_NAMES_KEY] = pa.array([[n.encode("utf-8") for n in r.label_names] for r in records],
                                             type=pa.large_list(pa.large_binary()))
@@ -139,10 +156,10 @@ def to_record_batch(records: typing.Sequence[DecodedRecord], multi_label: bool =
     return pa.RecordBatch.from_arrays([columns[name] for name in names], names)
 
 
-def signal_samples(batch: pa.RecordBatch) -> np.ndarray:
+def signal_samples(batch: pa.RecordBatch, num_leads: int = NUM_LEADS) -> np.ndarray:
     """The batch's raw `ecg` column as (records * samples, leads) float32, without copying it."""
     values = batch.column(batch.schema.get_field_index(ECG_KEY)).flatten().to_numpy(zero_copy_only=False)
-    return values.reshape(-1, ECG_SHAPE[-1])
+    return values.reshape(-1, num_leads)
 
 
 def drop_unknown_labels(batch: pa.RecordBatch) -> pa.RecordBatch:

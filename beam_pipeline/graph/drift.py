@@ -41,21 +41,23 @@ class LeadMoments(typing.NamedTuple):
     m2: np.ndarray
 
     @classmethod
-    def empty(cls) -> LeadMoments:
-        return cls(0, np.zeros(NUM_LEADS), np.zeros(NUM_LEADS))
+    def empty(cls, num_leads: int = NUM_LEADS) -> LeadMoments:
+        return cls(0, np.zeros(num_leads), np.zeros(num_leads))
 
     @classmethod
     def of(cls, samples: np.ndarray) -> LeadMoments:
         """Moments of (samples, leads) values, two-pass in float64."""
         values = samples.astype(np.float64)
-        mean = values.mean(axis=0) if len(values) else np.zeros(NUM_LEADS)
+        mean = values.mean(axis=0) if len(values) else np.zeros(values.shape[-1])
         return cls(len(values), mean, ((values - mean) ** 2).sum(axis=0))
 
     def merge(self, other: LeadMoments) -> LeadMoments:
         """Chan et al.'s pairwise update: exact for any split of the data."""
         count = self.count + other.count
-        if count == 0:
+        if other.count == 0:
             return self
+        if self.count == 0:
+            return other
         delta = other.mean - self.mean
         mean = self.mean + delta * (other.count / count)
         m2 = self.m2 + other.m2 + delta**2 * (self.count * other.count / count)
@@ -69,14 +71,18 @@ class LeadMoments(typing.NamedTuple):
 class LeadMomentsFn(beam.CombineFn):
     """Raw Arrow record batches -> LeadMoments of their `ecg` signal over records and time."""
 
+    def __init__(self, num_leads: int = NUM_LEADS):
+        super().__init__()
+        self._num_leads = num_leads
+
     def create_accumulator(self) -> LeadMoments:
-        return LeadMoments.empty()
+        return LeadMoments.empty(self._num_leads)
 
     def add_input(self, accumulator: LeadMoments, batch) -> LeadMoments:
-        return accumulator.merge(LeadMoments.of(signal_samples(batch)))
+        return accumulator.merge(LeadMoments.of(signal_samples(batch, self._num_leads)))
 
     def merge_accumulators(self, accumulators) -> LeadMoments:
-        merged = LeadMoments.empty()
+        merged = LeadMoments.empty(self._num_leads)
         for accumulator in accumulators:
             merged = merged.merge(accumulator)
         return merged
@@ -90,10 +96,10 @@ def _to_json(moments: LeadMoments) -> str:
 
 
 @beam.ptransform_fn
-def WriteLeadMoments(record_batches, path: str):  # noqa: N802 (a PTransform, named like one)
+def WriteLeadMoments(record_batches, path: str, num_leads: int = NUM_LEADS):  # noqa: N802 (a PTransform)
     """Raw record batches -> one JSON line at `path` with their per-lead moments (count 0 when empty)."""
     return (record_batches
-            | "Moments" >> beam.CombineGlobally(LeadMomentsFn())
+            | "Moments" >> beam.CombineGlobally(LeadMomentsFn(num_leads))
             | "ToJson" >> beam.Map(_to_json)
             | "Write" >> beam.io.WriteToText(path, shard_name_template=""))
 
@@ -105,7 +111,7 @@ def read_lead_moments(path: str) -> LeadMoments:
 
 
 def drift_report(batch: LeadMoments, frozen_mean: np.ndarray, frozen_std: np.ndarray,
-                 limits: DriftLimits = DriftLimits()) -> dict:
+                 limits: DriftLimits = DriftLimits(), leads: tuple[str, ...] = LEAD_NAMES) -> dict:
     """Per lead: the batch's mean and std next to the frozen ones (mV), and whether it is flagged."""
     report = {
         "rule": f"a lead is flagged when |batch mean - frozen mean| > {limits.mean_shift_std} x frozen std, or "
@@ -122,11 +128,11 @@ def drift_report(batch: LeadMoments, frozen_mean: np.ndarray, frozen_std: np.nda
     shift = np.abs(batch.mean - frozen_mean) / frozen_std
     ratio = batch_std / frozen_std
     flagged = (shift > limits.mean_shift_std) | (ratio > limits.std_ratio) | (ratio < 1 / limits.std_ratio)
-    for i, lead in enumerate(LEAD_NAMES):
+    for i, lead in enumerate(leads):
         report["leads"][lead] = {
             "batch_mean_mv": float(batch.mean[i]), "batch_std_mv": float(batch_std[i]),
             "frozen_mean_mv": float(frozen_mean[i]), "frozen_std_mv": float(frozen_std[i]),
             "mean_shift_std": float(shift[i]), "std_ratio": float(ratio[i]), "flagged": bool(flagged[i]),
         }
-    report["flagged_leads"] = [lead for lead, bad in zip(LEAD_NAMES, flagged) if bad]
+    report["flagged_leads"] = [lead for lead, bad in zip(leads, flagged) if bad]
     return report

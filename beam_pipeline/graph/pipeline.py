@@ -58,7 +58,8 @@ class DecodeAndBatch(beam.PTransform):
         labelling = self._options.labelling
         outcome = sources | "Decode" >> beam.ParDo(
             DecodeRecordFn(self._options.default_sampling_rate, self._options.pad_short, self._options.limits,
-                           self._options.reject_flagged, self._assess_quality, labelling, self._count_classes)
+                           self._options.reject_flagged, self._assess_quality, labelling, self._count_classes,
+                           self._options.geometry, self._options.window_stride_s)
         ).with_outputs(REJECTED_TAG, QUALITY_TAG, main=DECODED_TAG)
         batch_size = self._options.batch_size
         batches = (outcome[DECODED_TAG]
@@ -88,7 +89,7 @@ def _analyze(pipeline: beam.Pipeline, train: list[RecordSource], options: Decode
     """Learns the per-lead statistics over the training records: TFT's (transform_fn, transformed metadata)."""
     batches, _, _ = pipeline | "CreateTrain" >> beam.Create(train) | "DecodeTrain" >> DecodeAndBatch(
         options, assess_quality=options.reject_flagged, count_classes=False)
-    return ((batches, tensor_adapter_config(options.labelling.multi_label))
+    return ((batches, tensor_adapter_config(options.geometry, options.labelling.multi_label))
             | "Analyze" >> tft_beam.AnalyzeDataset(_preprocessing_fn(options.labelling)))
 
 
@@ -101,7 +102,7 @@ def build_vocabulary(pipeline: beam.Pipeline, train: list[RecordSource], options
     batches, _, _ = (pipeline | "CreateTrain" >> beam.Create([s for s in train if s.rejection is None])
                      | "DecodeTrain" >> DecodeAndBatch(learning, assess_quality=options.reject_flagged,
                                                        count_classes=False))
-    transform_fn = ((batches, tensor_adapter_config(multi_label=True))
+    transform_fn = ((batches, tensor_adapter_config(options.geometry, multi_label=True))
                     | "LearnClasses" >> tft_beam.AnalyzeDataset(vocabulary_fn(options.labelling.min_class_count)))
     _ = transform_fn | "WriteClasses" >> tft_beam.WriteTransformFn(vocabulary_dir)
 
@@ -153,7 +154,8 @@ def _transform_splits(pipeline: beam.Pipeline, transform_fn, transformed_schema,
     for split, sources in splits.items():
         batches, rejections, findings = (pipeline | f"Create[{split}]" >> beam.Create(sources)
                                          | f"Decode[{split}]" >> DecodeAndBatch(options))
-        transformed, _ = (((batches, tensor_adapter_config(options.labelling.multi_label)), transform_fn)
+        transformed, _ = (((batches, tensor_adapter_config(options.geometry, options.labelling.multi_label)),
+                           transform_fn)
                           | f"Transform[{split}]" >> tft_beam.TransformDataset(output_record_batches=True))
         encoded[split] = transformed | f"Encode[{split}]" >> beam.ParDo(EncodeExamplesFn(transformed_schema, split))
         _ = encoded[split] | f"Write[{split}]" >> WriteGzipTFRecords(os.path.join(out_dir, split, SHARD_PREFIX),

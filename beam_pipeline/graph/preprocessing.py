@@ -12,24 +12,29 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from ecg_common.layout import CLASS_VOCABULARY
-from ecg_common.schema import (ECG_KEY, ECG_SHAPE, LABEL_KEY, LABEL_NAMES_KEY, LABELS_KEY, NUM_LEADS, RECORD_ID_KEY,
-                               UNKNOWN_LABEL)
+from ecg_common.schema import (AGE_KEY, ECG_KEY, LABEL_KEY, LABEL_NAMES_KEY, LABELS_KEY, RECORD_ID_KEY, SEX_KEY,
+                               UNKNOWN_LABEL, WINDOW_INDEX_KEY, WINDOW_START_KEY)
+
+PASSTHROUGH_KEYS = (RECORD_ID_KEY, WINDOW_INDEX_KEY, WINDOW_START_KEY, AGE_KEY, SEX_KEY)
+"""Raw features the transform copies unchanged (age and sex stay sparse: absent when unknown)."""
 
 
 def preprocessing_fn(inputs: dict) -> dict:
-    """Normalizes each lead to zero mean and unit variance over all samples of all training records.
+    """Normalizes each lead to zero mean and unit variance over all samples of all training examples.
 
-    The analyzers see the ECG reshaped to [batch * samples, leads], so they reduce over records *and*
-    time and return 12 means and 12 variances (not one per element, not one per record). Only the
+    The analyzers see the ECG reshaped to [batch * samples, leads], so they reduce over examples *and*
+    time and return one mean and one variance per lead (not one per element, not one per example).
+    The geometry (samples and leads) is the input's static shape (`raw_feature_spec(geometry)`). Only the
     analyzer input is reshaped: every output keeps the batch dimension, as tf.Transform requires.
     Statistics are accumulated in float64; a lead that is constant over the whole set keeps its
-    scale (std 1) instead of dividing by zero. `record_id` passes through; `label` leaves as the
-    known labels only (`known_labels`), so the transformed schema declares it optional.
+    scale (std 1) instead of dividing by zero. `record_id`, the window's index and start, age and
+    sex pass through (those present in `inputs`); `label` leaves as the known labels only
+    (`known_labels`), so the transformed schema declares it optional.
     """
     return {
         ECG_KEY: normalized_ecg(inputs[ECG_KEY]),
         LABEL_KEY: known_labels(inputs[LABEL_KEY]),
-        RECORD_ID_KEY: inputs[RECORD_ID_KEY],
+        **passthrough(inputs),
     }
 
 
@@ -45,7 +50,7 @@ def _multi_label_outputs(inputs: dict, classes: tuple[str, ...]) -> dict:
     return {
         ECG_KEY: normalized_ecg(inputs[ECG_KEY]),
         LABELS_KEY: multi_hot(inputs[LABEL_NAMES_KEY], inputs[LABEL_KEY], classes),
-        RECORD_ID_KEY: inputs[RECORD_ID_KEY],
+        **passthrough(inputs),
     }
 
 
@@ -82,13 +87,20 @@ def multi_hot(names: tf.SparseTensor, known: tf.Tensor, classes: tuple[str, ...]
 
 def normalized_ecg(ecg: tf.Tensor) -> tf.Tensor:
     """The per-lead z-score of `preprocessing_fn`, with the training set's statistics."""
-    per_sample = tf.reshape(ecg, [-1, NUM_LEADS])
+    shape = ecg.shape[1:].as_list()  # the geometry the run was built with (`raw_feature_spec(geometry)`)
+    per_sample = tf.reshape(ecg, [-1, shape[-1]])
     mean = tft.mean(per_sample, reduce_instance_dims=False, output_dtype=tf.float64)
     var = tft.var(per_sample, reduce_instance_dims=False, output_dtype=tf.float64)
     std = tf.sqrt(var)
     std = tf.where(std > 0, std, tf.ones_like(std))
     normalized = (tf.cast(ecg, tf.float64) - mean) / std
-    return tf.ensure_shape(tf.cast(normalized, tf.float32), [None, *ECG_SHAPE])
+    return tf.ensure_shape(tf.cast(normalized, tf.float32), [None, *shape])
+
+
+def passthrough(inputs: dict) -> dict:
+    """The raw features copied unchanged (PASSTHROUGH_KEYS), those present in `inputs` (a transform
+    saved before windows had only `record_id`)."""
+    return {key: inputs[key] for key in PASSTHROUGH_KEYS if key in inputs}
 
 
 def known_labels(labels: tf.Tensor) -> tf.SparseTensor:

@@ -23,9 +23,10 @@ from beam_pipeline.inputs.classes import bad_dx_code, map_tokens
 from beam_pipeline.inputs.decoder_requests import decoder_request
 from beam_pipeline.inputs.discovery import RecordSource
 from ecg_common.rejections import DecodeError, Reason, Rejection
-from ecg_common.schema import CLASSES_KNOWN, TRAIN_SPLIT, UNKNOWN_LABEL
+from ecg_common.schema import CLASSES_KNOWN, DEFAULT_GEOMETRY, TRAIN_SPLIT, UNKNOWN_LABEL, Geometry
 from ecg_decode.decoding.quality import QualityFinding, assess
 from ecg_decode.decoding.record_info import Decoded, RecordInfo
+from ecg_decode.decoding.windows import cut_windows
 from ecg_decode.sandbox.parent import DecoderProcess
 from ecg_decode.sandbox.pool import pool_for
 from ecg_decode.sandbox.protocol import DecodeLimits
@@ -91,12 +92,14 @@ def _in_global_window(output):
 
 
 class DecodeRecordFn(beam.DoFn):
-    """RecordSource -> DecodedRecord (main output) or Rejection (`REJECTED_TAG` output), plus a
-    QualityFinding (`QUALITY_TAG` output) for a decoded record that raises a quality flag; with
-    `reject_flagged` such a record is rejected (`poor_quality`) instead of written.
+    """RecordSource -> DecodedRecords, one per window (main output), or a Rejection (`REJECTED_TAG`
+    output), plus a QualityFinding (`QUALITY_TAG` output) for a decoded record that raises a quality
+    flag (assessed on the whole decoded record, once); with `reject_flagged` such a record is
+    rejected (`poor_quality`) instead of written. With `window_stride_s` the child decodes the whole
+    record and its windows are cut here (`ecg_decode/decoding/windows.py`).
 
     The decoder child works on the next files (up to `parent.RESULT_SLOTS` ahead) while this
-    thread takes earlier ones down the rest of their path (quality flags, batching, transform,
+    thread takes earlier ones down the rest of their path (windows, quality flags, batching, transform,
     encoding: Beam runs those inside our `yield`). So a record's outputs may leave while a later
     element is processed; the last ones leave in `finish_bundle`. Each bundle keeps one decoder
     child for itself.
@@ -111,7 +114,10 @@ class DecodeRecordFn(beam.DoFn):
 
     def __init__(self, default_sampling_rate: float, pad_short: bool, limits: DecodeLimits = DecodeLimits(),
                  reject_flagged: bool = False, assess_quality: bool = True, labelling: Labelling = Labelling(),
-                 count_classes: bool = False):
+                 count_classes: bool = False, geometry: Geometry = DEFAULT_GEOMETRY,
+                 window_stride_s: float | None = None):
+        self._geometry = geometry
+        self._window_stride_s = window_stride_s
         self._default_sampling_rate = default_sampling_rate
         self._pad_short = pad_short
         self._limits = limits
@@ -142,7 +148,8 @@ class DecodeRecordFn(beam.DoFn):
         while not self._decoder.has_room(data, header):
             yield from self._collect_oldest()
         self._decoder.submit(data, header, default_sampling_rate=self._default_sampling_rate,
-                             pad_short=self._pad_short)
+                             pad_short=self._pad_short, geometry=self._geometry,
+                             whole_record=self._window_stride_s is not None)
         self._in_flight.append(source)
 
     def finish_bundle(self):
@@ -174,7 +181,9 @@ class DecodeRecordFn(beam.DoFn):
                 outcome = classes
             else:
                 label, names = classes
-        if self._assess_quality and not isinstance(outcome, Rejection) and (flags := assess(outcome.ecg)):
+        flags = assess(outcome.ecg, self._geometry.lead_names) if (
+            self._assess_quality and not isinstance(outcome, Rejection)) else None
+        if flags:
             finding = QualityFinding(source.record_id, source.path, flags)
             yield beam.pvalue.TaggedOutput(QUALITY_TAG, finding)
             if self._reject_flagged:
@@ -185,7 +194,9 @@ class DecodeRecordFn(beam.DoFn):
             return
         self._decoded.inc()
         self._progress.tick()
-        yield DecodedRecord(source.record_id, label, outcome.ecg, outcome.info, names)
+        for window in cut_windows(outcome.ecg, self._geometry, self._window_stride_s):
+            yield DecodedRecord(source.record_id, label, window.ecg, outcome.info, names, window.index,
+                                window.start_s)
 
     def _classes_of(self, source: RecordSource, info: RecordInfo) -> tuple[int, tuple[str, ...]] | Rejection:
         """(CLASSES_KNOWN, the record's class names) or (UNKNOWN_LABEL, ()) for a record without codes

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from beam_pipeline.inputs.classes import ClassMap
-from ecg_common.schema import SAMPLING_RATE_HZ
+from ecg_common.schema import DEFAULT_GEOMETRY, SAMPLING_RATE_HZ, Geometry
 from ecg_decode.sandbox.protocol import DecodeLimits
 
 DEFAULT_BATCH_SIZE = 32
@@ -52,6 +52,10 @@ class DecodeOptions:
     limits: DecodeLimits = DecodeLimits()
     reject_flagged: bool = False
     labelling: Labelling = Labelling()
+    geometry: Geometry = DEFAULT_GEOMETRY
+    """The example's rate, window and leads (`--target_rate_hz`, `--window_s`, `--leads`)."""
+    window_stride_s: float | None = None
+    """`--window_stride_s`: None keeps one window per record (its first); else every window at this stride."""
 
 
 @dataclasses.dataclass(frozen=True)

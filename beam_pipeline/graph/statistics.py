@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from ecg_common.schema import ECG_KEY, ECG_SHAPE, LABEL_KEY, LEAD_NAMES, RECORD_ID_KEY, UNKNOWN_LABEL
+from ecg_common.schema import ECG_KEY, LABEL_KEY, LEAD_NAMES, RECORD_ID_KEY, UNKNOWN_LABEL
 
 
 def transform_ecgs(transform_output_dir: str, ecgs: np.ndarray) -> np.ndarray:
@@ -26,8 +26,10 @@ def transform_ecgs(transform_output_dir: str, ecgs: np.ndarray) -> np.ndarray:
 
 
 def lead_statistics(transform_output_dir: str) -> tuple[np.ndarray, np.ndarray]:
-    """The 12 per-lead means and standard deviations (mV) that the saved transform applies."""
-    probe = np.stack([np.zeros(ECG_SHAPE, np.float32), np.ones(ECG_SHAPE, np.float32)])
+    """The per-lead means and standard deviations (mV) that the saved transform applies, one per lead
+    of the geometry it was built with (the shape of its raw `ecg`)."""
+    shape = tuple(tft.TFTransformOutput(transform_output_dir).raw_feature_spec()[ECG_KEY].shape)
+    probe = np.stack([np.zeros(shape, np.float32), np.ones(shape, np.float32)])
     z = transform_ecgs(transform_output_dir, probe).astype(np.float64)
     z0, z1 = z[0, 0], z[1, 0]
     std = 1.0 / (z1 - z0)
@@ -38,14 +40,15 @@ class NonFiniteStatistics(RuntimeError):
     """The learned statistics hold NaN or Inf: every example normalized with them would be garbage."""
 
 
-def require_finite_statistics(means: Sequence[float], stds: Sequence[float]) -> None:
+def require_finite_statistics(means: Sequence[float], stds: Sequence[float],
+                              leads: Sequence[str] = LEAD_NAMES) -> None:
     """Raises NonFiniteStatistics when a lead's learned mean or std (as `lead_statistics` reads them) is
     not finite.
 
     Decoding refuses non-finite and implausibly large values and the analyzers accumulate in
     float64, so this should never fire; it is the last check before a run publishes examples that
     would all be constant (or NaN) without it."""
-    bad = [f"{lead} (mean {mean:g} mV, std {std:g} mV)" for lead, mean, std in zip(LEAD_NAMES, means, stds)
+    bad = [f"{lead} (mean {mean:g} mV, std {std:g} mV)" for lead, mean, std in zip(leads, means, stds)
            if not (np.isfinite(mean) and np.isfinite(std))]
     if bad:
         raise NonFiniteStatistics(f"the learned per-lead statistics are not finite: {', '.join(bad)}")

@@ -23,7 +23,7 @@ from beam_pipeline.inputs.labels import LabelProblem, Labels
 from beam_pipeline.inputs.local_files import UnlistableDirectory, is_local
 from ecg_common.rejections import ConfigurationError, Reason, Rejection
 from ecg_common.schema import TRAIN_SPLIT, UNKNOWN_LABEL
-from ecg_decode.pairing import header_for, headers_by_base, is_record
+from ecg_decode.pairing import header_for, headers_by_base, is_record, wfdb_records
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +99,8 @@ def _unlistable_source(directory: str, split: str, entry: UnlistableDirectory) -
 def find_records(directory: str, split: str, labels: Labels,
                  listing: list[FileMetadata] | None = None, labels_in_header: bool = False) -> list[RecordSource]:
     """The `.mat` files under `directory` as RecordSources of `split`, with labels and headers attached,
-    and one rejected source per subdirectory that could not be listed.
+    the WFDB records (a `.hea` without a `.mat`: `pairing.wfdb_records`), and one rejected source per
+    subdirectory that could not be listed.
 
     The record id is the file stem. When two files share an id, the first by path is processed and the
     others are rejected as duplicates. A training record needs a valid label; a test record keeps its
@@ -112,13 +113,14 @@ def find_records(directory: str, split: str, labels: Labels,
     sources = [_unlistable_source(directory, split, m) for m in listing if isinstance(m, UnlistableDirectory)]
     files = [(m.path, m.size_in_bytes) for m in listing if not isinstance(m, UnlistableDirectory)]
     headers = headers_by_base(p for p, _ in files)
+    wfdb = set(wfdb_records(p for p, _ in files))
     first_path_of: dict[str, str] = {}
     for path, size in files:
-        if not is_record(path):
+        if not is_record(path) and path not in wfdb:
             continue
         record_id = _stem(path)
         base = dict(path=path, record_id=record_id, split=split, size_bytes=size,
-                    header_path=header_for(path, headers), input_root=directory)
+                    header_path=None if path in wfdb else header_for(path, headers), input_root=directory)
         if (refusal := _refusal(directory, path, base["header_path"])) is not None:
             sources.append(RecordSource(**base, rejection=Rejection(record_id, path, *refusal)))
             continue  # not registered as this id's file: a good file with the same id is still read

@@ -52,10 +52,12 @@ _log = logging.getLogger(__name__)
 
 def _count_sections(summary: dict, figures: dict[str, str]) -> list[Section]:
     splits = list(summary["files_found"])
-    totals = Table(["split", "found", "written", "rejected", "error rate"],
-                   [[s, summary["files_found"][s], summary["examples_written"][s],
+    written = summary.get("records_written", summary["examples_written"])
+    totals = Table(["split", "found", "written", "rejected", "error rate", "examples (windows)"],
+                   [[s, summary["files_found"][s], written[s],
                      summary.get("rejected_total", {}).get(s, sum(summary["rejected"].get(s, {}).values())),
-                     f"{summary.get('error_rate', {}).get(s, 0.0):.1%}"] for s in splits])
+                     f"{summary.get('error_rate', {}).get(s, 0.0):.1%}", summary["examples_written"][s]]
+                    for s in splits])
     reasons = sorted({r for s in splits for r in summary["rejected"].get(s, {})})
     by_reason = Table(["reason"] + splits, [[r] + [summary["rejected"].get(s, {}).get(r, 0) for s in splits]
                                             for r in reasons])
@@ -73,7 +75,26 @@ def _count_sections(summary: dict, figures: dict[str, str]) -> list[Section]:
         sections.append(Section("Class balance", _class_notes(summary), [table], [figures[CLASS_BALANCE_PNG]]))
     else:
         sections.append(Section("Class balance", ["run_summary.json has no <code>class_balance</code>."]))
+    sections.append(_demographics_section(summary))
     return sections
+
+
+def _demographics_section(summary: dict) -> Section:
+    """Age (decades) and sex of the records written, per split, from the headers and CPSC structs."""
+    demographics = summary.get("demographics")
+    if not demographics:
+        return Section("Age and sex", ["run_summary.json has no <code>demographics</code>."])
+    splits = list(demographics)
+    tables = []
+    for field, title in (("age_years", "age (years)"), ("sex", "sex")):
+        names = list(next(iter(demographics.values()))[field])
+        tables.append(Table([title] + splits, [[name] + [demographics[s][field].get(name, 0) for s in splits]
+                                               for name in names]))
+    return Section("Age and sex of the records written",
+                   ["One count per record written (not per window), from the WFDB header's <code># Age:</code> "
+                    "and <code># Sex:</code> lines or the CPSC struct's <code>age</code> and <code>sex</code>; "
+                    "<code>unknown</code> where the record does not say. Examples carry them as the "
+                    "<code>age</code> and <code>sex</code> features."], tables)
 
 
 def _class_notes(summary: dict) -> list[str]:

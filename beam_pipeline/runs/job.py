@@ -16,6 +16,7 @@ import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
+from beam_pipeline.graph import demographics
 from beam_pipeline.graph import pipeline as graphs
 from beam_pipeline.graph.arrow_batches import raw_schema
 from beam_pipeline.graph.statistics import require_finite_statistics
@@ -33,10 +34,11 @@ from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
 from beam_pipeline.runs.output_guard import check_output_dir
 from beam_pipeline.runs.publish import OutputClaim
 from beam_pipeline.runs.summary import check_reconciled, cpu_seconds, passes, summarize
-from ecg_common.layout import (DEFAULT_SAMPLING_RATE_KEY, PAD_SHORT_KEY, RAW_METADATA_DIR, SUMMARY_CLASSES_KEY,
-                               SUMMARY_DECODING_KEY, SUMMARY_FILE)
+from ecg_common.layout import (DEFAULT_SAMPLING_RATE_KEY, GEOMETRY_KEY, PAD_SHORT_KEY, RAW_METADATA_DIR,
+                               SUMMARY_CLASSES_KEY, SUMMARY_DECODING_KEY, SUMMARY_FILE, WINDOW_STRIDE_KEY)
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import TEST_SPLIT, TRAIN_SPLIT
+from ecg_decode.decoding.windows import stride_problem
 
 _log = logging.getLogger(__name__)
 
@@ -81,6 +83,10 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
     ConfigurationError before anything is created when the output may not be written there, and
     run_lock.LockHeld when another run holds the output's lock."""
     started = time.time()
+    if (problem := config.decode.geometry.problem()) is not None:
+        raise ConfigurationError(f"--target_rate_hz/--window_s/--leads: {problem}")
+    if (problem := stride_problem(config.decode.geometry, config.decode.window_stride_s)) is not None:
+        raise ConfigurationError(f"--window_stride_s: {problem}")
     output_dir = check_output_dir(config.output_dir, _inputs(config))
     labelling = config.decode.labelling
     classes = read_classes(config.classes_path) if config.classes_path else None
@@ -118,24 +124,32 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
             beam_cost = passes(time.monotonic() - beam_started, cpu_seconds() - cpu_started)
             _log.info("both passes done after %.1f s: %.1f s in Beam, %.2f cores busy", time.time() - started,
                       beam_cost["wall_s"], beam_cost["cores_busy"])
-        metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema(labelling.multi_label)),
+        metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema(decode_options.geometry,
+                                                                               labelling.multi_label)),
                                    FileSystems.join(staging, RAW_METADATA_DIR))
         written = {split: counter(result, f"{split}_examples_written") for split in splits}
+        records_written = {split: counter(result, f"{split}_records_written") for split in splits}
         if written[TRAIN_SPLIT] == 0:  # the statistics were learned from nothing: publish none of it
             kept = " and pass the quality flags (--reject_flagged)" if decode_options.reject_flagged else ""
             kept += " with the '# Dx:' codes of their headers (--dx_from_header)" if labelling.from_header else ""
             raise ConfigurationError(f"none of the training files in {config.train_dir} could be decoded{kept}")
         summary = summarize(splits, staging, written, runner, started, max_error_rate=config.max_error_rate,
-                            label_findings=len(findings))
+                            label_findings=len(findings), geometry=decode_options.geometry,
+                            records_written=records_written)
         if labelling.multi_label:
             write_classes(staging, classes)
             summary[SUMMARY_CLASSES_KEY], summary["class_balance"] = class_summary(result, classes, splits)
         check_reconciled(summary)
         # Non-finite statistics would make every example constant: publish none of it.
-        require_finite_statistics(summary["lead_statistics"]["mean_mv"], summary["lead_statistics"]["std_mv"])
+        require_finite_statistics(summary["lead_statistics"]["mean_mv"], summary["lead_statistics"]["std_mv"],
+                                  decode_options.geometry.lead_names)
         summary["beam_passes"] = beam_cost
+        summary["demographics"] = {split: demographics.summarize(lambda name: counter(result, name), split)
+                                   for split in splits}
         summary[SUMMARY_DECODING_KEY] = {DEFAULT_SAMPLING_RATE_KEY: decode_options.default_sampling_rate,
-                                         PAD_SHORT_KEY: decode_options.pad_short}
+                                         PAD_SHORT_KEY: decode_options.pad_short,
+                                         GEOMETRY_KEY: decode_options.geometry.to_json(),
+                                         WINDOW_STRIDE_KEY: decode_options.window_stride_s}
         # Drawn before publishing, so the report is part of the atomic output; a failure is recorded, not raised.
         summary["report"] = run_report.build_safely(staging, summary, splits[TRAIN_SPLIT],
                                                     decode_options.default_sampling_rate, decode_options.pad_short)

@@ -47,6 +47,7 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 
+from beam_pipeline.graph import demographics
 from beam_pipeline.graph import pipeline as graphs
 from beam_pipeline.graph.drift import DriftLimits, WriteLeadMoments, drift_report, read_lead_moments
 from beam_pipeline.graph.scoring import PREDICTIONS_COUNTER
@@ -67,12 +68,14 @@ from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
 from beam_pipeline.runs.output_guard import Kind, check_output_root, creating_in, read_marker, write_marker
 from beam_pipeline.runs.publish import discard, publish, remove_leftovers, staging_dir_for
 from beam_pipeline.runs.run_lock import try_lock
-from beam_pipeline.runs.summary import check_reconciled, summarize
+from beam_pipeline.runs.summary import check_reconciled, check_same_geometry, read_geometry, summarize
 from ecg_common.layout import (BATCH_PREFIX, BATCH_SPLIT, CLASSES_FILE, SUCCESS_MARKER, SUMMARY_CLASSES_KEY,
                                SUMMARY_FILE)
 from ecg_common.model_layout import EXTRA_ASSETS_DIR, export_lead_statistics, resolve_version
 from ecg_common.predictions import PREDICTIONS_FILE
 from ecg_common.rejections import ConfigurationError
+from ecg_common.schema import ECG_KEY
+from ecg_decode.decoding.windows import stride_problem
 from ecg_common.transform_fingerprint import LEAD_STATISTICS_KEY, fingerprint, same_transform
 from ecg_decode.pairing import is_header, is_record
 
@@ -147,6 +150,18 @@ def _check_transform_dir(transform_dir: str) -> None:
                                  "--transform_dir must be the output directory of an earlier pipeline run")
 
 
+def _check_geometry(config: ReprocessConfig) -> None:
+    """The batch must be cut as the transform was built (rate, window, leads): one line otherwise."""
+    if (problem := config.decode.geometry.problem()) is not None:
+        raise ConfigurationError(f"--target_rate_hz/--window_s/--leads: {problem}")
+    if (problem := stride_problem(config.decode.geometry, config.decode.window_stride_s)) is not None:
+        raise ConfigurationError(f"--window_stride_s: {problem}")
+    built = read_geometry(config.transform_dir)
+    shape = list(tft.TFTransformOutput(config.transform_dir).raw_feature_spec()[ECG_KEY].shape)
+    if shape != list(built.shape):
+        raise ConfigurationError(f"--transform_dir {config.transform_dir}: its transform takes ecg {shape}, its "
+                                 f"run summary says {built.describe()}; the directory is inconsistent")
+    check_same_geometry(config.decode.geometry, built, config.transform_dir)
 def transform_statistics(transform_dir: str) -> dict:
     """The lead statistics `transform_dir`'s transform applies, as `run_summary.json` records them."""
     means, stds = lead_statistics(transform_dir)
@@ -281,7 +296,7 @@ def _batch_findings(labels: Labels, sources: list[RecordSource], labels_path: st
 def _drift(summary: dict, moments_path: str, limits: DriftLimits) -> dict:
     frozen = summary["lead_statistics"]
     return drift_report(read_lead_moments(moments_path), np.array(frozen["mean_mv"]), np.array(frozen["std_mv"]),
-                        limits)
+                        limits, tuple(frozen["leads"]))
 
 
 def _scored(result, model: ScoringModel, written: int) -> dict:
@@ -312,18 +327,21 @@ def _run_batch(config: ReprocessConfig, selection: Selection, labels: Labels, ba
             findings = _batch_findings(labels, selection.sources, config.labels_path)
             raw = graphs.build_transform(pipeline, splits, findings,
                                          config.decode, config.transform_dir, staging, config.write, model)
-            _ = raw[DATA_SPLIT] | "BatchStatistics" >> WriteLeadMoments(moments_path)
+            _ = raw[DATA_SPLIT] | "BatchStatistics" >> WriteLeadMoments(moments_path, config.decode.geometry.num_leads)
             result = pipeline.run()
             result.wait_until_finish()
         if is_dry_run(options):
             return dry_run_summary(result, runner)
         written = {DATA_SPLIT: counter(result, f"{DATA_SPLIT}_examples_written")}
+        records_written = {DATA_SPLIT: counter(result, f"{DATA_SPLIT}_records_written")}
         summary = summarize(splits, staging, written, runner, started, transform_dir=config.transform_dir,
-                            max_error_rate=config.max_error_rate, label_findings=len(findings))
+                            max_error_rate=config.max_error_rate, label_findings=len(findings),
+                            geometry=config.decode.geometry, records_written=records_written)
         if config.decode.labelling.multi_label:
             summary[SUMMARY_CLASSES_KEY], summary["class_balance"] = class_summary(
                 result, config.decode.labelling.classes, splits)
         check_reconciled(summary)
+        summary["demographics"] = {DATA_SPLIT: demographics.summarize(lambda name: counter(result, name), DATA_SPLIT)}
         if model is not None:
             summary["model"] = _scored(result, model, written[DATA_SPLIT])
         summary["drift"] = _drift(summary, moments_path, config.drift_limits)
@@ -377,6 +395,7 @@ def run_reprocess(config: ReprocessConfig, beam_args: list[str]) -> ReprocessRes
     started = time.time()
     _check_root(config)
     _check_transform_dir(config.transform_dir)
+    _check_geometry(config)
     config = with_training_classes(config)
     statistics = transform_statistics(config.transform_dir)
     model = scoring_model(config.model_dir, statistics, config.transform_dir) if config.model_dir else None

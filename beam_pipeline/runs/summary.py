@@ -12,8 +12,9 @@ from apache_beam.io.filesystems import FileSystems
 from beam_pipeline.graph.statistics import lead_statistics
 from beam_pipeline.report.written import class_balance, written_sources
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE, error_rates, splits_over_budget
-from ecg_common.layout import ERRORS_DIR, LABELS_FINDINGS, QUALITY_DIR
-from ecg_common.schema import LEAD_NAMES, NUM_SAMPLES, SAMPLING_RATE_HZ
+from ecg_common.layout import ERRORS_DIR, GEOMETRY_KEY, LABELS_FINDINGS, QUALITY_DIR, SUMMARY_DECODING_KEY, SUMMARY_FILE
+from ecg_common.rejections import ConfigurationError
+from ecg_common.schema import DEFAULT_GEOMETRY, Geometry
 from ecg_decode.decoding import quality
 from ecg_decode.sandbox.pool import decoder_cpu_seconds
 
@@ -57,7 +58,8 @@ def mismatches(summary: dict) -> list[str]:
     records rejected, and the labels-file findings handed to the job against those it wrote."""
     problems = []
     for split, found in summary["files_found"].items():
-        written, rejected = summary["examples_written"][split], summary["rejected_total"][split]
+        written = summary.get("records_written", summary["examples_written"])[split]
+        rejected = summary["rejected_total"][split]
         if found != written + rejected:
             problems.append(f"{split}: {found} files found, {written} written + {rejected} rejected")
     expected = summary["label_file_findings_expected"]
@@ -76,11 +78,14 @@ def check_reconciled(summary: dict) -> None:
 
 def summarize(splits, out_dir: str, written: dict[str, int], runner: str, started: float,
               transform_dir: str | None = None, max_error_rate: float = DEFAULT_MAX_ERROR_RATE,
-              label_findings: int = 0) -> dict:
+              label_findings: int = 0, geometry: Geometry = DEFAULT_GEOMETRY,
+              records_written: dict[str, int] | None = None) -> dict:
     """The run summary of the output in `out_dir`; `lead_statistics` are those of the transform applied,
     read from `transform_dir` (default: `out_dir`, where the main command writes its transform).
     `error_rate_exceeded` lists the splits above `max_error_rate` (see `outcome.py`); `label_findings`
-    is how many labels-file findings the job was given to write (checked by `check_reconciled`)."""
+    is how many labels-file findings the job was given to write (checked by `check_reconciled`).
+    `written` counts examples (windows), `records_written` the files they came from (default: the
+    same, one window per record); files found = records written + rejected."""
     means, stds = lead_statistics(transform_dir or out_dir)
     rejected = {split: _rejection_counts(out_dir, split) for split in splits}
     found = {split: len(sources) for split, sources in splits.items()}
@@ -90,6 +95,7 @@ def summarize(splits, out_dir: str, written: dict[str, int], runner: str, starte
     summary = {
         "files_found": found,
         "examples_written": written,
+        "records_written": records_written if records_written is not None else dict(written),
         "rejected": rejected,
         "rejected_total": rejected_total,
         "error_rate": rates,
@@ -100,8 +106,9 @@ def summarize(splits, out_dir: str, written: dict[str, int], runner: str, starte
                           for split, sources in splits.items()},
         "label_file_findings": label_file_findings,
         "label_file_findings_expected": label_findings,
-        "lead_statistics": {"leads": list(LEAD_NAMES), "mean_mv": means.tolist(), "std_mv": stds.tolist()},
-        "signal": {"sampling_rate_hz": SAMPLING_RATE_HZ, "num_samples": NUM_SAMPLES, "crop": "first 10 s"},
+        "lead_statistics": {"leads": list(geometry.lead_names), "mean_mv": means.tolist(), "std_mv": stds.tolist()},
+        "signal": {"sampling_rate_hz": geometry.sampling_rate_hz, "num_samples": geometry.num_samples,
+                   "leads": list(geometry.lead_names), "crop": f"first {geometry.window_s:g} s"},
         "runner": runner,
         "wall_time_s": round(time.time() - started, 2),
         "peak_rss_mb": _peak_rss_mb(),
@@ -113,3 +120,25 @@ def summarize(splits, out_dir: str, written: dict[str, int], runner: str, starte
 def passes(wall_s: float, cpu_s: float) -> dict:
     """What the Beam job itself cost (imports, discovery and the report excluded)."""
     return {"wall_s": round(wall_s, 2), "cpu_s": round(cpu_s, 2), "cores_busy": round(cpu_s / max(wall_s, 1e-9), 2)}
+
+
+def read_geometry(output_dir: str) -> Geometry:
+    """The geometry an earlier main run's output was built with (its `run_summary.json`); the default
+    for an output written before geometry was recorded. ConfigurationError when it cannot be read."""
+    path = FileSystems.join(output_dir, SUMMARY_FILE)
+    if not FileSystems.exists(path):
+        return DEFAULT_GEOMETRY
+    try:
+        with FileSystems.open(path) as handle:
+            decoding = json.loads(handle.read().decode("utf-8")).get(SUMMARY_DECODING_KEY) or {}
+        recorded = decoding.get(GEOMETRY_KEY)
+        return DEFAULT_GEOMETRY if recorded is None else Geometry.from_json(recorded)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ConfigurationError(f"cannot read the geometry of {output_dir} from {path}: {error}") from None
+
+
+def check_same_geometry(asked: Geometry, built: Geometry, transform_dir: str) -> None:
+    """Reprocessing must cut examples as the transform was built: else one line naming both."""
+    if asked != built:
+        raise ConfigurationError(f"--transform_dir {transform_dir} was built with {built.describe()}; this run asks "
+                                 f"for {asked.describe()}: give the same --target_rate_hz, --window_s and --leads")

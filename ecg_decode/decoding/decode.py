@@ -24,12 +24,17 @@ When a header is given it describes the signal whatever the key, as in WFDB; whe
 sampling rate is `default_sampling_rate` and non-`val` data are taken as mV.
 
 Normalizing rules, in this order:
-- orientation: the lead axis is the one of length exactly 12; (12, 12) or no such axis is refused;
+- orientation: the lead axis is the one of length exactly 12 (with a header: its signal count);
+  (12, 12) or no such axis is refused;
+- leads: those of the geometry (`--leads`, default the 12 standard ones) in its order, by name from
+  the header (any case) or by the standard order for a layout without names; a missing one is refused;
 - finiteness: NaN or Inf anywhere in the stored array, or a value that overflows float32 after
   applying the gain, is refused;
-- sampling rate: anything other than 500 Hz is resampled to 500 Hz (polyphase, `resample_poly`);
-- length: the first 10 s are kept (samples 0..4999 at 500 Hz) and the rest is cropped; a shorter
-  record is refused as too short, or zero-padded at the end when `pad_short=True`;
+- sampling rate: anything other than the geometry's rate (default 500 Hz) is resampled to it
+  (polyphase, anti-aliased, `resample_poly`);
+- length: the first window (default 10 s: samples 0..4999 at 500 Hz) is kept and the rest cropped,
+  or with `whole_record` all of it; a record shorter than one window is refused as too short, or
+  zero-padded at the end when `pad_short=True`;
 - amplitude: a kept value beyond `standardize.MAX_ABS_MV` (100 mV) is refused: it cannot be mV.
 
 Size limits are checked before anything large is allocated: array shapes are read from the
@@ -44,11 +49,12 @@ from __future__ import annotations
 import numpy as np
 
 from ecg_common.rejections import DecodeError, Reason
-from ecg_common.schema import SAMPLING_RATE_HZ
+from ecg_common.schema import DEFAULT_GEOMETRY, SAMPLING_RATE_HZ, Geometry
 from ecg_decode.decoding.container import Signal, load_signal
 from ecg_decode.decoding.record_info import Decoded, RecordInfo, from_header_comments
 from ecg_decode.decoding.standardize import standardize
 from ecg_decode.decoding.wfdb_header import WfdbHeader, parse_header
+from ecg_decode.decoding.wfdb_signal import read_signals
 
 
 def decode_record(
@@ -57,8 +63,10 @@ def decode_record(
     *,
     default_sampling_rate: float = SAMPLING_RATE_HZ,
     pad_short: bool = False,
+    geometry: Geometry = DEFAULT_GEOMETRY,
+    whole_record: bool = False,
 ) -> np.ndarray | DecodeError:
-    """Decodes one `.mat` file to a C-contiguous float32 array of shape `ECG_SHAPE` in mV, or a `DecodeError`.
+    """Decodes one `.mat` file to a C-contiguous float32 array of shape `geometry.shape` in mV, or a `DecodeError`.
 
     `header_text` is the content of the record's WFDB `.hea` file when one sits beside it; its
     sampling rate overrides `default_sampling_rate`. Leads come out in `LEAD_NAMES` order. The
@@ -67,7 +75,7 @@ def decode_record(
     `Reason.TOO_LARGE`, because one bad file must not fail a pipeline of thousands.
     """
     result = decode_with_info(mat_bytes, header_text, default_sampling_rate=default_sampling_rate,
-                              pad_short=pad_short)
+                              pad_short=pad_short, geometry=geometry, whole_record=whole_record)
     return result if isinstance(result, DecodeError) else result.ecg
 
 
@@ -77,18 +85,48 @@ def decode_with_info(
     *,
     default_sampling_rate: float = SAMPLING_RATE_HZ,
     pad_short: bool = False,
+    geometry: Geometry = DEFAULT_GEOMETRY,
+    whole_record: bool = False,
 ) -> Decoded | DecodeError:
-    """`decode_record` with the record's `RecordInfo` beside the array (same rules, never raises)."""
+    """`decode_record` with the record's `RecordInfo` beside the array (same rules, never raises).
+
+    `geometry` is the target rate, window and leads; `whole_record` keeps the record's whole length
+    (at least one window) instead of its first window, for the caller to cut windows from."""
     try:
-        return _decode(mat_bytes, header_text, default_sampling_rate, pad_short)
+        return _decode(mat_bytes, header_text, default_sampling_rate, pad_short, geometry, whole_record)
     except MemoryError:
         return DecodeError(Reason.TOO_LARGE, "ran out of memory while decoding the file")
     except Exception as error:  # noqa: BLE001 - the contract is "never raise" for any input
         return DecodeError(Reason.NOT_MATLAB, f"could not decode the file: {type(error).__name__}: {error}")
 
 
+def decode_wfdb_with_info(
+    header_text: str,
+    signal_files: dict[str, bytes],
+    *,
+    pad_short: bool = False,
+    geometry: Geometry = DEFAULT_GEOMETRY,
+    whole_record: bool = False,
+) -> Decoded | DecodeError:
+    """A record stored the WFDB way (`NAME.hea` and its signal files, `wfdb_signal.py`), decoded by
+    the same rules as a `.mat` with its header; never raises."""
+    try:
+        header = parse_header(header_text)
+        if isinstance(header, DecodeError):
+            return header
+        signal = read_signals(header, signal_files)
+        if isinstance(signal, DecodeError):
+            return signal
+        return _standardized(signal, header, header.sampling_rate, pad_short, geometry, whole_record)
+    except MemoryError:
+        return DecodeError(Reason.TOO_LARGE, "ran out of memory while decoding the file")
+    except Exception as error:  # noqa: BLE001 - the contract is "never raise" for any input
+        return DecodeError(Reason.BAD_HEADER, f"could not decode the WFDB record: {type(error).__name__}: {error}")
+
+
 def _decode(
-    mat_bytes: bytes, header_text: str | None, default_sampling_rate: float, pad_short: bool
+    mat_bytes: bytes, header_text: str | None, default_sampling_rate: float, pad_short: bool,
+    geometry: Geometry, whole_record: bool,
 ) -> Decoded | DecodeError:
     """`decode_with_info` without the safety net: header first (cheap), then the file, then normalizing."""
     header = None
@@ -100,7 +138,12 @@ def _decode(
     if isinstance(signal, DecodeError):
         return signal
     sampling_rate = header.sampling_rate if header is not None else default_sampling_rate
-    ecg = standardize(signal, header, sampling_rate, pad_short)
+    return _standardized(signal, header, sampling_rate, pad_short, geometry, whole_record)
+
+
+def _standardized(signal: Signal, header: WfdbHeader | None, sampling_rate: float, pad_short: bool,
+                  geometry: Geometry, whole_record: bool) -> Decoded | DecodeError:
+    ecg = standardize(signal, header, sampling_rate, pad_short, geometry, whole_record)
     if isinstance(ecg, DecodeError):
         return ecg
     return Decoded(ecg, record_info(header, signal))

@@ -106,12 +106,12 @@ def high_frequency_noise_mv(ecg: np.ndarray) -> np.ndarray:
     return _noise_mv(np.ascontiguousarray(ecg.T))
 
 
-def assess(ecg: np.ndarray) -> dict[str, tuple[str, ...]]:
-    """The flags raised by a decoded (samples, leads) mV record; empty when none."""
+def assess(ecg: np.ndarray, lead_names: tuple[str, ...] = LEAD_NAMES) -> dict[str, tuple[str, ...]]:
+    """The flags raised by a decoded (samples, leads) mV record, its leads named `lead_names`; empty when none."""
     leads = np.ascontiguousarray(ecg.T)  # one row per lead: every reduction below runs on contiguous memory
     flat = leads.max(axis=1) - leads.min(axis=1) < FLAT_PEAK_TO_PEAK_MV
     flags = {FLAT_LEAD: flat, CLIPPED: _clipped(leads, flat), NOISY: _noise_mv(leads) > NOISY_HF_NOISE_MV}
-    return {flag: tuple(LEAD_NAMES[k] for k in np.flatnonzero(hits)) for flag, hits in flags.items() if hits.any()}
+    return {flag: tuple(lead_names[k] for k in np.flatnonzero(hits)) for flag, hits in flags.items() if hits.any()}
 
 
 def summarize(findings: Iterable[dict]) -> dict:
@@ -131,7 +131,13 @@ def summarize(findings: Iterable[dict]) -> dict:
     for flag in records:
         ids = sorted(records[flag])
         summary[flag] = {"records": len(ids),
-                         "by_lead": {lead: by_lead[flag][lead] for lead in LEAD_NAMES if by_lead[flag][lead]},
+                         "by_lead": {lead: by_lead[flag][lead] for lead in _lead_order(by_lead[flag])
+                                     if by_lead[flag][lead]},
                          "record_ids": ids[:SUMMARY_MAX_IDS], "record_ids_truncated": len(ids) > SUMMARY_MAX_IDS}
     return summary
 
+
+
+def _lead_order(counts: collections.Counter) -> list[str]:
+    """The standard leads in their order, then any other lead a run was built with (`--leads`)."""
+    return [*LEAD_NAMES, *sorted(set(counts) - set(LEAD_NAMES))]

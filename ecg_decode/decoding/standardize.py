@@ -1,7 +1,12 @@
-"""From the stored signal to the example: orientation, units (WFDB gain and baseline), lead order,
-sampling rate and length, with the checks that refuse what cannot be an ECG (see `decode.py`)."""
+"""From the stored signal to the example: orientation, units (WFDB gain and baseline), lead selection
+and order, sampling rate and length, with the checks that refuse what cannot be an ECG (see `decode.py`).
+
+The target is a `schema.Geometry` (rate, window length, leads; default 500 Hz, 10 s, the 12 standard
+leads). With `whole_record` the record keeps its full length (at least one window: shorter ones are
+refused or padded), for the caller to cut windows from; otherwise only the first window is kept."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from fractions import Fraction
 
@@ -9,7 +14,7 @@ import numpy as np
 import scipy.signal
 
 from ecg_common.rejections import DecodeError, Reason
-from ecg_common.schema import DURATION_S, LEAD_NAMES, NUM_LEADS, NUM_SAMPLES, SAMPLING_RATE_HZ
+from ecg_common.schema import DEFAULT_GEOMETRY, LEAD_NAMES, MAX_RESULT_VALUES, NUM_LEADS, Geometry, canonical_lead
 from ecg_decode.decoding.container import Signal, too_large
 from ecg_decode.decoding.wfdb_header import WfdbHeader
 
@@ -31,11 +36,12 @@ other example to a constant)."""
 RESAMPLE_MAX_DENOMINATOR = 1000
 """Bound on the up/down factors of the polyphase resampler, which keeps its filter small."""
 
-
 def standardize(
-    signal: Signal, header: WfdbHeader | None, sampling_rate: float, pad_short: bool
+    signal: Signal, header: WfdbHeader | None, sampling_rate: float, pad_short: bool,
+    geometry: Geometry = DEFAULT_GEOMETRY, whole_record: bool = False,
 ) -> np.ndarray | DecodeError:
-    """Validates the raw array and brings it to ECG_SHAPE, mV, 500 Hz, standard lead order."""
+    """Validates the raw array and brings it to `geometry` (mV, its rate, its leads in its order): the
+    first window, or with `whole_record` all of the record (at least one window)."""
     array, source = signal.array, signal.source
     if (refusal := _check_dtype(array, source)) is not None:
         return refusal
@@ -45,7 +51,7 @@ def standardize(
         return refusal
     if header is not None and (refusal := _check_header_agrees(header, array.shape, source)) is not None:
         return refusal
-    lead_axis = _lead_axis(array.shape, source)
+    lead_axis = _lead_axis(array.shape, source, header.num_signals if header is not None else NUM_LEADS)
     if isinstance(lead_axis, DecodeError):
         return lead_axis
     if header is not None and array.shape[lead_axis] != header.num_signals:
@@ -64,25 +70,33 @@ def standardize(
         )
     if leads_first.shape[1] == 0:
         return DecodeError(Reason.TOO_SHORT, f"{source} has no samples")
-    up, down = _resample_factors(sampling_rate)
-    # Keep only what the first 10 s need (plus the resampling filter's reach): cheaper, same result.
-    needed = math.ceil(NUM_SAMPLES * down / up) + math.ceil(10 * max(up, down) / up) + 1
-    physical = _to_millivolts(leads_first[:, :needed], header, source)
+    rows = _lead_rows(header, leads_first.shape[0], geometry.lead_names, source)
+    if isinstance(rows, DecodeError):
+        return rows
+    up, down = _resample_factors(sampling_rate, geometry.sampling_rate_hz)
+    window = geometry.num_samples
+    if whole_record and math.ceil(leads_first.shape[1] * up / down) * len(rows) > MAX_RESULT_VALUES:
+        return DecodeError(Reason.TOO_LARGE, f"{source} at {geometry.sampling_rate_hz:g} Hz would hold more than "
+                                             f"{MAX_RESULT_VALUES} values")
+    # Keep only what the first window needs (plus the resampling filter's reach): cheaper, same result.
+    needed = leads_first.shape[1] if whole_record else (
+        math.ceil(window * down / up) + math.ceil(10 * max(up, down) / up) + 1)
+    physical = _to_millivolts(leads_first[rows, :needed], _select_header(header, rows), source)
     if not np.isfinite(physical).all():
         return DecodeError(Reason.NON_FINITE, f"{source} is not finite after applying the header's gain")
-    physical = _standard_lead_order(physical, header)
     if (up, down) != (1, 1):
         physical = scipy.signal.resample_poly(physical, up, down, axis=1)
-    physical = physical[:, :NUM_SAMPLES]
+    if not whole_record:
+        physical = physical[:, :window]
     num_samples = physical.shape[1]
-    if num_samples < NUM_SAMPLES:
+    if num_samples < window:
         if not pad_short:
             return DecodeError(
                 Reason.TOO_SHORT,
-                f"{source} lasts {num_samples / SAMPLING_RATE_HZ:.3f} s at {SAMPLING_RATE_HZ} Hz, "
-                f"shorter than {DURATION_S} s (padding not requested)",
+                f"{source} lasts {num_samples / geometry.sampling_rate_hz:.3f} s at {geometry.sampling_rate_hz:g} "
+                f"Hz, shorter than {geometry.window_s:g} s (padding not requested)",
             )
-        physical = np.pad(physical, ((0, 0), (0, NUM_SAMPLES - num_samples)))
+        physical = np.pad(physical, ((0, 0), (0, window - num_samples)))
     with np.errstate(over="ignore"):
         result = np.ascontiguousarray(physical.T, dtype=np.float32)
     if not np.isfinite(result).all():
@@ -123,17 +137,18 @@ def _check_header_agrees(header: WfdbHeader, shape: tuple[int, ...], source: str
     return None
 
 
-def _lead_axis(shape: tuple[int, int], source: str) -> int | DecodeError:
-    """The axis holding the 12 leads: the one of length 12, which must be unambiguous."""
+def _lead_axis(shape: tuple[int, int], source: str, num_leads: int = NUM_LEADS) -> int | DecodeError:
+    """The axis holding the leads: the one of length `num_leads` (the header's signal count, else the
+    standard 12), which must be unambiguous."""
     rows, cols = shape
-    if rows == NUM_LEADS and cols == NUM_LEADS:
-        detail = f"{source} is {shape}: both axes have {NUM_LEADS}, orientation is ambiguous"
+    if rows == num_leads and cols == num_leads:
+        detail = f"{source} is {shape}: both axes have {num_leads}, orientation is ambiguous"
         return DecodeError(Reason.BAD_SHAPE, detail)
-    if rows == NUM_LEADS:
+    if rows == num_leads:
         return 0
-    if cols == NUM_LEADS:
+    if cols == num_leads:
         return 1
-    return DecodeError(Reason.BAD_SHAPE, f"{source} has shape {shape}: no axis of exactly {NUM_LEADS} leads")
+    return DecodeError(Reason.BAD_SHAPE, f"{source} has shape {shape}: no axis of exactly {num_leads} leads")
 
 
 def _to_millivolts(leads_first: np.ndarray, header: WfdbHeader | None, source: str) -> np.ndarray:
@@ -149,19 +164,41 @@ def _to_millivolts(leads_first: np.ndarray, header: WfdbHeader | None, source: s
     return values
 
 
-def _standard_lead_order(leads_first: np.ndarray, header: WfdbHeader | None) -> np.ndarray:
-    """Reorders rows to LEAD_NAMES when the header names exactly those 12 leads (any case), else keeps them."""
+def _lead_rows(header: WfdbHeader | None, num_rows: int, wanted: tuple[str, ...], source: str
+               ) -> list[int] | DecodeError:
+    """Which stored rows make the requested leads, in their order (`missing_lead` when one is not there).
+
+    By name (any case) when the header names leads; by the standard order (LEAD_NAMES) when there is
+    no header or its descriptions name no known lead (as in a headerless CinC `val`), which then
+    takes the 12 standard leads. Extra leads are dropped."""
+    names = [canonical_lead(name).lower() for name in header.lead_names] if header is not None else []
+    wanted_lower = [canonical_lead(lead).lower() for lead in wanted]
+    known = {lead.lower() for lead in LEAD_NAMES} | set(wanted_lower)
+    if not any(name in known for name in names):
+        if num_rows != NUM_LEADS:
+            return DecodeError(Reason.MISSING_LEAD, f"{source} has {num_rows} unnamed leads; without lead names "
+                                                    f"only the {NUM_LEADS} standard leads in their order are known")
+        names = [lead.lower() for lead in LEAD_NAMES]
+    missing = [lead for lead, lower in zip(wanted, wanted_lower) if lower not in names]
+    if missing:
+        present = ", ".join(header.lead_names) if header else "the standard 12"
+        return DecodeError(Reason.MISSING_LEAD, f"{source} has no lead {', '.join(missing)} (it has {present})")
+    return [names.index(lower) for lower in wanted_lower]
+
+
+def _select_header(header: WfdbHeader | None, rows: list[int]) -> WfdbHeader | None:
+    """The header's gains and baselines for the selected rows only (the rest of it is not used after this)."""
     if header is None:
-        return leads_first
-    names = [name.lower() for name in header.lead_names]
-    standard = [name.lower() for name in LEAD_NAMES]
-    if sorted(names) != sorted(standard):
-        return leads_first
-    return leads_first[[names.index(name) for name in standard]]
+        return None
+    return dataclasses.replace(header, gains=tuple(header.gains[k] for k in rows),
+                               baselines=tuple(header.baselines[k] for k in rows),
+                               units=tuple(header.units[k] for k in rows),
+                               lead_names=tuple(header.lead_names[k] for k in rows), num_signals=len(rows))
 
 
-def _resample_factors(sampling_rate: float) -> tuple[int, int]:
-    """Integer up/down factors taking `sampling_rate` to SAMPLING_RATE_HZ (exact for rates with <= 3 decimals)."""
+def _resample_factors(sampling_rate: float, target_rate: float = DEFAULT_GEOMETRY.sampling_rate_hz) -> tuple[int, int]:
+    """Integer up/down factors taking `sampling_rate` to `target_rate` (exact for rates with <= 3 decimals)."""
     rate = Fraction(sampling_rate).limit_denominator(RESAMPLE_MAX_DENOMINATOR)
-    ratio = (Fraction(SAMPLING_RATE_HZ) / rate).limit_denominator(RESAMPLE_MAX_DENOMINATOR)
+    target = Fraction(target_rate).limit_denominator(RESAMPLE_MAX_DENOMINATOR)
+    ratio = (target / rate).limit_denominator(RESAMPLE_MAX_DENOMINATOR)
     return ratio.numerator, ratio.denominator

@@ -63,6 +63,10 @@ class WfdbHeader:
     units: tuple[str, ...]
     lead_names: tuple[str, ...]
     comments: tuple[str, ...] = ()
+    file_names: tuple[str, ...] = ()
+    """Per signal, the file holding its samples as written (`NAME.dat`; `NAME.mat` for CinC records)."""
+    formats: tuple[str, ...] = ()
+    """Per signal, the format field as written (`16`, `212`, `16x1+24`: format, samples per frame, offset)."""
 
     @property
     def gains_per_mv(self) -> tuple[float, ...]:
@@ -119,7 +123,7 @@ def _parse_record_line(line: str) -> tuple[str, int, float, int | None] | Decode
     return name, num_signals, sampling_rate, num_samples
 
 
-def _parse_signal_line(line: str, index: int) -> tuple[float, int | float, str, str] | DecodeError:
+def _parse_signal_line(line: str, index: int) -> tuple[float, int | float, str, str, str, str] | DecodeError:
     """Gain, baseline, units and description (lead name) of one signal line, with WFDB defaults."""
     fields = line.split(maxsplit=8)
     if len(fields) < 2:
@@ -147,7 +151,7 @@ def _parse_signal_line(line: str, index: int) -> tuple[float, int | float, str, 
             return _bad(f"signal line {index + 1}: ADC zero {fields[4]!r} is not a number")
         baseline = _int_if_integral(adc_zero)
     description = fields[8].strip() if len(fields) >= 9 else ""
-    return gain, baseline, units, description
+    return gain, baseline, units, description, fields[0], fields[1]
 
 
 def _int_if_integral(value: float) -> int | float:
@@ -181,7 +185,8 @@ def parse_header(text: str) -> WfdbHeader | DecodeError:
         if isinstance(signal, DecodeError):
             return signal
         signals.append(signal)
-    gains, baselines, units, lead_names = (tuple(column) for column in zip(*signals)) if signals else ((),) * 4
+    gains, baselines, units, lead_names, file_names, formats = (
+        (tuple(column) for column in zip(*signals)) if signals else ((),) * 6)
     return WfdbHeader(
         record_name=name,
         num_signals=num_signals,
@@ -192,4 +197,6 @@ def parse_header(text: str) -> WfdbHeader | DecodeError:
         units=units,
         lead_names=lead_names,
         comments=comments,
+        file_names=file_names,
+        formats=formats,
     )

@@ -17,9 +17,15 @@ from typing import BinaryIO
 import numpy as np
 
 from ecg_common.rejections import DecodeError, Reason
-from ecg_decode.decoding.decode import decode_with_info
+from ecg_decode.decoding.decode import decode_wfdb_with_info, decode_with_info
+from ecg_decode.decoding.record_info import Decoded
+from ecg_decode.decoding.wfdb_header import parse_header
+from ecg_decode.decoding.wfdb_signal import signal_file_names
+from ecg_decode.pairing import is_header
 from ecg_decode.opening import Refused, read_local
-from ecg_decode.sandbox.protocol import FRAME, RESULT_BYTES, RESULT_DTYPE, ChildGone, pack, parse_metadata, slot_view
+from ecg_common.schema import DEFAULT_GEOMETRY, Geometry
+from ecg_decode.sandbox.protocol import (FRAME, RESULT_BYTES, RESULT_DTYPE, ChildGone, fits_in_slot, pack,
+                                         parse_metadata, slot_view)
 
 
 def _read_exactly_blocking(stream: BinaryIO, size: int) -> bytes:
@@ -62,27 +68,84 @@ def _read_local(metadata: dict) -> tuple[bytes, str | None] | DecodeError:
     return payload, header.decode("utf-8", "replace")
 
 
-def _decode_request(metadata: dict, payload: bytes, slots: mmap.mmap | None = None) -> tuple[dict, bytes]:
-    """The response to one request: an error, or the decoded record, in the slot the parent named
-    (when it shares them) or else as the response's payload, with its `RecordInfo` in the metadata."""
+def _read_wfdb_local(metadata: dict) -> tuple[str, dict[str, bytes]] | DecodeError:
+    """A `LocalFile` request for a WFDB record (its path is the `.hea`): the header, then each signal
+    file it names, from the header's own folder, each within the limit and the input root; together
+    no more than `max_bytes`."""
+    path = str(metadata["path"])
+    folder = os.path.dirname(os.path.abspath(path))
+    root = str(metadata.get("root") or folder)
+    limit = int(metadata["max_bytes"])
+    try:
+        text = read_local(path, int(metadata["max_header_bytes"]), root).decode("utf-8", "replace")
+    except Refused as refused:
+        return DecodeError(refused.reason, refused.detail)
+    header = parse_header(text)
+    if isinstance(header, DecodeError):
+        return header
+    names = signal_file_names(header)
+    if isinstance(names, DecodeError):
+        return names
+    files: dict[str, bytes] = {}
+    for name in names:
+        try:
+            files[name] = read_local(os.path.join(folder, name), limit - sum(map(len, files.values())), root)
+        except Refused as refused:
+            detail = refused.detail if name in refused.detail else f"signal file {name}: {refused.detail}"
+            return DecodeError(refused.reason, detail)
+    return text, files
+
+
+def _decode_wfdb(metadata: dict, payload: bytes) -> Decoded | DecodeError:
+    """A WFDB record: read here (`LocalFile` of its `.hea`), or sent as the header text plus its signal
+    files' bytes one after the other in the payload (`signal_files`: names and sizes)."""
+    if "path" in metadata:
+        read = _read_wfdb_local(metadata)
+        if isinstance(read, DecodeError):
+            return read
+        header, files = read
+    else:
+        header, files, start = str(metadata["header"]), {}, 0
+        for name, size in metadata["signal_files"]:
+            files[str(name)] = payload[start:start + int(size)]
+            start += int(size)
+    geometry = Geometry.from_json(metadata["geometry"]) if metadata.get("geometry") else DEFAULT_GEOMETRY
+    return decode_wfdb_with_info(header, files, pad_short=bool(metadata["pad_short"]), geometry=geometry,
+                                 whole_record=bool(metadata.get("whole_record", False)))
+
+
+def _decode_mat(metadata: dict, payload: bytes) -> Decoded | DecodeError:
+    """A `.mat` record (with its header text, if any): read here (`LocalFile`) or sent as its bytes."""
     header = metadata.get("header")
     if "path" in metadata:
         read = _read_local(metadata)
         if isinstance(read, DecodeError):
-            return {"reason": read.reason, "detail": read.detail}, b""
+            return read
         payload, header = read
+    geometry = Geometry.from_json(metadata["geometry"]) if metadata.get("geometry") else DEFAULT_GEOMETRY
+    return decode_with_info(payload, header, default_sampling_rate=float(metadata["default_sampling_rate"]),
+                            pad_short=bool(metadata["pad_short"]), geometry=geometry,
+                            whole_record=bool(metadata.get("whole_record", False)))
+
+
+def _is_wfdb(metadata: dict) -> bool:
+    return "signal_files" in metadata or ("path" in metadata and is_header(str(metadata["path"])))
+
+
+def _decode_request(metadata: dict, payload: bytes, slots: mmap.mmap | None = None) -> tuple[dict, bytes]:
+    """The response to one request: an error, or the decoded record, in the slot the parent named
+    (when it shares them) or else as the response's payload, with its `RecordInfo` in the metadata."""
     try:
-        result = decode_with_info(payload, header,
-                               default_sampling_rate=float(metadata["default_sampling_rate"]),
-                               pad_short=bool(metadata["pad_short"]))
+        result = _decode_wfdb(metadata, payload) if _is_wfdb(metadata) else _decode_mat(metadata, payload)
     except MemoryError:  # decode_record catches its own; this is the last resort around it
         result = DecodeError(Reason.TOO_LARGE, "ran out of memory while decoding the file")
     if isinstance(result, DecodeError):
         return {"reason": result.reason, "detail": result.detail}, b""
     ecg, response = result.ecg, {"shape": list(result.ecg.shape), "info": result.info.to_json()}
     slot = metadata.get("slot")
-    if slots is not None and isinstance(slot, int) and 0 <= slot < len(slots) // RESULT_BYTES:
-        slot_view(slots, slot)[...] = ecg
+    fits = fits_in_slot(ecg.shape)
+    if slots is not None and fits and isinstance(slot, int) and 0 <= slot < len(slots) // RESULT_BYTES:
+        slot_view(slots, slot, ecg.shape)[...] = ecg
         return {**response, "slot": slot}, b""
     return response, np.ascontiguousarray(ecg, dtype=RESULT_DTYPE).tobytes()
 

@@ -9,8 +9,8 @@ process can be limited (`RLIMIT_AS`), timed out, killed and replaced.
 
 Cost: one child per thread that decodes at the same time (started once, ~0.5 s and ~70 MB, then
 reused across records, stages and both passes). Per record, the child gets a local file's name (or
-a remote file's bytes) and leaves the 240 kB float32 result in a slot of memory shared with the
-parent; it works up to RESULT_SLOTS records ahead of its caller (docs/performance.md).
+a remote file's bytes) and leaves the float32 result (240 kB for a default window) in a slot of memory
+shared with the parent (a whole long record, decoded for windows, comes through the pipe instead); it works up to RESULT_SLOTS records ahead of its caller (docs/performance.md).
 
 The wire is `protocol.py`, the child `child.py`, the per-process pool `pool.py`.
 """
@@ -34,11 +34,11 @@ import numpy as np
 
 from ecg_common.cpu_time import process_cpu_seconds
 from ecg_common.rejections import DecodeError, Reason
-from ecg_common.schema import ECG_SHAPE
+from ecg_common.schema import DEFAULT_GEOMETRY, Geometry
 from ecg_decode.decoding.record_info import Decoded, RecordInfo
-from ecg_decode.sandbox.protocol import (CHILD_ENV, FRAME, MAX_METADATA_BYTES, RESULT_BYTES, RESULT_DTYPE,
-                                         STARTUP_TIMEOUT_S, ChildGone, DecodeLimits, LocalFile, Timeout, pack,
-                                         parse_metadata, slot_view)
+from ecg_decode.sandbox.protocol import (CHILD_ENV, FRAME, MAX_METADATA_BYTES, MAX_RESULT_BYTES, RESULT_BYTES,
+                                         RESULT_DTYPE, STARTUP_TIMEOUT_S, ChildGone, DecodeLimits, LocalFile, Timeout,
+                                         WfdbBytes, fits_in_slot, pack, parse_metadata, slot_view)
 
 
 def _signal_name(returncode: int | None) -> str:
@@ -87,6 +87,9 @@ class _Request:
     size: int
     submitted: float
     slot: int | None
+    geometry: Geometry = DEFAULT_GEOMETRY
+    whole_record: bool = False
+    """What the result must look like: `geometry.shape`, or with `whole_record` at least one window long."""
 
 
 def _shared_slots() -> tuple[int, mmap.mmap] | None:
@@ -103,11 +106,13 @@ _FIXED_METADATA_BYTES = 512
 """More than a request's frame header, JSON keys, numbers and slot take (the rest is measured)."""
 
 
-def _request_size(data: bytes | LocalFile, header_text: str | None) -> int:
+def _request_size(data: bytes | LocalFile | WfdbBytes, header_text: str | None) -> int:
     """At least the bytes the request puts in the pipe: a LocalFile's names or a file's bytes, plus
     its header text, as JSON escapes them (a hostile header may grow several times over)."""
     if isinstance(data, LocalFile):
         variable = len(json.dumps(data.path)) + len(json.dumps(data.header_path)) + len(json.dumps(data.root))
+    elif isinstance(data, WfdbBytes):
+        variable = sum(len(json.dumps(name)) + len(content) + 24 for name, content in data.files.items())
     else:
         variable = len(data)
     return variable + len(json.dumps(header_text)) + _FIXED_METADATA_BYTES
@@ -138,19 +143,21 @@ class DecoderProcess:
         if self._slots:
             weakref.finalize(self, os.close, self._slots[0])
 
-    def decode(self, data: bytes | LocalFile, header_text: str | None, *, default_sampling_rate: float,
-               pad_short: bool) -> np.ndarray | DecodeError:
+    def decode(self, data: bytes | LocalFile | WfdbBytes, header_text: str | None, *, default_sampling_rate: float,
+               pad_short: bool, geometry: Geometry = DEFAULT_GEOMETRY) -> np.ndarray | DecodeError:
         """Decodes one file and waits for it (nothing else may be pending)."""
         result = self.decode_with_info(data, header_text, default_sampling_rate=default_sampling_rate,
-                                       pad_short=pad_short)
+                                       pad_short=pad_short, geometry=geometry)
         return result if isinstance(result, DecodeError) else result.ecg
 
-    def decode_with_info(self, data: bytes | LocalFile, header_text: str | None, *, default_sampling_rate: float,
-                         pad_short: bool) -> Decoded | DecodeError:
-        """`decode` with the record's `RecordInfo` beside the array."""
+    def decode_with_info(self, data: bytes | LocalFile | WfdbBytes, header_text: str | None, *,
+                         default_sampling_rate: float, pad_short: bool, geometry: Geometry = DEFAULT_GEOMETRY,
+                         whole_record: bool = False) -> Decoded | DecodeError:
+        """`decode` with the record's `RecordInfo` beside the array (and, with `whole_record`, all of it)."""
         if self._pending:
             raise RuntimeError("DecoderProcess.decode with results pending: collect them first")
-        self.submit(data, header_text, default_sampling_rate=default_sampling_rate, pad_short=pad_short)
+        self.submit(data, header_text, default_sampling_rate=default_sampling_rate, pad_short=pad_short,
+                    geometry=geometry, whole_record=whole_record)
         return self.collect_decoded()
 
     @property
@@ -164,26 +171,30 @@ class DecoderProcess:
             return RESULT_SLOTS
         return 2 if self._can_queue else 1
 
-    def has_room(self, data: bytes | LocalFile, header_text: str | None) -> bool:
+    def has_room(self, data: bytes | LocalFile | WfdbBytes, header_text: str | None) -> bool:
         """Whether `data` (and `header_text`) can be submitted now without waiting for a result first."""
         if not self._pending:
             return True
         queued_bytes = sum(request.size for request in self._pending) + _request_size(data, header_text)
         return self._can_queue and len(self._pending) < self.max_pending and queued_bytes <= QUEUEABLE_REQUEST_BYTES
 
-    def submit(self, data: bytes | LocalFile, header_text: str | None, *, default_sampling_rate: float,
-               pad_short: bool) -> None:
+    def submit(self, data: bytes | LocalFile | WfdbBytes, header_text: str | None, *, default_sampling_rate: float,
+               pad_short: bool, geometry: Geometry = DEFAULT_GEOMETRY, whole_record: bool = False) -> None:
         """Sends one file (its bytes and header text, or a `LocalFile` for the child to read) to the
-        child; its result is what a later `collect` returns in turn."""
+        child; its result is what a later `collect` returns in turn: `geometry.shape`, or with
+        `whole_record` the whole record (at least one window; through the pipe when beyond a slot)."""
         if not self.has_room(data, header_text):
             raise RuntimeError("DecoderProcess.submit without room: collect a pending result first")
         slot = self._free_slots.pop() if self._free_slots else None
         metadata = {"header": header_text, "default_sampling_rate": default_sampling_rate, "pad_short": pad_short,
-                    "slot": slot}
+                    "slot": slot, "geometry": geometry.to_json(), "whole_record": whole_record}
         if isinstance(data, LocalFile):
             metadata.update(dataclasses.asdict(data))
-        frame = pack(metadata, b"" if isinstance(data, LocalFile) else data)
-        request = _Request(frame, _request_size(data, header_text), time.monotonic(), slot)
+        if isinstance(data, WfdbBytes):
+            metadata["signal_files"] = data.manifest()
+        payload = b"" if isinstance(data, LocalFile) else data.payload() if isinstance(data, WfdbBytes) else data
+        frame = pack(metadata, payload)
+        request = _Request(frame, _request_size(data, header_text), time.monotonic(), slot, geometry, whole_record)
         self._send_with_restart(request)
         self._pending.append(request)
 
@@ -208,7 +219,7 @@ class DecoderProcess:
         self._forget(self._pending.popleft())
         if self._pending:  # the child starts on the next one now, so its time limit starts now too
             self._pending[0].submitted = max(self._pending[0].submitted, time.monotonic())
-        return self._result(metadata, payload, oldest.slot)
+        return self._result(metadata, payload, oldest)
 
     def _forget(self, request: _Request) -> None:
         if request.slot is not None:
@@ -309,23 +320,36 @@ class DecoderProcess:
     def _receive(self, process: subprocess.Popen, deadline: float) -> tuple[dict, bytearray]:
         fd = process.stdout.fileno()
         meta_size, payload_size = FRAME.unpack(self._read(fd, FRAME.size, deadline))
-        if meta_size > MAX_METADATA_BYTES or payload_size > RESULT_BYTES:
+        if meta_size > MAX_METADATA_BYTES or payload_size > MAX_RESULT_BYTES:
             raise ChildGone()  # not our protocol: treat the child as broken
         return parse_metadata(self._read(fd, meta_size, deadline)), self._read(fd, payload_size, deadline)
 
-    def _result(self, metadata: dict, payload: bytearray, slot: int | None) -> Decoded | DecodeError:
+    def _result(self, metadata: dict, payload: bytearray, request: _Request) -> Decoded | DecodeError:
         """The record in the response's payload, or copied out of its slot (which is then reused),
         with the `RecordInfo` of the response's metadata (checked: the child is not trusted)."""
         if "reason" in metadata:
             return DecodeError(str(metadata["reason"]), str(metadata.get("detail", "")))
         malformed = DecodeError(Reason.DECODER_CRASHED, "the decoder process returned a malformed result")
         info = RecordInfo.from_json(metadata.get("info"))
-        if tuple(metadata.get("shape", ())) != ECG_SHAPE or info is None:
+        shape = _expected_shape(metadata.get("shape"), request)
+        if shape is None or info is None:
             return malformed
         if metadata.get("slot") is not None:
-            if metadata["slot"] != slot or slot is None or payload:
+            slot = request.slot
+            if metadata["slot"] != slot or slot is None or payload or not fits_in_slot(shape):
                 return malformed
-            return Decoded(slot_view(self._slots[1], slot).copy(), info)
-        if len(payload) != RESULT_BYTES:
+            return Decoded(slot_view(self._slots[1], slot, shape).copy(), info)
+        if len(payload) != int(np.prod(shape)) * RESULT_DTYPE.itemsize:
             return malformed
-        return Decoded(np.frombuffer(payload, dtype=RESULT_DTYPE).reshape(ECG_SHAPE), info)
+        return Decoded(np.frombuffer(payload, dtype=RESULT_DTYPE).reshape(shape), info)
+
+
+def _expected_shape(shape: object, request: _Request) -> tuple[int, int] | None:
+    """The result's (samples, leads) when it is what `request` asked for, else None."""
+    if not (isinstance(shape, list) and len(shape) == 2 and all(type(n) is int for n in shape)):
+        return None
+    samples, leads = shape
+    window, num_leads = request.geometry.shape
+    if leads != num_leads or (samples != window if not request.whole_record else samples < window):
+        return None
+    return samples, leads

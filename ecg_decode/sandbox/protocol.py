@@ -12,7 +12,7 @@ import struct
 
 import numpy as np
 
-from ecg_common.schema import ECG_SHAPE
+from ecg_common.schema import MAX_RESULT_VALUES
 
 DEFAULT_TIMEOUT_S = 60.0
 """Per-file wall-clock limit. Decoding a real record takes milliseconds and the slowest legitimate
@@ -28,7 +28,12 @@ STARTUP_TIMEOUT_S = 120.0
 FRAME = struct.Struct("<IQ")  # metadata length, payload length
 MAX_METADATA_BYTES = 1 << 20
 RESULT_DTYPE = np.dtype("<f4")
-RESULT_BYTES = int(np.prod(ECG_SHAPE)) * RESULT_DTYPE.itemsize
+RESULT_BYTES = 2 << 20
+"""Capacity of one shared result slot (2 MiB): one default window is 240 kB, a whole 40 s record of 12
+leads at 500 Hz 960 kB. A larger result (a long record decoded whole, for windows) travels in the
+response's payload instead, up to MAX_RESULT_BYTES."""
+MAX_RESULT_BYTES = MAX_RESULT_VALUES * RESULT_DTYPE.itemsize
+"""The largest result a child may send (`schema.MAX_RESULT_VALUES`); more is not our protocol."""
 CHILD_ENV = {**{name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")},
              "HDF5_PLUGIN_PRELOAD": "::"}
 """The decoder needs no BLAS threads (each would also reserve address space under the limit), and
@@ -63,10 +68,15 @@ def parse_metadata(raw: bytes) -> dict:
     return metadata
 
 
-def slot_view(slots: mmap.mmap, slot: int) -> np.ndarray:
-    """Slot `slot` of the shared result memory, as the (samples, leads) float32 array it holds."""
-    return np.frombuffer(slots, dtype=RESULT_DTYPE, count=int(np.prod(ECG_SHAPE)),
-                         offset=slot * RESULT_BYTES).reshape(ECG_SHAPE)
+def fits_in_slot(shape: tuple[int, ...]) -> bool:
+    return int(np.prod(shape)) * RESULT_DTYPE.itemsize <= RESULT_BYTES
+
+
+def slot_view(slots: mmap.mmap, slot: int, shape: tuple[int, int]) -> np.ndarray:
+    """Slot `slot` of the shared result memory, as the (samples, leads) float32 array it holds
+    (`shape` must fit in a slot: `fits_in_slot`)."""
+    return np.frombuffer(slots, dtype=RESULT_DTYPE, count=int(np.prod(shape)),
+                         offset=slot * RESULT_BYTES).reshape(shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,3 +91,17 @@ class LocalFile:
     max_bytes: int
     max_header_bytes: int
     root: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class WfdbBytes:
+    """A WFDB record's signal files, read by the parent (remote storage) and sent in the request's
+    payload one after the other; the header travels as the request's header text."""
+
+    files: dict[str, bytes]
+
+    def payload(self) -> bytes:
+        return b"".join(self.files.values())
+
+    def manifest(self) -> list[list]:
+        return [[name, len(data)] for name, data in self.files.items()]
