@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from ecg_common import scoring
 from ecg_common.layout import CLASSES_FILE
 from ecg_common.rejections import ConfigurationError, Reason, Rejection
 from ecg_common.schema import CLASSES_KNOWN, ECG_KEY, LABELS_KEY, RECORD_ID_KEY, UNKNOWN_LABEL
@@ -41,8 +42,6 @@ from trainer.layout import (LOGS_DIR, METRICS_FILE, MODEL_FILE, MULTILABEL_VALID
 from trainer.model import build_model
 from trainer.train import ScalarSummaries, TrainingThroughput, _clear_previous_run, set_seed
 
-LABELS_SEPARATOR = "|"
-"""predict's `labels` column: the predicted class names joined by this (class names never hold it)."""
 _log = logging.getLogger(__name__)
 
 
@@ -59,10 +58,9 @@ def class_names(folder: str) -> tuple[str, ...]:
 
 def parsing_spec(transformed: tft.TFTransformOutput | dict, num_classes: int) -> dict:
     """The transformed feature spec with a dense [K] `labels` (UNKNOWN_LABEL where an example has none)."""
-    spec = dict(transformed.transformed_feature_spec() if isinstance(transformed, tft.TFTransformOutput)
-                else transformed)
-    spec[LABELS_KEY] = tf.io.FixedLenFeature([num_classes], tf.int64, default_value=[UNKNOWN_LABEL] * num_classes)
-    return spec
+    return scoring.multi_label_parsing_spec(transformed.transformed_feature_spec()
+                                            if isinstance(transformed, tft.TFTransformOutput) else transformed,
+                                            num_classes)
 
 
 def scan(files: list[str], num_classes: int) -> tuple[list[str], np.ndarray]:
@@ -301,10 +299,7 @@ def predict_rows(export_dir: str, data_dir: str, split: str, batch_size: int = 6
     score = loaded.signatures[export.TRANSFORMED_SIGNATURE]
     rows = []
     for batch in inputs.input_fn(inputs.read_examples(inputs.split_files(data_dir, split)), spec, batch_size):
-        outputs = score(**{ECG_KEY: batch[ECG_KEY]})
-        rows += [(rid.decode("utf-8"), p.tolist(), lab.tolist()) for rid, p, lab in zip(
-            batch[RECORD_ID_KEY].numpy(), outputs[export.PROBABILITIES_KEY].numpy(),
-            outputs[export.LABELS_OUTPUT_KEY].numpy())]
+        rows += scoring.score_parsed_multi_label(score, batch)  # fixed-size calls, as nightly scoring's
     return names, sorted(rows)
 
 
@@ -338,17 +333,3 @@ def predict_records_rows(model_dir: str, export_dir: str, paths: list[str],
                 score_pending()
     score_pending()
     return names, sorted(rows, key=lambda row: row[0])
-
-
-def csv_rows(names: tuple[str, ...], rows: list) -> list[list[str]]:
-    """predict's CSV for a multi-label model: `record_id`, one probability column per class (named as in
-    classes.txt), `labels` (the predicted classes joined by `|`), and with `--records` an `error`
-    column (a reason code for a file not scored, whose other cells are empty)."""
-    with_errors = any(len(row) > 3 for row in rows)
-    header = ["record_id", *names, LABELS_KEY] + (["error"] if with_errors else [])
-    out = [header]
-    for rid, probabilities, predicted, *error in rows:
-        cells = ([*map(repr, probabilities), LABELS_SEPARATOR.join(n for n, hit in zip(names, predicted) if hit)]
-                 if probabilities is not None else [""] * (len(names) + 1))
-        out.append([rid, *cells, *error])
-    return out

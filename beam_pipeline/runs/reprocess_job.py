@@ -50,7 +50,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_pipeline.graph import demographics
 from beam_pipeline.graph import pipeline as graphs
 from beam_pipeline.graph.drift import DriftLimits, WriteLeadMoments, drift_report, read_lead_moments
-from beam_pipeline.graph.scoring import PREDICTIONS_COUNTER
+from beam_pipeline.graph.scoring import PREDICTIONS_COUNTER, RECORDS_SCORED_COUNTER
 from beam_pipeline.graph.settings import ScoringModel
 from beam_pipeline.graph.statistics import lead_statistics
 from beam_pipeline.inputs.discovery import RecordSource, find_records, label_file_findings, list_file_metadata
@@ -180,10 +180,16 @@ def scoring_model(model_dir: str, statistics: dict, transform_dir: str) -> Scori
         raise ConfigurationError(f"--model_dir {model_dir} (version {version}, transform {fingerprint(expected)}) was "
                                  f"trained with another transform than --transform_dir {transform_dir} "
                                  f"({fingerprint(statistics)}): its scores of these batches would be meaningless")
-    if FileSystems.exists(FileSystems.join(export_dir, EXTRA_ASSETS_DIR, CLASSES_FILE)):
-        raise ConfigurationError(f"--model_dir {model_dir} (version {version}) is a multi-label model: nightly scoring "
-                                 "writes one probability per record; score its batches with python -m trainer.predict")
-    return ScoringModel(model_dir, version, export_dir)
+    return ScoringModel(model_dir, version, export_dir, _class_names(export_dir))
+
+
+def _class_names(export_dir: str) -> tuple[str, ...] | None:
+    """A multi-label export's classes (`assets.extra/classes.txt`), None for a binary export."""
+    path = FileSystems.join(export_dir, EXTRA_ASSETS_DIR, CLASSES_FILE)
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path) as handle:
+        return tuple(line.strip() for line in handle.read().decode("utf-8").splitlines() if line.strip())
 
 
 def _newest_batch_statistics(root: str, ledger: Ledger) -> tuple[str, dict] | None:
@@ -305,7 +311,7 @@ def _scored(result, model: ScoringModel, written: int) -> dict:
     if scored != written:
         raise RuntimeError(f"scoring: {scored} predictions for {written} examples written")
     return {"model_dir": model.model_dir, "version": model.version, "export_dir": model.export_dir,
-            "predictions": PREDICTIONS_FILE, "records_scored": scored}
+            "predictions": PREDICTIONS_FILE, "records_scored": counter(result, RECORDS_SCORED_COUNTER)}
 
 
 def _run_batch(config: ReprocessConfig, selection: Selection, labels: Labels, batch: str, staging: str,
