@@ -75,12 +75,13 @@ def model_threshold(loaded) -> float:
 
 
 def transformed_scorer(loaded, export_dir: str):
-    """The `transformed` signature of a loaded export, refused when the threshold is not inside it.
+    """The `transformed` signature of a loaded export, refused when the threshold (a binary export's, or a
+    multi-label export's per-class thresholds) is not inside it.
 
     Keep `loaded` referenced while using the signature: a signature does not own the variables.
     """
     score = loaded.signatures[TRANSFORMED_SIGNATURE]
-    if PREDICTED_LABEL_KEY not in score.structured_outputs:
+    if not {PREDICTED_LABEL_KEY, LABELS_OUTPUT_KEY} & set(score.structured_outputs):  # binary, multi-label
         raise ConfigurationError(f"{export_dir} was exported by an older trainer, without the threshold inside: "
                                  "train again, or pick another --model_version")
     return score
