@@ -22,6 +22,8 @@ DoFn instances of every bundle thread share it) in `setup`, and it scores `Batch
 """
 from __future__ import annotations
 
+import math
+
 import apache_beam as beam
 import tensorflow as tf
 from apache_beam.io.filesystems import FileSystems
@@ -79,7 +81,8 @@ def predictions_text(scored: list, class_names: tuple[str, ...] | None) -> tuple
     record by `mean_per_record` (predict's default), a multi-label model's rows as predict writes them."""
     if class_names is not None:
         return multi_label_csv_text(class_names, scored), len(scored)
-    records = mean_per_record([p for _, p in scored], scored[0][0] if scored else 0.5)
+    threshold = scored[0][0] if scored else math.nan  # no window, no record: the threshold is not used
+    records = mean_per_record([p for _, p in scored], threshold)
     return csv_text(records), len(records)
 
 

@@ -69,9 +69,10 @@ from beam_pipeline.runs.output_guard import Kind, check_output_root, creating_in
 from beam_pipeline.runs.publish import discard, publish, remove_leftovers, staging_dir_for
 from beam_pipeline.runs.run_lock import try_lock
 from beam_pipeline.runs.summary import check_reconciled, check_same_geometry, read_geometry, summarize
-from ecg_common.layout import (BATCH_PREFIX, BATCH_SPLIT, CLASSES_FILE, SUCCESS_MARKER, SUMMARY_CLASSES_KEY,
+from ecg_common import scoring
+from ecg_common.layout import (BATCH_PREFIX, BATCH_SPLIT, SUCCESS_MARKER, SUMMARY_CLASSES_KEY,
                                SUMMARY_FILE)
-from ecg_common.model_layout import EXTRA_ASSETS_DIR, export_lead_statistics, resolve_version
+from ecg_common.model_layout import export_lead_statistics, resolve_version
 from ecg_common.predictions import PREDICTIONS_FILE
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import ECG_KEY
@@ -180,16 +181,8 @@ def scoring_model(model_dir: str, statistics: dict, transform_dir: str) -> Scori
         raise ConfigurationError(f"--model_dir {model_dir} (version {version}, transform {fingerprint(expected)}) was "
                                  f"trained with another transform than --transform_dir {transform_dir} "
                                  f"({fingerprint(statistics)}): its scores of these batches would be meaningless")
-    return ScoringModel(model_dir, version, export_dir, _class_names(export_dir))
-
-
-def _class_names(export_dir: str) -> tuple[str, ...] | None:
-    """A multi-label export's classes (`assets.extra/classes.txt`), None for a binary export."""
-    path = FileSystems.join(export_dir, EXTRA_ASSETS_DIR, CLASSES_FILE)
-    if not FileSystems.exists(path):
-        return None
-    with FileSystems.open(path) as handle:
-        return tuple(line.strip() for line in handle.read().decode("utf-8").splitlines() if line.strip())
+    # A multi-label export (its classes.txt) is scored into predict's multi-label CSV.
+    return ScoringModel(model_dir, version, export_dir, scoring.export_class_names(export_dir))
 
 
 def _newest_batch_statistics(root: str, ledger: Ledger) -> tuple[str, dict] | None:
