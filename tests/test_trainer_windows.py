@@ -101,6 +101,16 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+def test_the_run_report_draws_its_example_at_the_runs_geometry(windowed_model):
+    out, _ = windowed_model
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["report"]["status"] == "written", summary["report"]
+    page = (out / "report" / "index.html").read_text()
+    assert "example_raw.png" in page and "example_normalized.png" in page and "could not be drawn" not in page
+    assert "5 s at 250 Hz, leads I,II,V1,V2,V3,V4,V5,V6" in page
+    assert (out / "report" / "example_raw.png").stat().st_size > 0
+
+
 def test_the_windowed_runs_threshold_and_metrics_count_its_validation_records(windowed_model, tmp_path):
     out, model = windowed_model
     metrics = json.loads((model / "metrics.json").read_text())
