@@ -76,3 +76,17 @@ def test_multi_label_thresholds_are_per_record_per_class():
     assert records.labels.shape == (4, 2) and records.scores.shape == (4, 2)
     same, _ = multilabel.record_validation(("X", "Y"), [f"{i}" for i in range(8)], k_labels, k_scores, "youden")
     assert same["per_class"] == multilabel.per_class_metrics(("X", "Y"), k_labels, k_scores, "youden")["per_class"]
+
+
+def test_multi_label_predict_writes_a_row_per_record_thresholded_as_training_chose():
+    ids, labels, scores = _columns(WINDOWS)
+    k_labels, k_scores = np.stack([labels, 1 - labels], axis=1), np.stack([scores, 1 - scores], axis=1)
+    validation, _ = multilabel.record_validation(("X", "Y"), ids, k_labels, k_scores, "youden")
+    thresholds = [validation["per_class"][name]["threshold"] for name in ("X", "Y")]
+    rows = multilabel.rows_per_record(ids, k_scores.tolist(), thresholds)
+    assert [row[0] for row in rows] == ["A", "B", "C", "D"]
+    assert [row[1] for row in rows] == [pytest.approx([0.5, 0.5]), pytest.approx([0.45, 0.55]),
+                                        pytest.approx([0.8, 0.2]), pytest.approx([0.2, 0.8])]
+    assert [row[2] for row in rows] == [[1, 0], [0, 1], [1, 0], [0, 1]]  # every record right, as validation counted
+    single = multilabel.rows_per_record(["B", "A"], [[0.3, 0.7], [0.9, 0.1]], [0.5, 0.5])
+    assert single == [("A", [0.9, 0.1], [1, 0]), ("B", [0.3, 0.7], [0, 1])]  # one window: its probabilities

@@ -33,6 +33,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from ecg_common.layout import CLASSES_FILE
+from ecg_common.predictions import mean_over_windows
 from ecg_common.rejections import ConfigurationError, Reason, Rejection
 from ecg_common.schema import CLASSES_KNOWN, ECG_KEY, LABELS_KEY, RECORD_ID_KEY, UNKNOWN_LABEL
 from trainer import evaluation, export, inputs, raw_records, report, sources
@@ -308,18 +309,27 @@ def summary_line(metrics: dict) -> str:
 
 def predict_rows(export_dir: str, data_dir: str, split: str, batch_size: int = 64) -> tuple[tuple[str, ...], list]:
     """(class names, rows of (record_id, [K probabilities], [K predicted 0/1])) for `data_dir/<split>`,
-    sorted by record id, through the export's `transformed` signature (its per-class thresholds)."""
+    through the export's `transformed` signature and its per-class thresholds, one row per record
+    (`rows_per_record`: a record cut into windows gets their mean)."""
     names = class_names(os.path.join(export_dir, export.layout.EXTRA_ASSETS_DIR))
     spec = parsing_spec(export.transformed_feature_spec(export_dir), len(names))
     loaded = export.load_serving_model(export_dir)
     score = loaded.signatures[export.TRANSFORMED_SIGNATURE]
-    rows = []
+    ids, probabilities = [], []
     for batch in inputs.input_fn(inputs.read_examples(inputs.split_files(data_dir, split)), spec, batch_size):
         outputs = score(**{ECG_KEY: batch[ECG_KEY]})
-        rows += [(rid.decode("utf-8"), p.tolist(), lab.tolist()) for rid, p, lab in zip(
-            batch[RECORD_ID_KEY].numpy(), outputs[export.PROBABILITIES_KEY].numpy(),
-            outputs[export.LABELS_OUTPUT_KEY].numpy())]
-    return names, sorted(rows)
+        ids += [rid.decode("utf-8") for rid in batch[RECORD_ID_KEY].numpy()]
+        probabilities += outputs[export.PROBABILITIES_KEY].numpy().tolist()
+    return names, rows_per_record(ids, probabilities, loaded.thresholds.numpy().tolist())
+
+
+def rows_per_record(ids: list[str], probabilities: list[list[float]], thresholds: list[float]) -> list:
+    """predict's rows (record_id, [K probabilities], [K predicted 0/1]) sorted by record id, one per
+    record: each class's probability the mean over the record's windows (`mean_over_windows`, as the
+    thresholds were chosen in training), predicted where it is >= that class's threshold (as the
+    export's `labels` compares)."""
+    record_ids, means, _ = mean_over_windows(ids, probabilities)
+    return sorted((rid, mean, [int(p >= t) for p, t in zip(mean, thresholds)]) for rid, mean in zip(record_ids, means))
 
 
 def predict_records_rows(model_dir: str, export_dir: str, paths: list[str],
