@@ -16,6 +16,7 @@ import csv
 import dataclasses
 import io
 import math
+from collections.abc import Sequence
 
 from ecg_common.schema import LABELS_KEY, UNKNOWN_LABEL
 
@@ -82,16 +83,32 @@ def parse_csv(text: str) -> list[Prediction]:
                        row.get(ERROR_COLUMN) or "") for row in reader]
 
 
+def mean_over_windows(record_ids: Sequence[str], probabilities: Sequence[Sequence[float]]
+                      ) -> tuple[list[str], list[list[float]], list[int]]:
+    """(record ids, mean probabilities, window counts), one entry per record in order of first appearance.
+
+    The one aggregation of a record's windows (`--window_stride_s` data): predict's row per record
+    (`mean_per_record`) and the trainer's validation threshold and metrics (`trainer.evaluation.per_record`)
+    both use it, so the threshold is chosen on the very figure it is applied to. `probabilities` has
+    one row per window (one value for a binary model, K for a multi-label one); each column's mean is
+    `math.fsum / count`, so a record of one window keeps its probability exactly."""
+    rows_of: dict[str, list[Sequence[float]]] = {}
+    for record_id, row in zip(record_ids, probabilities, strict=True):
+        rows_of.setdefault(record_id, []).append(row)
+    means = [[math.fsum(column) / len(rows) for column in zip(*rows)] for rows in rows_of.values()]
+    return list(rows_of), means, [len(rows) for rows in rows_of.values()]
+
+
 def mean_per_record(windows: list[Prediction], threshold: float) -> list[Prediction]:
-    """One prediction per record: the mean probability of its windows, labelled abnormal (1) when it is
-    >= `threshold` (the model's, chosen on validation), with the true label its windows carry."""
-    by_record: dict[str, list[Prediction]] = {}
+    """One prediction per record: the mean probability of its windows (`mean_over_windows`), labelled
+    abnormal (1) when it is >= `threshold` (the model's, chosen on validation), with the true label its
+    windows carry."""
+    true_label = {}
     for window in windows:
-        by_record.setdefault(window.record_id, []).append(window)
-    records = []
-    for record_id, rows in by_record.items():
-        probability = math.fsum(row.probability for row in rows) / len(rows)
-        records.append(Prediction(record_id, probability, int(probability >= threshold), rows[0].true_label))
+        true_label.setdefault(window.record_id, window.true_label)
+    ids, means, _ = mean_over_windows([w.record_id for w in windows], [[w.probability] for w in windows])
+    records = [Prediction(record_id, mean, int(mean >= threshold), true_label[record_id])
+               for record_id, (mean,) in zip(ids, means)]
     return sorted(records, key=lambda p: p.record_id)
 
 
@@ -114,3 +131,12 @@ def multi_label_csv_text(names: tuple[str, ...], rows: list[MultiLabelRow]) -> s
     buffer = io.StringIO(newline="")
     csv.writer(buffer).writerows(multi_label_csv_rows(names, rows))
     return buffer.getvalue()
+
+
+def multi_label_rows_per_record(ids: list[str], probabilities: list[list[float]], thresholds: list[float]) -> list:
+    """A multi-label model's rows (record_id, [K probabilities], [K predicted 0/1]) sorted by record id,
+    one per record: each class's probability the mean over the record's windows (`mean_over_windows`,
+    as the thresholds were chosen in training), predicted where it is >= that class's threshold (as the
+    export's `labels` compares). Predict's and nightly scoring's (`trainer.multilabel.rows_per_record`)."""
+    record_ids, means, _ = mean_over_windows(ids, probabilities)
+    return sorted((rid, mean, [int(p >= t) for p, t in zip(mean, thresholds)]) for rid, mean in zip(record_ids, means))

@@ -74,6 +74,12 @@ def model_threshold(loaded) -> float:
     return float(loaded.threshold.numpy())
 
 
+def model_thresholds(loaded) -> list[float]:
+    """A multi-label export's per-class thresholds (float64 inside it): what each class's mean over a
+    record's windows is compared with (`predictions.multi_label_rows_per_record`)."""
+    return loaded.thresholds.numpy().tolist()
+
+
 def transformed_scorer(loaded, export_dir: str):
     """The `transformed` signature of a loaded export, refused when the threshold (a binary export's, or a
     multi-label export's per-class thresholds) is not inside it.

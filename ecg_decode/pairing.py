@@ -13,6 +13,8 @@ from collections.abc import Iterable
 
 MAT_SUFFIX = ".mat"
 HEADER_SUFFIX = ".hea"
+SIGNAL_SUFFIX = ".dat"
+"""The usual name of a WFDB signal file (`NAME.dat`); the header's signal lines say which files a record has."""
 
 
 def is_record(path: str) -> bool:
@@ -21,6 +23,10 @@ def is_record(path: str) -> bool:
 
 def is_header(path: str) -> bool:
     return path.lower().endswith(HEADER_SUFFIX)
+
+
+def is_signal_file(path: str) -> bool:
+    return path.lower().endswith(SIGNAL_SUFFIX)
 
 
 def headers_by_base(paths: Iterable[str]) -> dict[str, str]:

@@ -5,7 +5,9 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import wfdb
 
 from beam_pipeline.inputs.discovery import list_file_metadata
 from beam_pipeline.inputs.labels import Labels
@@ -13,6 +15,7 @@ from beam_pipeline.runs.ledger import (LEDGER_FILE, FileState, Ledger, read_ledg
                                        write_ledger, write_manifest)
 from beam_pipeline.runs.reprocess_job import ReprocessConfig, select
 from beam_pipeline.runs.run_lock import LOCK_FILE, try_lock
+from ecg_common.schema import LEAD_NAMES
 
 NO_LABELS = Labels({}, ())
 HOUR = 3600
@@ -135,3 +138,95 @@ def test_lock_is_exclusive_and_released_when_its_holder_dies(tmp_path):
 @pytest.mark.parametrize("path", ["gs://bucket/root"])
 def test_object_store_root_runs_unlocked(path):
     assert try_lock(path) is not None
+
+
+def _wfdb_record(folder, name: str, seed: int) -> tuple[str, str]:
+    """A 12-lead WFDB record `name.hea` + `name.dat` (format 16) in `folder`, both an hour old."""
+    folder.mkdir(parents=True, exist_ok=True)
+    signal = np.random.default_rng(seed).normal(0, 0.4, (5000, 12))
+    wfdb.wrsamp(name, fs=500, units=["mV"] * 12, sig_name=list(LEAD_NAMES), p_signal=signal, fmt=["16"] * 12,
+                adc_gain=[200.0] * 12, baseline=[0] * 12, write_dir=str(folder))
+    paths = str(folder / f"{name}.hea"), str(folder / f"{name}.dat")
+    for path in paths:
+        os.utime(path, (os.path.getmtime(path) - HOUR,) * 2)
+    return paths
+
+
+def _redeliver_signal(dat: str, seed: int) -> None:
+    """`dat` rewritten with other samples of the same size (so only its content and time tell)."""
+    size = os.path.getsize(dat)
+    with open(dat, "wb") as handle:
+        handle.write(np.random.default_rng(seed).integers(-500, 500, size // 2, dtype="<i2").tobytes())
+    assert os.path.getsize(dat) == size
+
+
+def test_a_wfdb_record_is_its_header_and_its_signal_file_and_a_new_dat_alone_redoes_it(tmp_path):
+    incoming = tmp_path / "in"
+    hea, dat = _wfdb_record(incoming, "W1", seed=1)
+    _write(incoming / "r2.mat", b"signal-2")
+    config = ReprocessConfig(incoming=str(incoming), transform_dir="unused", output_root=str(tmp_path / "root"))
+    first = select(config, Ledger(), NO_LABELS)
+    assert [s.record_id for s in first.sources] == ["W1", "r2"]
+    assert {os.path.basename(s.path) for s in first.consumed} == {"W1.hea", "W1.dat", "r2.mat"}
+    assert next(s for s in first.consumed if s.path == hea).signal_files == (dat,)
+    root = tmp_path / "root"
+    root.mkdir()
+    write_ledger(str(root), Ledger().with_batch("batch-1", first.consumed))
+    ledger = read_ledger(str(root))
+    assert ledger.files[hea].signal_files == (dat,) and ledger.files[dat].batch == "batch-1"
+    unchanged = select(config, ledger, NO_LABELS)
+    assert unchanged.sources == [] and unchanged.unchanged == 2 and unchanged.touched == ()
+    _redeliver_signal(dat, seed=2)
+    again = select(config, ledger, NO_LABELS)
+    assert [s.record_id for s in again.sources] == ["W1"] and again.unchanged == 1
+    assert {s.path for s in again.consumed} == {hea, dat}
+    assert next(s for s in again.consumed if s.path == dat).sha256 != ledger.files[dat].sha256
+
+
+def test_a_missing_signal_file_is_not_recorded_and_its_arrival_redoes_the_record(tmp_path):
+    incoming = tmp_path / "in"
+    hea, dat = _wfdb_record(incoming, "W1", seed=1)
+    os.remove(dat)
+    config = ReprocessConfig(incoming=str(incoming), transform_dir="unused", output_root=str(tmp_path / "root"))
+    first = select(config, Ledger(), NO_LABELS)
+    assert [s.path for s in first.sources] == [hea] and [s.path for s in first.consumed] == [hea]
+    ledger = Ledger().with_batch("batch-1", first.consumed)
+    assert select(config, ledger, NO_LABELS).sources == []
+    _wfdb_record(incoming, "W1", seed=1)  # the same header, now with its signal file
+    os.utime(hea, (ledger.files[hea].mtime,) * 2)
+    arrived = select(config, ledger, NO_LABELS)
+    assert [s.path for s in arrived.sources] == [hea] and {s.path for s in arrived.consumed} == {hea, dat}
+
+
+def test_a_ledger_from_before_signal_files_adopts_them_without_redoing_the_record(tmp_path):
+    incoming = tmp_path / "in"
+    hea, dat = _wfdb_record(incoming, "W1", seed=1)
+    root = tmp_path / "root"
+    root.mkdir()
+    header_only = scan(list_file_metadata(str(incoming)), Ledger(), float("inf")).states[hea]
+    old_line = {k: v for k, v in json.loads(header_only.to_json()).items() if k != "signal_files"}
+    (root / LEDGER_FILE).write_text(json.dumps({"format": "ecg-reprocess-ledger/1", "batches": ["batch-1"]}) + "\n"
+                                    + json.dumps({**old_line, "batch": "batch-1"}) + "\n")
+    ledger = read_ledger(str(root))
+    assert ledger.files[hea].signal_files is None
+    config = ReprocessConfig(incoming=str(incoming), transform_dir="unused", output_root=str(root))
+    selection = select(config, ledger, NO_LABELS)
+    assert selection.sources == []
+    adopted = {s.path: s for s in selection.touched}
+    assert adopted[hea].signal_files == (dat,) and adopted[dat].batch == "batch-1"
+    ledger = ledger.with_states(selection.touched)
+    _redeliver_signal(dat, seed=2)
+    assert [s.path for s in select(config, ledger, NO_LABELS).sources] == [hea], "from then on the .dat is watched"
+
+
+def test_a_changed_mat_under_an_unchanged_header_redoes_the_record(tmp_path):
+    incoming = tmp_path / "in"
+    _write(incoming / "r1.mat", b"signal-1")
+    _write(incoming / "r1.hea", b"header-1")
+    config = ReprocessConfig(incoming=str(incoming), transform_dir="unused", output_root=str(tmp_path / "root"))
+    ledger = Ledger().with_batch("batch-1", select(config, Ledger(), NO_LABELS).consumed)
+    _write(incoming / "r1.mat", b"signal-2")
+    again = select(config, ledger, NO_LABELS)
+    assert [s.record_id for s in again.sources] == ["r1"]
+    assert {os.path.basename(s.path) for s in again.consumed} == {"r1.mat", "r1.hea"}
+    assert all(s.signal_files is None for s in again.consumed), "a .mat record's files name no signal files"

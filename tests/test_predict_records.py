@@ -143,7 +143,8 @@ def test_the_serving_signature_refuses_a_wrong_shape_or_dtype(trained):
 
 
 def test_files_that_do_not_decode_are_rows_with_their_reason(trained, tmp_path):
-    """Garbage, a file that is no recording and a lone header: each a row with its reason, exit 0."""
+    """Garbage, a file that is no recording and a lone header (a WFDB record, here with no signal
+    lines): each a row with its reason, exit 0."""
     real, _, model, expected = trained
     folder = tmp_path / "mixed"
     folder.mkdir()
@@ -154,7 +155,7 @@ def test_files_that_do_not_decode_are_rows_with_their_reason(trained, tmp_path):
     (tmp_path / "lonely.hea").write_text("lonely 12 500 5000\n")
     rows = _predict_records(model, [folder, tmp_path / "notes.txt", tmp_path / "lonely.hea"], tmp_path / "p.csv")
     assert {r["record_id"]: r["error"] for r in rows} == {
-        "garbage": "not_matlab", RECORD: "", "notes": "not_matlab", "lonely": "not_matlab"}
+        "garbage": "not_matlab", RECORD: "", "notes": "not_matlab", "lonely": "bad_header"}
     scored = next(r for r in rows if r["record_id"] == RECORD)
     assert float(scored["probability"]) == pytest.approx(expected[RECORD], abs=1e-5)
     back = {p.record_id: p for p in predict.read_csv(str(tmp_path / "p.csv"))}
@@ -201,3 +202,62 @@ def test_records_and_a_split_do_not_mix(trained, tmp_path):
     assert exited.value.code == 2
     assert predict.main(["--model_dir", str(model), "--records", str(tmp_path / "missing"),
                          "--output", str(tmp_path / "x.csv")]) == 2
+
+
+def _as_wfdb(source_dir, target_dir, record: str, prefix: str = "W") -> str:
+    """`record` (a CinC `.mat` + `.hea`) stored the WFDB way under the id `prefix + record`: the same
+    int16 samples interleaved in `ID.dat` (format 16), the header naming it, no `.mat`. Returns the id."""
+    new_id = prefix + record
+    val = scipy.io.loadmat(source_dir / f"{record}.mat")["val"]
+    (target_dir / f"{new_id}.dat").write_bytes(val.T.astype("<i2").tobytes())
+    header = (source_dir / f"{record}.hea").read_text()
+    header, count = re.subn(rf"^{record}\.mat 16x1\+24 ", f"{new_id}.dat 16 ", header, flags=re.MULTILINE)
+    assert count == 12
+    (target_dir / f"{new_id}.hea").write_text(re.sub(rf"^{record} ", f"{new_id} ", header))
+    return new_id
+
+
+def test_wfdb_records_equal_the_pipeline_path_on_the_same_records(trained, tmp_path):
+    """The cinc2021 records stored as WFDB `.hea` + `.dat`: scored from the raw files (a folder, a `.hea`
+    and a `.dat` named alone), each gets the probability the pipeline + predict path gives the same
+    WFDB files, and that of the `.mat` they were made from (same samples, same gains)."""
+    real, _, model, expected = trained
+    wfdb_dir = tmp_path / "wfdb"
+    wfdb_dir.mkdir()
+    ids = {_as_wfdb(real / "cinc2021", wfdb_dir, p.stem): p.stem for p in sorted((real / "cinc2021").glob("*.mat"))}
+    out = tmp_path / "out"
+    cinc = real / "cinc2021"
+    assert pipeline_cli.main(["--train_dir", str(cinc), "--labels", str(cinc / "labels.txt"), "--test_dir",
+                              str(wfdb_dir), "--output_dir", str(out), "--pad_short"]) == 0
+    assert predict.main(["--model_dir", str(model), "--data_dir", str(out), "--split", TEST_SPLIT,
+                         "--output", str(tmp_path / "pipeline.csv")]) == 0
+    pipeline = _probabilities(tmp_path / "pipeline.csv")
+    assert sorted(pipeline) == sorted(ids)
+
+    rows = _predict_records(model, [wfdb_dir], tmp_path / "raw.csv")
+    assert [r["error"] for r in rows] == [""] * len(ids)
+    got = {r["record_id"]: float(r["probability"]) for r in rows}
+    assert sorted(got) == sorted(ids)
+    order = sorted(ids)
+    np.testing.assert_allclose([got[i] for i in order], [pipeline[i] for i in order], rtol=0, atol=1e-5)
+    np.testing.assert_allclose([got[i] for i in order], [expected[ids[i]] for i in order], rtol=0, atol=1e-5)
+    assert np.ptp(list(got.values())) > 1e-3
+
+    one = "W" + RECORD
+    rows = _predict_records(model, [wfdb_dir / f"{one}.hea"], tmp_path / "hea.csv")
+    assert [(r["record_id"], r["error"]) for r in rows] == [(one, "")]
+    assert float(rows[0]["probability"]) == pytest.approx(pipeline[one], abs=1e-5)
+    rows = _predict_records(model, [wfdb_dir / f"{one}.dat", wfdb_dir / f"{one}.hea"], tmp_path / "dat.csv")
+    assert [(r["record_id"], r["error"]) for r in rows] == [(one, "")], "the .dat stands for its .hea: one row"
+    assert float(rows[0]["probability"]) == pytest.approx(pipeline[one], abs=1e-5)
+
+
+def test_a_dat_without_its_wfdb_header_is_a_row_with_its_reason(trained, tmp_path):
+    real, _, model, _ = trained
+    (tmp_path / "orphan.dat").write_bytes(b"\0" * 120000)
+    shutil.copy(real / "cinc2021" / f"{RECORD}.mat", tmp_path)
+    shutil.copy(real / "cinc2021" / f"{RECORD}.hea", tmp_path)
+    (tmp_path / f"{RECORD}.dat").write_bytes(b"\0" * 120000)  # beside a .mat record's sidecar header
+    rows = _predict_records(model, [tmp_path / "orphan.dat", tmp_path / f"{RECORD}.dat"], tmp_path / "p.csv")
+    assert sorted((r["record_id"], r["error"], r["probability"]) for r in rows) == [
+        (RECORD, "not_matlab", ""), ("orphan", "not_matlab", "")]

@@ -18,11 +18,12 @@ import trainer  # noqa: F401 - sets TF_USE_LEGACY_KERAS / KERAS_BACKEND before T
 from beam_pipeline.cli.main_command import main as pipeline_main
 from beam_pipeline.report import build as report
 from beam_pipeline.report import ecg_plot, figures
+from beam_pipeline.report.example import run_geometry
 from beam_pipeline.synthetic.generator import generate_dataset
 from ecg_common import report_page
 from ecg_common.cli import EXIT_OK
 from ecg_common.layout import REPORT_DIR
-from ecg_common.schema import ECG_SHAPE, LEAD_NAMES, NUM_LEADS, SAMPLING_RATE_HZ
+from ecg_common.schema import DEFAULT_GEOMETRY, ECG_SHAPE, LEAD_NAMES, NUM_LEADS, SAMPLING_RATE_HZ, Geometry
 from trainer import evaluation, layout
 from trainer import report as training_report
 from trainer.layout import METRICS_FILE
@@ -116,6 +117,31 @@ def test_twelve_lead_figure_renders_standard_layout(unit, scale, tmp_path):
     assert figure.axes[-1].get_xlim() == (0.0, 10.0)
     assert unit in figure.axes[0].get_ylabel()
     assert_sensible_png(render(figure, tmp_path))
+
+
+def test_ecg_figure_draws_a_runs_lead_subset_at_its_rate_and_window(tmp_path):
+    leads = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
+    ecg = _ecg()[:1250, [LEAD_NAMES.index(lead) for lead in leads]]  # 5 s at 250 Hz, 8 leads
+    figure = ecg_plot.twelve_lead_figure(ecg, "eight leads", sampling_rate_hz=250.0, lead_names=leads)
+    assert len(figure.axes) == len(ecg_plot.STANDARD_ROWS) + 1  # every standard row keeps a lead
+    shown = {text.get_text() for ax in figure.axes for text in ax.texts}
+    assert shown == set(leads) | {"II (rhythm)"}  # the leads not kept (aVR, III, ...) are not drawn
+    assert figure.axes[-1].get_xlim() == (0.0, 5.0)
+    assert ecg_plot.layout(leads)[0][0] == ("I", None, "V1", "V4")  # each lead at its standard place
+    assert ecg_plot.layout(("V1", "X"))[1] == "V1" and ecg_plot.layout(("V1", "X"))[0] == [
+        (None, None, "V1", None), ("X", None, None, None)]
+    with pytest.raises(ValueError):
+        ecg_plot.twelve_lead_figure(_ecg(), "twelve columns, eight names", lead_names=leads)
+    assert_sensible_png(render(figure, tmp_path))
+
+
+def test_the_example_is_decoded_at_the_geometry_of_the_runs_summary():
+    geometry = Geometry(250.0, 5.0, ("I", "II", "V1"))
+    summary = {"decoding": {"geometry": geometry.to_json()}}
+    assert run_geometry(summary) == geometry
+    assert run_geometry({}) == run_geometry({"decoding": {}}) == DEFAULT_GEOMETRY  # a summary before geometry
+    with pytest.raises(ValueError):
+        run_geometry({"decoding": {"geometry": {"leads": []}}})
 
 
 def test_pipeline_page_references_every_figure_and_degrades_without_optional_sections(tmp_path):

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+import wfdb
 from batch_data import HOUR, ecg, lead_moments, run_base, save_record
 from test_pipeline import read_errors, read_examples
 
@@ -331,3 +332,48 @@ def test_a_missing_transform_is_a_configuration_error(tmp_path):
     assert run.code == EXIT_CONFIG
     assert run.err.strip().splitlines()[-1].startswith("error: no transform_fn/ in")
     assert not (tmp_path / "root").exists()
+
+
+def _wfdb_record(folder, name: str, signal: np.ndarray) -> tuple[str, str]:
+    """`name.hea` + `name.dat` (format 16) holding `signal` (mV), written with `wfdb.wrsamp`, an hour old."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wfdb.wrsamp(name, fs=500, units=["mV"] * NUM_LEADS, sig_name=list(LEAD_NAMES), p_signal=signal.astype(np.float64),
+                fmt=["16"] * NUM_LEADS, adc_gain=[1000.0] * NUM_LEADS, baseline=[0] * NUM_LEADS, write_dir=str(folder))
+    paths = str(folder / f"{name}.hea"), str(folder / f"{name}.dat")
+    for path in paths:
+        os.utime(path, (time.time() - HOUR,) * 2)
+    return paths
+
+
+def test_a_wfdb_record_whose_dat_alone_was_redelivered_is_redone(base_run, tmp_path):
+    base, _, _ = base_run
+    incoming, root = tmp_path / "incoming", tmp_path / "root"
+    rng = np.random.default_rng(21)
+    hea, dat = _wfdb_record(incoming, "W1", ecg(rng, shift_std=0.3))
+    _wfdb_record(incoming, "W2", ecg(rng, shift_std=0.3))
+    os.remove(incoming / "W2.dat")  # a header whose signal file never came
+    save_record(incoming, "N1", ecg(rng, shift_std=0.3))
+    budget = ("--max_error_rate", "0.5")
+    first = _reprocess(incoming, root, base, *budget)
+    assert first.code == EXIT_OK, first.err
+    (batch_1,) = _batches(root)
+    assert set(read_examples(root / batch_1, "data")) == {"W1", "N1"}
+    assert read_errors(root / batch_1, "data") == {"W2": Reason.UNREADABLE}
+    assert _consumed(root / batch_1) == {"W1.hea", "W1.dat", "W2.hea", "N1.mat"}
+    assert _ledger(root)["W1.hea"]["signal_files"] == [dat]
+
+    second = _reprocess(incoming, root, base, *budget)
+    assert second.code == EXIT_OK and "nothing new" in second.out, second.err
+
+    header = (os.path.getsize(hea), os.path.getmtime(hea), open(hea, "rb").read())
+    _wfdb_record(tmp_path / "redelivered", "W1", ecg(rng, shift_std=0.3))
+    os.replace(tmp_path / "redelivered" / "W1.dat", dat)  # a new recording, same header
+    assert (os.path.getsize(hea), os.path.getmtime(hea), open(hea, "rb").read()) == header
+    third = _reprocess(incoming, root, base, *budget)
+    assert third.code == EXIT_OK, third.err
+    batch_1, batch_2 = _batches(root)
+    assert _consumed(root / batch_2) == {"W1.hea", "W1.dat"}
+    redone = read_examples(root / batch_2, "data")
+    assert set(redone) == {"W1"}
+    assert not np.allclose(redone["W1"]["ecg"], read_examples(root / batch_1, "data")["W1"]["ecg"])
+    assert _ledger(root)["W1.dat"]["batch"] == batch_2 and _ledger(root)["N1.mat"]["batch"] == batch_1

@@ -347,6 +347,8 @@ def test_short_training_run_learns(pipeline_output, tmp_path):
     with open(tmp_path / layout.METRICS_FILE, encoding="utf-8") as handle:
         validation = json.load(handle)["validation"]
     assert (validation["negatives"], validation["positives"]) == (5, 5)
+    # One window per record: the figures count records, each of its one window.
+    assert (validation["unit"], validation["num_records"], validation["num_windows"]) == ("record", 10, 10)
     assert validation["reliable"] is False and "5 normal and 5 abnormal" in validation["caveat"]
     assert validation["interval_95"]["auc"][0] <= validation["auc"] <= validation["interval_95"]["auc"][1]
     for key in ("accuracy", "auc", "precision", "recall", "f1"):

@@ -4,6 +4,7 @@ the model and its serving signature take the shape the data was built with (read
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from ecg_common.cli import EXIT_OK
 from ecg_common.schema import ECG_KEY, LABEL_KEY, RECORD_ID_KEY, WINDOW_INDEX_KEY
 from trainer import inputs
 from trainer.__main__ import main as train_main
+from trainer.config import TrainConfig
 from trainer.export import SERVING_SIGNATURE, load_serving_model
 from trainer.layout import resolve_export
 from trainer.predict import Prediction, main as predict_main, mean_per_record
@@ -97,6 +99,39 @@ def windowed_model(tmp_path_factory):
 def _rows(path: Path) -> list[dict]:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def test_the_run_report_draws_its_example_at_the_runs_geometry(windowed_model):
+    out, _ = windowed_model
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["report"]["status"] == "written", summary["report"]
+    page = (out / "report" / "index.html").read_text()
+    assert "example_raw.png" in page and "example_normalized.png" in page and "could not be drawn" not in page
+    assert "5 s at 250 Hz, leads I,II,V1,V2,V3,V4,V5,V6" in page
+    assert (out / "report" / "example_raw.png").stat().st_size > 0
+
+
+def test_the_windowed_runs_threshold_and_metrics_count_its_validation_records(windowed_model, tmp_path):
+    out, model = windowed_model
+    metrics = json.loads((model / "metrics.json").read_text())
+    validation = metrics["validation"]
+    held_out = inputs.validation_ids(inputs.scan_records(inputs.split_files(str(out), "train")),
+                                     TrainConfig().val_fraction)
+    assert validation["unit"] == "record"
+    assert validation["num_records"] == validation["num_examples"] == len(held_out) > 0
+    assert validation["num_windows"] == 3 * len(held_out)  # every record is cut into 3 windows
+    assert validation["positives"] + validation["negatives"] == len(held_out)
+    assert len(_rows(model / "validation_predictions.csv")) == len(held_out)
+    # predict's rows per record for the validation records, at the model's threshold, are what was counted.
+    assert predict_main(["--model_dir", str(model), "--data_dir", str(out), "--split", "train",
+                         "--output", str(tmp_path / "train.csv")]) == EXIT_OK
+    rows = [row for row in _rows(tmp_path / "train.csv") if row["record_id"] in held_out]
+    assert len(rows) == len(held_out)
+    confusion = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
+    for row in rows:
+        predicted, truth = int(row["predicted_label"]), int(row["true_label"])
+        confusion[("t" if predicted == truth else "f") + ("p" if predicted else "n")] += 1
+    assert confusion == validation["confusion"]
 
 
 def test_a_model_on_windowed_data_serves_its_shape_and_predicts_per_record(windowed_model, tmp_path):

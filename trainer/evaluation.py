@@ -10,8 +10,12 @@ interval, and `reliable: false` plus a `caveat` when a class has fewer than
 """
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+
 import numpy as np
 
+from ecg_common.predictions import mean_over_windows
 from ecg_common.schema import ABNORMAL, CLASS_NAMES, NORMAL
 
 THRESHOLD_CRITERIA = ("youden", "f1")
@@ -29,6 +33,41 @@ INTERVAL_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "auc
 """Every ratio `binary_metrics` reports gets an interval."""
 _RESAMPLES_PER_CHUNK = 100
 """Resamples drawn at once: bounds memory at about 100 x 3 arrays of the validation size."""
+
+
+UNIT = "record"
+"""What the validation figures count: a record, whose probability is the mean over its windows, as
+predict scores it (`--window_stride_s` data has several windows per record; other data one)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordScores:
+    """Validation scores per record (`per_record`), with how many windows they came from."""
+
+    record_ids: list[str]
+    labels: np.ndarray
+    """[R] (binary) or [R, K] (multi-label): the labels of each record's first window (all its windows share them)."""
+    scores: np.ndarray
+    """Like `labels`: the mean probability over the record's windows."""
+    num_windows: int
+
+    def counts(self) -> dict:
+        """metrics.json's statement of what its validation figures counted."""
+        return {"unit": UNIT, "num_records": len(self.record_ids), "num_windows": self.num_windows}
+
+
+def per_record(record_ids: Sequence[str], labels: np.ndarray, scores: np.ndarray) -> RecordScores:
+    """Window scores (one row per example, in any order) grouped by record and averaged exactly as
+    predict does (`ecg_common.predictions.mean_over_windows`), records in order of first appearance:
+    data of one window per record comes back unchanged, in its order (identical metrics and intervals)."""
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
+    columns = scores.reshape(len(scores), -1)
+    ids, means, _ = mean_over_windows(list(record_ids), columns.tolist())
+    first = {}
+    for index, record_id in enumerate(record_ids):
+        first.setdefault(record_id, index)
+    record_scores = np.array(means, dtype=np.float64).reshape((len(ids),) + scores.shape[1:])
+    return RecordScores(ids, labels[[first[rid] for rid in ids]], record_scores, int(len(scores)))
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -165,6 +204,18 @@ def validation_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float,
     metrics.update(reliability(metrics["positives"], metrics["negatives"]))
     metrics["min_reliable_class_count"] = MIN_RELIABLE_CLASS_COUNT
     return metrics
+
+
+def record_validation(record_ids: Sequence[str], labels: np.ndarray, scores: np.ndarray, criterion: str,
+                      resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, dict, RecordScores]:
+    """(threshold, metrics.json's `validation`, the per-record scores) of a binary model from its
+    validation windows: the threshold is chosen and every figure computed over records (`per_record`),
+    the unit predict decides on, with `unit`, `num_records` and `num_windows` saying so."""
+    records = per_record(record_ids, labels, scores)
+    threshold = choose_threshold(records.labels, records.scores, criterion)
+    metrics = validation_metrics(records.labels, records.scores, threshold, resamples)
+    metrics.update(records.counts())
+    return threshold, metrics, records
 
 
 def _criterion_at(labels: np.ndarray, scores: np.ndarray, thresholds: np.ndarray, criterion: str) -> np.ndarray:

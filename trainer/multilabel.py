@@ -8,7 +8,8 @@ every labelled example instead of `label`. `run` mirrors `train.run` for it:
 - loss: binary cross-entropy with a per-class positive weight n_neg / n_pos (`model.WeightedBinaryCrossentropy`),
   so a rare class is not learned as "always absent" (measured in docs/multi-label.md);
 - early stopping on the validation macro AUC (Keras' AUC over K labels, averaged);
-- per class a threshold chosen on validation (the `--threshold_criterion`), with its AUC and F1;
+- per class a threshold chosen on validation (the `--threshold_criterion`), with its AUC and F1, per
+  record (a record's windows averaged, as predict does: `record_validation`);
   macro AUC and macro F1 over the classes that have both outcomes in validation;
 - export: the serving signatures return `probabilities` [batch, K] and `labels` [batch, K] (each class
   thresholded with its own value); `classes.txt` is copied into the model directory and the version;
@@ -33,6 +34,7 @@ import tensorflow_transform as tft
 
 from ecg_common import scoring
 from ecg_common.layout import CLASSES_FILE
+from ecg_common.predictions import multi_label_rows_per_record as rows_per_record
 from ecg_common.rejections import ConfigurationError, Reason, Rejection
 from ecg_common.schema import CLASSES_KNOWN, ECG_KEY, LABELS_KEY, RECORD_ID_KEY, UNKNOWN_LABEL
 from trainer import evaluation, export, inputs, raw_records, report, sources
@@ -189,12 +191,23 @@ def _to_keras(dataset: tf.data.Dataset) -> tf.data.Dataset:
                        num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _predict(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    labels, scores = [], []
-    for ecg, label in dataset:
-        scores.append(model(ecg, training=False).numpy())
-        labels.append(label.numpy())
-    return np.concatenate(labels).astype(np.int64), np.concatenate(scores)
+def _predict(model: keras.Model, batches: tf.data.Dataset) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(record ids, labels [N, K], probabilities [N, K]) per example (window) over finite parsed batches."""
+    ids, labels, scores = [], [], []
+    for batch in batches:
+        scores.append(model(batch[ECG_KEY], training=False).numpy())
+        labels.append(batch[LABELS_KEY].numpy())
+        ids += [rid.decode("utf-8") for rid in batch[RECORD_ID_KEY].numpy()]
+    return ids, np.concatenate(labels).astype(np.int64), np.concatenate(scores)
+
+
+def record_validation(names: tuple[str, ...], record_ids: list[str], labels: np.ndarray, scores: np.ndarray,
+                      criterion: str) -> tuple[dict, evaluation.RecordScores]:
+    """(metrics.json's `validation`, the per-record scores) from the validation windows: each class's
+    threshold and every figure over records, a record's windows averaged as predict does
+    (`evaluation.per_record`), with `unit`, `num_records` and `num_windows` saying so."""
+    records = evaluation.per_record(record_ids, labels, scores)
+    return {**per_class_metrics(names, records.labels, records.scores, criterion), **records.counts()}, records
 
 
 def _copy_classes(names: tuple[str, ...], *folders: str) -> None:
@@ -227,8 +240,9 @@ def run(data_dir: str, model_dir: str, config: TrainConfig = TrainConfig(), extr
     train_ds = _to_keras(inputs.input_fn(examples, spec, config.batch_size, record_ids=train_ids, shuffle=True,
                                          seed=config.seed, shuffle_buffer=min(len(train_ids), 1024),
                                          num_examples=int((~is_val).sum())))
-    val_ds = _to_keras(inputs.input_fn(examples, spec, config.batch_size, record_ids=val_ids,
-                                       num_examples=int(is_val.sum())))
+    val_batches = inputs.input_fn(examples, spec, config.batch_size, record_ids=val_ids,
+                                  num_examples=int(is_val.sum()))
+    val_ds = _to_keras(val_batches)
 
     _clear_previous_run(model_dir)
     model = build_model(config.filters, config.kernel_size, config.dropout, config.learning_rate,
@@ -239,8 +253,9 @@ def run(data_dir: str, model_dir: str, config: TrainConfig = TrainConfig(), extr
                                                    restore_best_weights=True)
     history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, verbose=2, shuffle=False,
                         callbacks=[early_stopping, throughput, ScalarSummaries(os.path.join(model_dir, LOGS_DIR))])
-    val_labels, val_scores = _predict(model, val_ds)
-    evaluated = per_class_metrics(names, val_labels, val_scores, config.threshold_criterion)
+    # Per record, as predict decides: a record's windows are averaged before the thresholds are chosen.
+    evaluated, per_record = record_validation(names, *_predict(model, val_batches), config.threshold_criterion)
+    val_labels, val_scores = per_record.labels, per_record.scores
     thresholds = [evaluated["per_class"][n]["threshold"] for n in names]
     val_auc_history = history.history["val_auc"]
     metrics = {
@@ -292,15 +307,18 @@ def summary_line(metrics: dict) -> str:
 
 def predict_rows(export_dir: str, data_dir: str, split: str, batch_size: int = 64) -> tuple[tuple[str, ...], list]:
     """(class names, rows of (record_id, [K probabilities], [K predicted 0/1])) for `data_dir/<split>`,
-    sorted by record id, through the export's `transformed` signature (its per-class thresholds)."""
+    through the export's `transformed` signature and its per-class thresholds, one row per record
+    (`rows_per_record`: a record cut into windows gets their mean)."""
     names = class_names(os.path.join(export_dir, export.layout.EXTRA_ASSETS_DIR))
     spec = parsing_spec(export.transformed_feature_spec(export_dir), len(names))
     loaded = export.load_serving_model(export_dir)
     score = loaded.signatures[export.TRANSFORMED_SIGNATURE]
-    rows = []
+    ids, probabilities = [], []
     for batch in inputs.input_fn(inputs.read_examples(inputs.split_files(data_dir, split)), spec, batch_size):
-        rows += scoring.score_parsed_multi_label(score, batch)  # fixed-size calls, as nightly scoring's
-    return names, sorted(rows)
+        for rid, p, _ in scoring.score_parsed_multi_label(score, batch):  # fixed-size calls, as nightly's
+            ids.append(rid)
+            probabilities.append(p)
+    return names, rows_per_record(ids, probabilities, scoring.model_thresholds(loaded))
 
 
 def predict_records_rows(model_dir: str, export_dir: str, paths: list[str],

@@ -15,8 +15,8 @@ with nightly scoring), one row per record, sorted by record id;
 model's threshold; `--per_window` writes one row per window instead, with a `window_index` column. When the split carries true labels
 (TRAIN, or TEST with answers), the CLI also reports how the predictions score against them.
 
-`--records` scores raw recordings instead (`.mat` files, with their `.hea` headers, or folders of
-them): each is decoded by the pipeline's sandboxed decoder with the options the training data was
+`--records` scores raw recordings instead (`.mat` files, with their `.hea` headers, WFDB records given
+by their `.hea` or `.dat`, or folders of them: `raw_records`): each is decoded by the pipeline's sandboxed decoder with the options the training data was
 decoded with (`MODEL/decoding.json`), checked for millivolt amplitudes (`export.lead_amplitude_problem`)
 and scored through the `serving_default` signature, which applies the saved tf.Transform and the threshold itself. The
 CSV then has a fifth column, `error`: empty for a scored record, else the reason code of a file that
@@ -186,7 +186,8 @@ def build_parser() -> CommandLineParser:
     source = parser.add_mutually_exclusive_group()  # one is required: checked in main, after unknown options
     source.add_argument("--data_dir", help="the pipeline's --output_dir")
     source.add_argument("--records", nargs="+", metavar="PATH",
-                        help="raw .mat files (with their .hea) or folders of them, instead of --data_dir/--split")
+                        help="raw .mat files (with their .hea), WFDB records (.hea with its .dat) or folders of "
+                             "them, instead of --data_dir/--split")
     parser.add_argument("--split", help=f"a split folder of data_dir (default {TEST_SPLIT})")
     parser.add_argument("--output", required=True, help="CSV file to write")
     parser.add_argument("--per_window", action="store_true",

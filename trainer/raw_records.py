@@ -2,8 +2,14 @@
 pipeline's own sandboxed decoder, with the pipeline's options, to the (5000, 12) mV array it scores.
 
 A folder is searched recursively for `.mat` files, each paired with its `.hea` header by the
-pipeline's rule (`ecg_decode.pairing`); a file given by name is paired with a header beside it. A
-`.hea` given by name stands for its `.mat`. The child process opens every file itself, refusing a
+pipeline's rule (`ecg_decode.pairing`), and for WFDB records (a `.hea` with no `.mat` beside it, and the
+signal files it names, e.g. `NAME.dat`), exactly the records the pipeline's discovery finds; a file
+given by name is paired with a header beside it. A `.hea` given by name stands for its `.mat`, or, with
+no `.mat` beside it, is a WFDB record. A `.dat` given by name stands for the WFDB record of the `.hea`
+at the same base (the CSV row names that `.hea`); with no such header (or with a `.mat` there, whose
+sidecar that `.hea` is) it is a `not_matlab` row. A WFDB record is sent to the child as the pipeline
+sends it (a `LocalFile` of its `.hea`, no separate header): the child reads the signal files the
+header names, from the header's folder. The child process opens every file itself, refusing a
 link out of the folder given (or, for a file given by name, out of its own folder), a FIFO or a
 file over the size limit, exactly as in the pipeline. Every file ends up decoded or with a
 `Rejection` (a reason code of `ecg_common/rejections.py`): nothing given is dropped.
@@ -17,7 +23,8 @@ import numpy as np
 
 from ecg_common.rejections import ConfigurationError, DecodeError, Reason, Rejection
 from ecg_decode.file_limits import MAX_FILE_BYTES, MAX_HEADER_BYTES
-from ecg_decode.pairing import HEADER_SUFFIX, MAT_SUFFIX, header_for, headers_by_base, is_header, is_record
+from ecg_decode.pairing import (HEADER_SUFFIX, MAT_SUFFIX, SIGNAL_SUFFIX, header_for, headers_by_base, is_header,
+                                is_record, is_signal_file, wfdb_records)
 from ecg_decode.decoding.windows import cut_windows
 from ecg_decode.sandbox.pool import pool_for
 from ecg_decode.sandbox.protocol import DecodeLimits, LocalFile
@@ -26,7 +33,8 @@ from trainer.layout import DecodingOptions
 
 @dataclasses.dataclass(frozen=True)
 class RawRecord:
-    """One recording to score: its `.mat`, its header if any, the folder it must stay inside."""
+    """One recording to score: its `.mat` (or a WFDB record's `.hea`), its header if any (never for a WFDB
+    record), the folder it must stay inside."""
 
     record_id: str
     path: str
@@ -67,15 +75,23 @@ def _siblings(path: str) -> list[str]:
 
 
 def _given_file(path: str) -> RawRecord:
-    """A file named on the command line: a `.mat`, a `.hea` standing for its `.mat`, or neither."""
+    """A file named on the command line: a `.mat`, a `.hea` standing for its `.mat` or for a WFDB record,
+    a `.dat` standing for the WFDB record of its `.hea`, or none of these."""
     root = os.path.dirname(os.path.abspath(path))
     siblings = _siblings(path)
+    if is_signal_file(path):
+        base = path[: -len(SIGNAL_SUFFIX)]
+        headers = [p for p in wfdb_records(siblings) if p[: -len(HEADER_SUFFIX)] == base]
+        if not headers:
+            return RawRecord(record_id_of(path), path, None, root, Rejection(
+                record_id_of(path), path, Reason.NOT_MATLAB, "a WFDB signal file without a WFDB header "
+                "(NAME.hea, with no NAME.mat) beside it: give the .hea"))
+        return RawRecord(record_id_of(headers[0]), headers[0], None, root)
     if is_header(path):
         base = path[: -len(HEADER_SUFFIX)]
         mats = [p for p in siblings if is_record(p) and p[: -len(MAT_SUFFIX)] == base]
-        if not mats:
-            return RawRecord(record_id_of(path), path, path, root, Rejection(
-                record_id_of(path), path, Reason.NOT_MATLAB, "a WFDB header without its .mat file"))
+        if not mats:  # a WFDB record: its signal files are the ones its header names
+            return RawRecord(record_id_of(path), path, None, root)
         path = mats[0]
     elif not is_record(path):
         return RawRecord(record_id_of(path), path, None, root,
@@ -97,7 +113,9 @@ def find_raw_records(paths: list[str]) -> list[RawRecord]:
             headers = headers_by_base(files)
             root = os.path.abspath(given)
             found += [RawRecord(r.record_id, r.path, None, root, r) for r in unlistable]
-            found += [RawRecord(record_id_of(p), p, header_for(p, headers), root) for p in files if is_record(p)]
+            wfdb = set(wfdb_records(files))
+            found += [RawRecord(record_id_of(p), p, None if p in wfdb else header_for(p, headers), root)
+                      for p in files if is_record(p) or p in wfdb]
         elif os.path.lexists(given):
             found.append(_given_file(given))
         else:

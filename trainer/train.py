@@ -7,9 +7,10 @@ stopping on validation AUC, picks the decision threshold on validation, and writ
     serving/<n>/   a new SavedModel version (raw ECG -> P(abnormal) and the thresholded label; older
                    versions are kept), see `trainer.export`
     model.keras    the Keras model (best weights), for inspection or fine-tuning
-    metrics.json   validation metrics at the threshold with their counts, bootstrap 95% intervals and
+    metrics.json   validation metrics per record (its windows averaged, as predict does) at the threshold
+                   with their counts, bootstrap 95% intervals and
                    reliability (`evaluation.validation_metrics`), the threshold, class counts, epochs run
-    validation_predictions.csv   true_label,probability of every validation record (for the ROC)
+    validation_predictions.csv   true_label,probability of every validation record, its windows' mean (for the ROC)
     decoding.json  the decoding options of the training data (from its run_summary.json), for predict --records
     report/        index.html with learning curves, ROC, confusion matrix, histograms (`trainer.report`)
     logs/          TensorBoard event files (train/ and validation/)
@@ -30,7 +31,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from ecg_common.rejections import ConfigurationError
-from ecg_common.schema import ABNORMAL, CLASS_NAMES, ECG_KEY, NORMAL, UNKNOWN_LABEL
+from ecg_common.schema import ABNORMAL, CLASS_NAMES, ECG_KEY, LABEL_KEY, NORMAL, RECORD_ID_KEY, UNKNOWN_LABEL
 from trainer import evaluation, export, inputs, report, sources
 from trainer.config import TrainConfig
 from trainer.layout import (LOGS_DIR, METRICS_FILE, MODEL_FILE, VALIDATION_PREDICTIONS_FILE, adopt_unversioned_export,
@@ -123,13 +124,14 @@ def class_weights(counts: dict[int, int]) -> dict[int, float]:
     return {label: total / (len(counts) * count) for label, count in counts.items()}
 
 
-def _predict(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, probabilities) over a finite (ecg, label) dataset, in its order."""
-    labels, scores = [], []
-    for ecg, label in dataset:
-        scores.append(model(ecg, training=False).numpy().reshape(-1))
-        labels.append(label.numpy().reshape(-1))
-    return np.concatenate(labels).astype(np.int64), np.concatenate(scores)
+def _predict(model: keras.Model, batches: tf.data.Dataset) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(record ids, labels, probabilities) per example (window) over finite parsed batches, in their order."""
+    ids, labels, scores = [], [], []
+    for batch in batches:
+        scores.append(model(batch[ECG_KEY], training=False).numpy().reshape(-1))
+        labels.append(batch[LABEL_KEY].numpy().reshape(-1))
+        ids += [rid.decode("utf-8") for rid in batch[RECORD_ID_KEY].numpy()]
+    return ids, np.concatenate(labels).astype(np.int64), np.concatenate(scores)
 
 
 def _clear_previous_run(model_dir: str) -> None:
@@ -192,8 +194,9 @@ def run(data_dir: str, model_dir: str, config: TrainConfig = TrainConfig(), extr
     train_ds = inputs.to_keras(inputs.input_fn(
         examples, spec, config.batch_size, record_ids={r.record_id for r in train_records}, shuffle=True,
         seed=config.seed, shuffle_buffer=min(len(train_records), 1024), num_examples=len(train_records)))
-    val_ds = inputs.to_keras(inputs.input_fn(examples, spec, config.batch_size, record_ids=held_out,
-                                             num_examples=len(val_records)))
+    val_batches = inputs.input_fn(examples, spec, config.batch_size, record_ids=held_out,
+                                  num_examples=len(val_records))
+    val_ds = inputs.to_keras(val_batches)
 
     _clear_previous_run(model_dir)
     model = build_model(config.filters, config.kernel_size, config.dropout, config.learning_rate,
@@ -206,13 +209,14 @@ def run(data_dir: str, model_dir: str, config: TrainConfig = TrainConfig(), extr
                         callbacks=[early_stopping, throughput, ScalarSummaries(os.path.join(model_dir, LOGS_DIR))])
     training_seconds = time.perf_counter() - started
 
-    labels, scores = _predict(model, val_ds)
-    threshold = evaluation.choose_threshold(labels, scores, config.threshold_criterion)
+    # Per record, as predict decides: a record's windows are averaged before the threshold is chosen.
+    threshold, validation, per_record = evaluation.record_validation(*_predict(model, val_batches),
+                                                                     config.threshold_criterion)
     val_auc_history = history.history["val_auc"]
     metrics = {
         "threshold": threshold,
         "threshold_criterion": config.threshold_criterion,
-        "validation": evaluation.validation_metrics(labels, scores, threshold),
+        "validation": validation,
         "class_counts": {"train": _named(train_counts), "validation": _named(val_counts)},
         "class_weight": {CLASS_NAMES[label]: weight for label, weight in weights.items()},
         "epochs_run": len(val_auc_history),
@@ -231,7 +235,8 @@ def run(data_dir: str, model_dir: str, config: TrainConfig = TrainConfig(), extr
     transform = {"data_dir": data_dir, sources.LEAD_STATISTICS_KEY: sources.lead_statistics(data_dir)}
     version, _ = export.export_serving_model(model, tft_output, threshold, model_dir, transform)
     metrics["serving_version"] = version
-    write_validation_predictions(os.path.join(model_dir, VALIDATION_PREDICTIONS_FILE), labels, scores)
+    write_validation_predictions(os.path.join(model_dir, VALIDATION_PREDICTIONS_FILE), per_record.labels,
+                                 per_record.scores)
     write_decoding_options(model_dir, inputs.decoding_options(data_dir))  # predict --records decodes alike
     metrics["report"] = report.build_safely(model_dir, metrics)  # never raises: a report cannot cost the model
     with open(os.path.join(model_dir, METRICS_FILE), "w", encoding="utf-8") as handle:

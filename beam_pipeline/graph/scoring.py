@@ -7,7 +7,7 @@ The examples scored are the very bytes written to the shards, parsed and scored 
 `python -m trainer.predict --data_dir ROOT/batch-X --split data` writes for it. A record cut into
 windows (`--window_stride_s`) gets one row, the mean over its windows thresholded at the model's
 threshold (`ecg_common.predictions.mean_per_record`, predict's default); a multi-label model's CSV
-is `ecg_common.predictions.multi_label_csv_text` of the rows `ecg_common.scoring` gives, as predict's.
+is `ecg_common.predictions.multi_label_csv_text` of `multi_label_rows_per_record`, as predict's.
 
 Why a DoFn of our own rather than RunInference with `TFModelHandlerTensor`: Beam 2.77's TensorFlow
 handler does not import here (`ModuleNotFoundError: No module named 'tensorflow_hub'`: it needs
@@ -32,7 +32,7 @@ from apache_beam.utils.shared import Shared
 from beam_pipeline.graph.read import METRICS_NAMESPACE
 from beam_pipeline.graph.settings import ScoringModel
 from ecg_common import scoring
-from ecg_common.predictions import csv_text, mean_per_record, multi_label_csv_text
+from ecg_common.predictions import csv_text, mean_per_record, multi_label_csv_text, multi_label_rows_per_record
 
 PREDICTIONS_COUNTER = "predictions_written"
 """Examples (windows) scored: every example written to the shards must be."""
@@ -54,8 +54,9 @@ class _LoadedExport:
 
 
 class ScoreExamplesFn(beam.DoFn):
-    """A list of serialized transformed examples -> per example, (threshold, Prediction) for a binary
-    model (the threshold the record's mean over its windows is compared with), or a multi-label row."""
+    """A list of serialized transformed examples -> per example (window), (threshold, Prediction) for a
+    binary model, (per-class thresholds, multi-label row) for a multi-label one: the thresholds the
+    record's mean over its windows is compared with when the rows are gathered (`predictions_text`)."""
 
     def __init__(self, export_dir: str):
         self._export_dir = export_dir
@@ -68,7 +69,9 @@ class ScoreExamplesFn(beam.DoFn):
     def process(self, serialized: list[bytes]):
         export = self._export
         if export.class_names is not None:
-            rows = scoring.score_serialized_multi_label(export.score, export.spec, serialized)
+            thresholds = scoring.model_thresholds(export.loaded)
+            rows = [(thresholds, row) for row in scoring.score_serialized_multi_label(export.score, export.spec,
+                                                                                      serialized)]
         else:
             threshold = scoring.model_threshold(export.loaded)
             rows = [(threshold, p) for p in scoring.score_serialized(export.score, export.spec, serialized)]
@@ -77,11 +80,13 @@ class ScoreExamplesFn(beam.DoFn):
 
 
 def predictions_text(scored: list, class_names: tuple[str, ...] | None) -> tuple[str, int]:
-    """(predict's CSV of `ScoreExamplesFn`'s outputs, its rows): a binary model's windows averaged per
-    record by `mean_per_record` (predict's default), a multi-label model's rows as predict writes them."""
-    if class_names is not None:
-        return multi_label_csv_text(class_names, scored), len(scored)
+    """(predict's CSV of `ScoreExamplesFn`'s outputs, its rows): the windows averaged per record as predict
+    does, by `mean_per_record` (binary) or `multi_label_rows_per_record` (multi-label)."""
     threshold = scored[0][0] if scored else math.nan  # no window, no record: the threshold is not used
+    if class_names is not None:
+        rows = multi_label_rows_per_record([rid for _, (rid, _, _) in scored], [p for _, (_, p, _) in scored],
+                                           threshold)
+        return multi_label_csv_text(class_names, rows), len(rows)
     records = mean_per_record([p for _, p in scored], threshold)
     return csv_text(records), len(records)
 

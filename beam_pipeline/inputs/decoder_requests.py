@@ -12,6 +12,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_pipeline.inputs.discovery import RecordSource
 from beam_pipeline.inputs.local_files import is_local
 from ecg_common.rejections import DecodeError, Reason, Rejection
+from ecg_common.schema import DEFAULT_GEOMETRY, Geometry
 from ecg_decode.decoding.wfdb_header import parse_header
 from ecg_decode.decoding.wfdb_signal import signal_file_names
 from ecg_decode.file_limits import MAX_FILE_BYTES, MAX_HEADER_BYTES, TooLarge, read_at_most
@@ -72,15 +73,18 @@ def decoder_request(source: RecordSource) -> tuple[bytes | LocalFile | WfdbBytes
 
 
 def decode_in_sandbox(source: RecordSource, *, default_sampling_rate: float, pad_short: bool,
-                      limits: DecodeLimits = DecodeLimits()) -> np.ndarray | Rejection:
-    """One record decoded by a child of this process's pool: the (samples, leads) mV array, or why not."""
+                      limits: DecodeLimits = DecodeLimits(), geometry: Geometry = DEFAULT_GEOMETRY
+                      ) -> np.ndarray | Rejection:
+    """One record decoded by a child of this process's pool: the (samples, leads) mV array of its
+    first window at `geometry` (the run's rate, window and leads), or why not."""
     request = decoder_request(source)
     if isinstance(request, Rejection):
         return request
     pool = pool_for(limits)
     decoder = pool.acquire()
     try:
-        result = decoder.decode(*request, default_sampling_rate=default_sampling_rate, pad_short=pad_short)
+        result = decoder.decode(*request, default_sampling_rate=default_sampling_rate, pad_short=pad_short,
+                                 geometry=geometry)
     finally:
         pool.release(decoder)
     if isinstance(result, DecodeError):

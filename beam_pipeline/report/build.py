@@ -36,7 +36,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.inputs.discovery import RecordSource
 from beam_pipeline.inputs.local_files import is_local
-from beam_pipeline.report.example import Example, choose_example, example_figures
+from beam_pipeline.report.ecg_plot import layout as ecg_layout
+from beam_pipeline.report.example import Example, choose_example, example_figures, run_geometry
 from beam_pipeline.report.figures import (CLASS_BALANCE_PNG, COUNTS_PNG, EXAMPLE_NORMALIZED_PNG, EXAMPLE_RAW_PNG,
                                           LEAD_STATISTICS_PNG, QUALITY_PNG, class_balance_figure, counts_figure,
                                           lead_statistics_figure, quality_figure, quality_flags)
@@ -44,7 +45,7 @@ from beam_pipeline.report.written import flagged_paths, written_sources
 from ecg_common import report_page
 from ecg_common.layout import REPORT_DIR, SUMMARY_CLASSES_KEY, SUMMARY_FILE
 from ecg_common.report_page import Section, Table, text
-from ecg_common.schema import LEAD_NAMES, TRAIN_SPLIT
+from ecg_common.schema import DEFAULT_GEOMETRY, LEAD_NAMES, TRAIN_SPLIT, Geometry
 
 STATUS_WRITTEN, STATUS_FAILED = "written", "failed"
 _log = logging.getLogger(__name__)
@@ -120,15 +121,21 @@ def _statistics_section(summary: dict, figures: dict[str, str]) -> Section:
                    [table], [figures[LEAD_STATISTICS_PNG]])
 
 
-def _example_section(example: Example | None, figures: dict[str, str], problem: str | None) -> Section:
+def _example_section(example: Example | None, figures: dict[str, str], problem: str | None,
+                     geometry: Geometry = DEFAULT_GEOMETRY) -> Section:
     if example is None or problem:
         return Section("One example record", [text(problem or "no training example was written")])
     where = text(example.path) + (f" (header {text(example.header_path)})" if example.header_path else "")
+    window = geometry.window_s
+    rhythm = ecg_layout(geometry.lead_names)[1]
     return Section("One example record, before and after normalization",
                    [f"Record <b>{text(example.record_id)}</b> from {where}: the first written training record "
-                    "without a quality flag (the first written one if every record is flagged). Standard layout: three rows of four 2.5 s columns, each from its "
-                    "own quarter of the 10 s, and lead II over 10 s as a rhythm strip. The normalized version "
-                    "is the raw record run through the saved transform graph, exactly what the TFRecords hold."],
+                    "without a quality flag (the first written one if every record is flagged), its first "
+                    f"{window:g} s window as the run decoded it ({text(geometry.describe())}). Standard layout: "
+                    f"rows of four {window / 4:g} s columns, each from its own quarter of the {window:g} s (a lead "
+                    f"the run does not keep leaves its column blank), and lead {text(rhythm)} over {window:g} s as "
+                    "a rhythm strip. The normalized version is the raw record run through the saved transform "
+                    "graph, exactly what the TFRecords hold."],
                    figures=[figures[EXAMPLE_RAW_PNG], figures[EXAMPLE_NORMALIZED_PNG]])
 
 
@@ -181,16 +188,17 @@ def build(out_dir: str, summary: dict, example: Example | None, transform_dir: s
     save(CLASS_BALANCE_PNG, class_balance_figure(summary))
     save(LEAD_STATISTICS_PNG, lead_statistics_figure(summary))
     save(QUALITY_PNG, quality_figure(summary))
-    problem = None
+    problem, geometry = None, DEFAULT_GEOMETRY
     if example is not None:
         try:
-            raw, normalized = example_figures(transform_dir or out_dir, example)
+            geometry = run_geometry(summary)  # the run's rate, window and leads: what its graph takes
+            raw, normalized = example_figures(transform_dir or out_dir, example, geometry)
             save(EXAMPLE_RAW_PNG, raw)
             save(EXAMPLE_NORMALIZED_PNG, normalized)
         except (OSError, ValueError) as error:  # the file vanished or changed since the run read it
             problem = f"the example record could not be drawn: {error}"
     sections = _count_sections(summary, figures) + [_statistics_section(summary, figures),
-                                                    _example_section(example, figures, problem)]
+                                                    _example_section(example, figures, problem, geometry)]
     sections.append(_quality_section(summary, figures))
     index = report_page.write_page(folder, "ECG pipeline run report", _intro(summary), sections)
     if local != destination:

@@ -52,6 +52,26 @@ _LEFT_IN, _RIGHT_IN, _TOP_IN, _BOTTOM_IN, _GAP_IN = 0.7, 0.25, 0.5, 0.5, 0.08
 """Figure margins and the gap between rows, in inches, so a strip is exactly STRIP_WIDTH_IN wide."""
 
 
+Row = tuple[str | None, ...]
+
+
+def layout(lead_names: tuple[str, ...]) -> tuple[list[Row], str]:
+    """(rows of four columns, the rhythm lead) for a record of `lead_names` (the run's `--leads`).
+
+    The 12 leads give the standard 3 x 4 arrangement. A subset keeps each lead at its standard place
+    (a column of a lead not recorded stays blank, a row of none is dropped) so a reader finds V1 where
+    it always is; a lead of another name follows in extra rows. The rhythm strip is II, else the first lead."""
+    known = {name.lower(): name for name in lead_names}
+    rows = [tuple(known.get(lead.lower()) for lead in row) for row in STANDARD_ROWS]
+    rows = [row for row in rows if any(row)]
+    placed = {lead for row in rows for lead in row if lead}
+    others = [lead for lead in lead_names if lead not in placed]
+    columns = len(STANDARD_ROWS[0])
+    rows += [tuple(others[i:i + columns]) + (None,) * (columns - len(others[i:i + columns]))
+             for i in range(0, len(others), columns)]
+    return rows, known.get(RHYTHM_LEAD.lower(), lead_names[0])
+
+
 def _row_limits(segments: list[np.ndarray], span: float) -> tuple[float, float]:
     """Y limits of height `span` centred on the middle of what the row shows."""
     low = min(float(s.min()) for s in segments)
@@ -60,14 +80,14 @@ def _row_limits(segments: list[np.ndarray], span: float) -> tuple[float, float]:
     return middle - span / 2.0, middle + span / 2.0
 
 
-def _row_span(ecg: np.ndarray) -> float:
+def _row_span(ecg: np.ndarray, rows: list[Row], rhythm_lead: str, lead_names: tuple[str, ...]) -> float:
     """One amplitude range for every row (as on paper), rounded up to whole large boxes."""
     quarter = ecg.shape[0] // 4
     widest = 0.0
-    for row in STANDARD_ROWS:
-        segments = [ecg[c * quarter:(c + 1) * quarter, LEAD_NAMES.index(lead)] for c, lead in enumerate(row)]
+    for row in rows:
+        segments = [ecg[c * quarter:(c + 1) * quarter, lead_names.index(lead)] for c, lead in enumerate(row) if lead]
         widest = max(widest, max(float(s.max()) for s in segments) - min(float(s.min()) for s in segments))
-    rhythm = ecg[:, LEAD_NAMES.index(RHYTHM_LEAD)]
+    rhythm = ecg[:, lead_names.index(rhythm_lead)]
     widest = max(widest, float(rhythm.max() - rhythm.min()), MIN_ROW_SPAN)
     padded = widest * 1.1
     return math.ceil(padded / LARGE_BOX_UNIT) * LARGE_BOX_UNIT
@@ -117,18 +137,21 @@ def _label(ax, x: float, top: float, text: str) -> None:
 
 
 def twelve_lead_figure(ecg: np.ndarray, title: str, unit: str = "mV",
-                       sampling_rate_hz: float = SAMPLING_RATE_HZ):
-    """A matplotlib Figure of one (samples, 12) record, leads in LEAD_NAMES order, in the standard layout."""
+                       sampling_rate_hz: float = SAMPLING_RATE_HZ, lead_names: tuple[str, ...] = LEAD_NAMES):
+    """A matplotlib Figure of one (samples, leads) record, columns in `lead_names` order (the run's
+    geometry; the 12 leads by default), in the standard layout (`layout`)."""
     from matplotlib.figure import Figure
 
     ecg = np.asarray(ecg, dtype=np.float64)
-    if ecg.ndim != 2 or ecg.shape[1] != len(LEAD_NAMES):
-        raise ValueError(f"expected (samples, {len(LEAD_NAMES)}), got {ecg.shape}")
+    lead_names = tuple(lead_names)
+    if ecg.ndim != 2 or ecg.shape[1] != len(lead_names):
+        raise ValueError(f"expected (samples, {len(lead_names)}), got {ecg.shape}")
     num_samples = ecg.shape[0]
     seconds = num_samples / sampling_rate_hz
     time = np.arange(num_samples) / sampling_rate_hz
     quarter = num_samples // 4
-    span = _row_span(ecg)
+    lead_rows, rhythm_lead = layout(lead_names)
+    span = _row_span(ecg, lead_rows, rhythm_lead, lead_names)
 
     inches_per_second = STRIP_WIDTH_IN / seconds
     standard_row_in = span * inches_per_second * PAPER_GAIN_MM_PER_UNIT / PAPER_SPEED_MM_PER_S
@@ -139,27 +162,28 @@ def twelve_lead_figure(ecg: np.ndarray, title: str, unit: str = "mV",
              else f"{PAPER_SPEED_MM_PER_S:g} mm/s, amplitude compressed to {mm_per_unit:.1f} mm/{unit}; "
                   f"boxes {SMALL_BOX_UNIT * box_factor:g} and {LARGE_BOX_UNIT * box_factor:g} {unit}")
 
-    rows = len(STANDARD_ROWS) + 1
+    rows = len(lead_rows) + 1
     width, height = STRIP_WIDTH_IN + _LEFT_IN + _RIGHT_IN, rows * (row_in + _GAP_IN) + _TOP_IN + _BOTTOM_IN
     figure = Figure(figsize=(width, height), facecolor="white")
     grid = figure.add_gridspec(rows, 1, hspace=_GAP_IN / row_in, left=_LEFT_IN / width, right=1 - _RIGHT_IN / width,
                                top=1 - _TOP_IN / height, bottom=_BOTTOM_IN / height)
-    for r, leads in enumerate(STANDARD_ROWS):
+    for r, row in enumerate(lead_rows):
         ax = figure.add_subplot(grid[r])
         columns = [slice(c * quarter, (c + 1) * quarter if c < 3 else num_samples) for c in range(4)]
-        segments = [ecg[cols, LEAD_NAMES.index(lead)] for cols, lead in zip(columns, leads)]
+        shown = [(cols, lead) for cols, lead in zip(columns, row) if lead]  # a lead not recorded: blank
+        segments = [ecg[cols, lead_names.index(lead)] for cols, lead in shown]
         low, high = _row_limits(segments, span)
         _paper_axes(ax, seconds, (low, high), unit, show_time=False, box_factor=box_factor)
-        for cols, lead, segment in zip(columns, leads, segments):
+        for (cols, lead), segment in zip(shown, segments):
             ax.plot(time[cols], segment, color=TRACE_COLOR, linewidth=0.7)
             _label(ax, time[cols.start], high, lead)
             if cols.start:
                 ax.axvline(time[cols.start], ymin=0.3, ymax=0.7, color=TRACE_COLOR, linewidth=1.0)
     ax = figure.add_subplot(grid[rows - 1])
-    rhythm = ecg[:, LEAD_NAMES.index(RHYTHM_LEAD)]
+    rhythm = ecg[:, lead_names.index(rhythm_lead)]
     low, high = _row_limits([rhythm], span)
     _paper_axes(ax, seconds, (low, high), unit, show_time=True, box_factor=box_factor)
     ax.plot(time, rhythm, color=TRACE_COLOR, linewidth=0.7)
-    _label(ax, 0.0, high, f"{RHYTHM_LEAD} (rhythm)")
+    _label(ax, 0.0, high, f"{rhythm_lead} (rhythm)")
     figure.suptitle(f"{title}    [{scale}]", fontsize=11, x=0.05, ha="left")
     return figure

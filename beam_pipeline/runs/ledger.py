@@ -1,10 +1,20 @@
 """Which input files have been published, in which batch: the ledger under ROOT and each batch's manifest.
 
     ROOT/ledger.jsonl             a header line {"format", "batches", "transform"}, then one line per input
-                                  file: {"path", "size", "mtime", "sha256", "batch"}, sorted by path
+                                  file: {"path", "size", "mtime", "sha256", "batch"}, sorted by path; the
+                                  line of a WFDB record's `.hea` also has "signal_files": the paths of
+                                  the signal files it names (each of which has a line of its own)
     ROOT/batch-*/inputs.jsonl     the same lines for the files that batch consumed (its manifest)
 
-A file is new when its path is not in the ledger, changed when its size or content hash differs.
+A file is new when its path is not in the ledger, changed when its size or content hash differs. A
+record is new or changed when any file it is decoded from is: its `.mat` and `.hea`, or a WFDB
+record's `.hea` and every signal file it names (`scan_signal_files`), so a re-delivered `.dat` under
+an unchanged header is reprocessed. A signal file the header names but the listing lacks is not
+recorded: the record is rejected when decoded (`unreadable`), and is changed again once it arrives.
+The header's "signal_files" spare reading every unchanged header every night to learn its files.
+A ledger line without "signal_files" (written before they were recorded) is read as before; its
+header is read once, and the signal files it names are recorded as they are now, with the header's
+batch, without republishing the record (no state of them was kept to compare with).
 Hashing every file every night would read the whole archive, so a file whose size and modification
 time both match its ledger line is taken as unchanged without reading it; one whose time moved but
 whose content hash did not (touched, copied with a new time) is not reprocessed either.
@@ -43,7 +53,8 @@ from typing import BinaryIO
 from apache_beam.io.filesystem import CompressionTypes, FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipeline.inputs.local_files import is_local
+from beam_pipeline.inputs.local_files import UnlistableDirectory, is_local
+from beam_pipeline.inputs.record_files import signal_files_of
 from ecg_common.rejections import ConfigurationError, Reason
 from ecg_decode.file_limits import MAX_FILE_BYTES
 from ecg_decode.opening import Refused, open_local
@@ -72,9 +83,22 @@ class FileState:
     mtime: float
     sha256: str
     batch: str = ""
+    signal_files: tuple[str, ...] | None = None
+    """A WFDB record's `.hea`: the paths of the signal files it names; None for any other file (and
+    for a header whose line was written before they were recorded)."""
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
+        fields = dataclasses.asdict(self)
+        if self.signal_files is None:  # every other line stays as it always was
+            del fields["signal_files"]
+        else:
+            fields["signal_files"] = list(self.signal_files)
+        return json.dumps(fields)
+
+    @classmethod
+    def from_json(cls, row: dict) -> FileState:
+        files = row.get("signal_files")
+        return cls(**{**row, "signal_files": None if files is None else tuple(files)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,12 +205,50 @@ def scan(listing: Iterable[FileMetadata], ledger: Ledger, settled_before: float,
             continue
         state = FileState(meta.path, meta.size_in_bytes, meta.last_updated_in_seconds, sha256_of(meta.path, root))
         if known and state.sha256 != NOT_HASHED and (known.size, known.sha256) == (state.size, state.sha256):
-            state = dataclasses.replace(state, batch=known.batch)
+            state = dataclasses.replace(state, batch=known.batch, signal_files=known.signal_files)
             touched.append(state)
         else:
             changed.add(meta.path)
         states[meta.path] = state
     return Scan(states, frozenset(changed), tuple(touched), frozenset(unsettled))
+
+
+def scan_signal_files(scanned: Scan, ledger: Ledger, headers: Iterable[str], listing: Iterable[FileMetadata],
+                      settled_before: float, root: str | None = None) -> Scan:
+    """`scanned` (a scan of the records' `.mat` and `.hea` files) extended to the signal files of the WFDB
+    records whose headers are `headers`, so a record counts as changed when any of them is.
+
+    A header's signal files are those its ledger line recorded when the header has not changed since
+    (same size and time, or same content), else those it names now (`record_files.signal_files_of`,
+    read within the limits); its state carries them (`signal_files`). Those in `listing` are compared
+    with the ledger like any file. A ledger line of before signal files were recorded names none: the
+    header is read, and its signal files unknown to the ledger are adopted with the header's batch
+    (recorded as `touched`) rather than taken as new (see the module docstring).
+    """
+    listed = {m.path: m for m in listing if not isinstance(m, UnlistableDirectory)}
+    states, changed, unsettled = dict(scanned.states), set(scanned.changed), set(scanned.unsettled)
+    touched = {s.path: s for s in scanned.touched}
+    for header in headers:
+        state = states.get(header)
+        if state is None:  # not settled yet, or not listed
+            continue
+        legacy = header not in changed and state.signal_files is None
+        if state.signal_files is None:
+            state = dataclasses.replace(state, signal_files=signal_files_of(header, root))
+            states[header] = state
+            if header not in changed:
+                touched[header] = state
+        parts = scan([listed[p] for p in state.signal_files if p in listed], ledger, settled_before, root)
+        for path, part in parts.states.items():
+            if legacy and path in parts.changed and path not in ledger.files:
+                part = dataclasses.replace(part, batch=state.batch)
+                touched[path] = part
+            elif path in parts.changed:
+                changed.add(path)
+            states[path] = part
+        touched.update((s.path, s) for s in parts.touched)
+        unsettled |= parts.unsettled
+    return Scan(states, frozenset(changed), tuple(touched.values()), frozenset(unsettled))
 
 
 def _read_lines(path: str) -> list[dict]:
@@ -218,7 +280,7 @@ def read_ledger(root: str) -> Ledger:
     header, *rows = _read_lines(path)
     if header.get("format") != LEDGER_FORMAT:
         raise ConfigurationError(f"{path} is not a ledger this version understands (format {header.get('format')!r})")
-    files = {row["path"]: FileState(**row) for row in rows}
+    files = {row["path"]: FileState.from_json(row) for row in rows}
     claim = header.get("transform")
     return Ledger(tuple(header["batches"]), files, TransformClaim(**claim) if claim else None)
 
@@ -239,7 +301,7 @@ def write_manifest(batch_dir: str, states: Iterable[FileState]) -> None:
 
 
 def read_manifest(batch_dir: str) -> list[FileState]:
-    return [FileState(**row) for row in _read_lines(FileSystems.join(batch_dir, MANIFEST_FILE))]
+    return [FileState.from_json(row) for row in _read_lines(FileSystems.join(batch_dir, MANIFEST_FILE))]
 
 
 def reconcile(root: str, ledger: Ledger, complete_batches: list[str]) -> Ledger:

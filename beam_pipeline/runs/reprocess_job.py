@@ -19,7 +19,8 @@ The order of a run is what makes it safe to kill at any moment:
   1. lock ROOT, then remove what killed runs left (only now is it certain that no run is writing);
   2. reconcile the ledger with the published batch folders (ledger.reconcile); refuse a transform
      other than the one ROOT belongs to (`claim_transform`);
-  3. list INCOMING once, hash what moved, select the records whose `.mat` or `.hea` is new or changed;
+  3. list INCOMING once, hash what moved, select the records any file of which (`.mat`, `.hea`, a WFDB
+     record's signal files) is new or changed;
   4. one Beam pass into a hidden staging sibling: decode, TransformDataset, encode, the batch's
      per-lead moments for the drift check, and with --model_dir the scores (`predictions.csv`): a
      scoring failure fails the pass, so no batch is published without its predictions;
@@ -63,7 +64,8 @@ from beam_pipeline.runs.classes import class_summary, training_classes
 from beam_pipeline.runs.data_plane_guard import guard_local_data_plane
 from beam_pipeline.runs.interruption import deferred_stop
 from beam_pipeline.runs.ledger import (FileState, Ledger, TransformClaim, read_ledger, reconcile,
-                                       remove_leftover_temp_files, scan, write_ledger, write_manifest)
+                                       remove_leftover_temp_files, scan, scan_signal_files, write_ledger,
+                                       write_manifest)
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
 from beam_pipeline.runs.output_guard import Kind, check_output_root, creating_in, read_marker, write_marker
 from beam_pipeline.runs.publish import discard, publish, remove_leftovers, staging_dir_for
@@ -78,7 +80,7 @@ from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import ECG_KEY
 from ecg_decode.decoding.windows import stride_problem
 from ecg_common.transform_fingerprint import LEAD_STATISTICS_KEY, fingerprint, same_transform
-from ecg_decode.pairing import is_header, is_record
+from ecg_decode.pairing import is_header, is_record, is_wfdb_record
 
 DATA_SPLIT = BATCH_SPLIT
 BATCH_TIME_FORMAT = "%Y%m%dT%H%M%S"
@@ -261,7 +263,8 @@ def with_training_classes(config: ReprocessConfig) -> ReprocessConfig:
 
 
 def select(config: ReprocessConfig, ledger: Ledger, labels: Labels) -> Selection:
-    """The records whose `.mat` file or `.hea` header is new or changed since the ledger's state."""
+    """The records any file of which is new or changed since the ledger's state: a `.mat` record's `.mat`
+    and `.hea`, a WFDB record's `.hea` and the signal files it names (`ledger.scan_signal_files`)."""
     listing = list_file_metadata(config.incoming)
     if not listing:
         _log.warning("no file at all under %s (on an object store a mistyped prefix looks the same)", config.incoming)
@@ -269,12 +272,16 @@ def select(config: ReprocessConfig, ledger: Ledger, labels: Labels) -> Selection
     relevant = [m for m in listing
                 if is_record(m.path) or is_header(m.path) or isinstance(m, UnlistableDirectory)]
     settled_before = time.time() - config.min_file_age_s if config.min_file_age_s > 0 else math.inf
-    scanned = scan(relevant, ledger, settled_before, config.incoming)
     sources = find_records(config.incoming, DATA_SPLIT, labels, listing,
                            labels_in_header=config.decode.labelling.from_header)
+    scanned = scan_signal_files(scan(relevant, ledger, settled_before, config.incoming), ledger,
+                                [s.path for s in sources if is_wfdb_record(s.path)], listing, settled_before,
+                                config.incoming)
 
     def files_of(source: RecordSource) -> list[str]:
-        return [p for p in (source.path, source.header_path) if p]
+        state = scanned.states.get(source.path)
+        parts = [p for p in (state.signal_files or ()) if p in scanned.states] if state else []
+        return [p for p in (source.path, source.header_path, *parts) if p]
 
     selected = [s for s in sources
                 if not any(p in scanned.unsettled for p in files_of(s))
