@@ -3,6 +3,8 @@
 
     record_id,probability,predicted_label,true_label[,error]
 
+or, for a multi-label model, `record_id,<one probability column per class>,labels[,error]`.
+
 One row per record, sorted by record id; `probability` in full precision (repr) so `predicted_label`
 can be re-derived from it exactly; `true_label` empty when the truth is unknown; the `error` column
 only for raw-file scoring (`predict --records`), where a file not scored has its reason code and
@@ -16,7 +18,7 @@ import io
 import math
 from collections.abc import Sequence
 
-from ecg_common.schema import UNKNOWN_LABEL
+from ecg_common.schema import LABELS_KEY, UNKNOWN_LABEL
 
 PREDICTIONS_FILE = "predictions.csv"
 """Nightly scoring's file in a batch folder."""
@@ -26,6 +28,10 @@ ERROR_COLUMN = "error"
 """The fifth column of a `--records` CSV: a reason code (README's table) for a file not scored, else empty."""
 WINDOW_COLUMN = "window_index"
 """The last column of a per-window CSV (`predict --per_window`): which window of its record a row scores."""
+LABELS_SEPARATOR = "|"
+"""A multi-label CSV's `labels` column: the predicted class names joined by this (class names never hold it)."""
+MultiLabelRow = tuple
+"""(record_id, [K probabilities] or None, [K predicted 0/1] or None[, error]): a multi-label model's row."""
 LEGACY_PREDICTED_COLUMN = "label"
 """What `predicted_label` was called before: `read_csv` still reads such files."""
 
@@ -104,3 +110,33 @@ def mean_per_record(windows: list[Prediction], threshold: float) -> list[Predict
     records = [Prediction(record_id, mean, int(mean >= threshold), true_label[record_id])
                for record_id, (mean,) in zip(ids, means)]
     return sorted(records, key=lambda p: p.record_id)
+
+
+def multi_label_csv_rows(names: tuple[str, ...], rows: list[MultiLabelRow]) -> list[list[str]]:
+    """The multi-label CSV's cells: `record_id`, one probability column per class (named as in
+    classes.txt, repr), `labels` (the predicted classes joined by LABELS_SEPARATOR), and with `--records`
+    an `error` column (a reason code for a file not scored, whose other cells are empty); rows sorted."""
+    with_errors = any(len(row) > 3 for row in rows)
+    out = [["record_id", *names, LABELS_KEY] + ([ERROR_COLUMN] if with_errors else [])]
+    for rid, probabilities, predicted, *error in sorted(rows, key=lambda row: (row[0], row[1] or [])):
+        cells = ([*map(repr, probabilities), LABELS_SEPARATOR.join(n for n, hit in zip(names, predicted) if hit)]
+                 if probabilities is not None else [""] * (len(names) + 1))
+        out.append([rid, *cells, *error])
+    return out
+
+
+def multi_label_csv_text(names: tuple[str, ...], rows: list[MultiLabelRow]) -> str:
+    """The whole multi-label CSV (`multi_label_csv_rows`), written like `csv_text`: predict's file and
+    nightly scoring's `predictions.csv` for a multi-label model."""
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer).writerows(multi_label_csv_rows(names, rows))
+    return buffer.getvalue()
+
+
+def multi_label_rows_per_record(ids: list[str], probabilities: list[list[float]], thresholds: list[float]) -> list:
+    """A multi-label model's rows (record_id, [K probabilities], [K predicted 0/1]) sorted by record id,
+    one per record: each class's probability the mean over the record's windows (`mean_over_windows`,
+    as the thresholds were chosen in training), predicted where it is >= that class's threshold (as the
+    export's `labels` compares). Predict's and nightly scoring's (`trainer.multilabel.rows_per_record`)."""
+    record_ids, means, _ = mean_over_windows(ids, probabilities)
+    return sorted((rid, mean, [int(p >= t) for p, t in zip(mean, thresholds)]) for rid, mean in zip(record_ids, means))

@@ -19,11 +19,12 @@ from collections.abc import Mapping
 import tensorflow as tf
 from tensorflow_transform.tf_metadata import metadata_io, schema_utils
 
-from ecg_common.model_layout import (EXTRA_ASSETS_DIR, PREDICTED_LABEL_KEY, PROBABILITY_KEY,
-                                     TRANSFORMED_METADATA_DIR, TRANSFORMED_SIGNATURE)
-from ecg_common.predictions import Prediction
+from ecg_common.layout import CLASSES_FILE
+from ecg_common.model_layout import (EXTRA_ASSETS_DIR, LABELS_OUTPUT_KEY, PREDICTED_LABEL_KEY, PROBABILITIES_KEY,
+                                     PROBABILITY_KEY, TRANSFORMED_METADATA_DIR, TRANSFORMED_SIGNATURE)
+from ecg_common.predictions import MultiLabelRow, Prediction
 from ecg_common.rejections import ConfigurationError
-from ecg_common.schema import ECG_KEY, LABEL_KEY, RECORD_ID_KEY, UNKNOWN_LABEL
+from ecg_common.schema import ECG_KEY, LABEL_KEY, LABELS_KEY, RECORD_ID_KEY, UNKNOWN_LABEL, WINDOW_INDEX_KEY
 
 SCORING_CHUNK = 32
 """Rows per call of the model, always (see the module docstring); predict's default batch is two such calls."""
@@ -51,20 +52,51 @@ def export_feature_spec(export_dir: str) -> dict:
     return schema_utils.schema_as_feature_spec(metadata_io.read_metadata(path).schema).feature_spec
 
 
+def multi_label_parsing_spec(transformed_spec: Mapping, num_classes: int) -> dict:
+    """The transformed feature spec with a dense [K] `labels` (UNKNOWN_LABEL where an example has none)."""
+    spec = dict(transformed_spec)
+    spec[LABELS_KEY] = tf.io.FixedLenFeature([num_classes], tf.int64, default_value=[UNKNOWN_LABEL] * num_classes)
+    return spec
+
+
+def export_class_names(export_dir: str) -> tuple[str, ...] | None:
+    """The class names of a multi-label export (its `assets.extra/classes.txt`, in order), None for a binary one."""
+    path = os.path.join(export_dir, EXTRA_ASSETS_DIR, CLASSES_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "r") as handle:
+        return tuple(line.strip() for line in handle.read().splitlines() if line.strip())
+
+
+def model_threshold(loaded) -> float:
+    """The binary export's threshold (chosen on validation, float64 inside it): what a record's mean over
+    its windows is compared with (`predictions.mean_per_record`)."""
+    return float(loaded.threshold.numpy())
+
+
+def model_thresholds(loaded) -> list[float]:
+    """A multi-label export's per-class thresholds (float64 inside it): what each class's mean over a
+    record's windows is compared with (`predictions.multi_label_rows_per_record`)."""
+    return loaded.thresholds.numpy().tolist()
+
+
 def transformed_scorer(loaded, export_dir: str):
-    """The `transformed` signature of a loaded export, refused when the threshold is not inside it.
+    """The `transformed` signature of a loaded export, refused when the threshold (a binary export's, or a
+    multi-label export's per-class thresholds) is not inside it.
 
     Keep `loaded` referenced while using the signature: a signature does not own the variables.
     """
     score = loaded.signatures[TRANSFORMED_SIGNATURE]
-    if PREDICTED_LABEL_KEY not in score.structured_outputs:
+    if not {PREDICTED_LABEL_KEY, LABELS_OUTPUT_KEY} & set(score.structured_outputs):  # binary, multi-label
         raise ConfigurationError(f"{export_dir} was exported by an older trainer, without the threshold inside: "
                                  "train again, or pick another --model_version")
     return score
 
 
-def _score_in_chunks(score, ecg: tf.Tensor) -> tuple[list[float], list[int]]:
-    """(probabilities, predicted labels) of every row of `ecg`, scored SCORING_CHUNK rows per call."""
+def _score_in_chunks(score, ecg: tf.Tensor, probability_key: str = PROBABILITY_KEY,
+                     label_key: str = PREDICTED_LABEL_KEY) -> tuple[list, list]:
+    """(probabilities, predicted labels) of every row of `ecg`, scored SCORING_CHUNK rows per call
+    (scalars for a binary export, lists of K for a multi-label one, with its output keys)."""
     probabilities, labels = [], []
     count = int(tf.shape(ecg)[0])
     for start in range(0, count, SCORING_CHUNK):
@@ -72,19 +104,36 @@ def _score_in_chunks(score, ecg: tf.Tensor) -> tuple[list[float], list[int]]:
         rows = int(tf.shape(chunk)[0])
         padded = tf.pad(chunk, [[0, SCORING_CHUNK - rows], [0, 0], [0, 0]])
         outputs = score(**{ECG_KEY: padded})
-        probabilities.extend(outputs[PROBABILITY_KEY].numpy()[:rows].tolist())
-        labels.extend(outputs[PREDICTED_LABEL_KEY].numpy()[:rows].tolist())
+        probabilities.extend(outputs[probability_key].numpy()[:rows].tolist())
+        labels.extend(outputs[label_key].numpy()[:rows].tolist())
     return probabilities, labels
 
 
 def score_parsed(score, parsed: Mapping) -> list[Prediction]:
-    """One Prediction per example of a parsed batch (`parsing_spec`'s features), in the batch's order."""
+    """One Prediction per example (window) of a parsed batch (`parsing_spec`'s features), in the batch's
+    order, with its `window_index` (0 for data not cut into windows): `predictions.mean_per_record`
+    turns them into predict's row per record."""
     probabilities, predicted = _score_in_chunks(score, parsed[ECG_KEY])
-    return [Prediction(record_id.decode("utf-8"), float(probability), int(label), int(true_label))
-            for record_id, probability, label, true_label in zip(
-                parsed[RECORD_ID_KEY].numpy(), probabilities, predicted, parsed[LABEL_KEY].numpy())]
+    ids = parsed[RECORD_ID_KEY].numpy()
+    windows = parsed[WINDOW_INDEX_KEY].numpy() if WINDOW_INDEX_KEY in parsed else [0] * len(ids)
+    return [Prediction(record_id.decode("utf-8"), float(probability), int(label), int(true_label), window_index=int(w))
+            for record_id, probability, label, true_label, w in zip(
+                ids, probabilities, predicted, parsed[LABEL_KEY].numpy(), windows)]
+
+
+def score_parsed_multi_label(score, parsed: Mapping) -> list[MultiLabelRow]:
+    """One row (record_id, [K probabilities], [K predicted 0/1]) per example of a parsed batch
+    (`multi_label_parsing_spec`'s features), each class thresholded inside the export at its own value."""
+    probabilities, predicted = _score_in_chunks(score, parsed[ECG_KEY], PROBABILITIES_KEY, LABELS_OUTPUT_KEY)
+    return [(record_id.decode("utf-8"), p, labels)
+            for record_id, p, labels in zip(parsed[RECORD_ID_KEY].numpy(), probabilities, predicted)]
 
 
 def score_serialized(score, spec: Mapping, serialized: list[bytes]) -> list[Prediction]:
     """Predictions for a list of serialized transformed examples, parsed as one batch like predict's."""
     return score_parsed(score, tf.io.parse_example(tf.constant(serialized), spec))
+
+
+def score_serialized_multi_label(score, spec: Mapping, serialized: list[bytes]) -> list[MultiLabelRow]:
+    """`score_serialized` for a multi-label export (`multi_label_parsing_spec`)."""
+    return score_parsed_multi_label(score, tf.io.parse_example(tf.constant(serialized), spec))

@@ -32,8 +32,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from ecg_common import scoring
 from ecg_common.layout import CLASSES_FILE
-from ecg_common.predictions import mean_over_windows
+from ecg_common.predictions import multi_label_rows_per_record as rows_per_record
 from ecg_common.rejections import ConfigurationError, Reason, Rejection
 from ecg_common.schema import CLASSES_KNOWN, ECG_KEY, LABELS_KEY, RECORD_ID_KEY, UNKNOWN_LABEL
 from trainer import evaluation, export, inputs, raw_records, report, sources
@@ -43,8 +44,6 @@ from trainer.layout import (LOGS_DIR, METRICS_FILE, MODEL_FILE, MULTILABEL_VALID
 from trainer.model import build_model
 from trainer.train import ScalarSummaries, TrainingThroughput, _clear_previous_run, set_seed
 
-LABELS_SEPARATOR = "|"
-"""predict's `labels` column: the predicted class names joined by this (class names never hold it)."""
 _log = logging.getLogger(__name__)
 
 
@@ -61,10 +60,9 @@ def class_names(folder: str) -> tuple[str, ...]:
 
 def parsing_spec(transformed: tft.TFTransformOutput | dict, num_classes: int) -> dict:
     """The transformed feature spec with a dense [K] `labels` (UNKNOWN_LABEL where an example has none)."""
-    spec = dict(transformed.transformed_feature_spec() if isinstance(transformed, tft.TFTransformOutput)
-                else transformed)
-    spec[LABELS_KEY] = tf.io.FixedLenFeature([num_classes], tf.int64, default_value=[UNKNOWN_LABEL] * num_classes)
-    return spec
+    return scoring.multi_label_parsing_spec(transformed.transformed_feature_spec()
+                                            if isinstance(transformed, tft.TFTransformOutput) else transformed,
+                                            num_classes)
 
 
 def scan(files: list[str], num_classes: int) -> tuple[list[str], np.ndarray]:
@@ -317,19 +315,10 @@ def predict_rows(export_dir: str, data_dir: str, split: str, batch_size: int = 6
     score = loaded.signatures[export.TRANSFORMED_SIGNATURE]
     ids, probabilities = [], []
     for batch in inputs.input_fn(inputs.read_examples(inputs.split_files(data_dir, split)), spec, batch_size):
-        outputs = score(**{ECG_KEY: batch[ECG_KEY]})
-        ids += [rid.decode("utf-8") for rid in batch[RECORD_ID_KEY].numpy()]
-        probabilities += outputs[export.PROBABILITIES_KEY].numpy().tolist()
-    return names, rows_per_record(ids, probabilities, loaded.thresholds.numpy().tolist())
-
-
-def rows_per_record(ids: list[str], probabilities: list[list[float]], thresholds: list[float]) -> list:
-    """predict's rows (record_id, [K probabilities], [K predicted 0/1]) sorted by record id, one per
-    record: each class's probability the mean over the record's windows (`mean_over_windows`, as the
-    thresholds were chosen in training), predicted where it is >= that class's threshold (as the
-    export's `labels` compares)."""
-    record_ids, means, _ = mean_over_windows(ids, probabilities)
-    return sorted((rid, mean, [int(p >= t) for p, t in zip(mean, thresholds)]) for rid, mean in zip(record_ids, means))
+        for rid, p, _ in scoring.score_parsed_multi_label(score, batch):  # fixed-size calls, as nightly's
+            ids.append(rid)
+            probabilities.append(p)
+    return names, rows_per_record(ids, probabilities, scoring.model_thresholds(loaded))
 
 
 def predict_records_rows(model_dir: str, export_dir: str, paths: list[str],
@@ -362,17 +351,3 @@ def predict_records_rows(model_dir: str, export_dir: str, paths: list[str],
                 score_pending()
     score_pending()
     return names, sorted(rows, key=lambda row: row[0])
-
-
-def csv_rows(names: tuple[str, ...], rows: list) -> list[list[str]]:
-    """predict's CSV for a multi-label model: `record_id`, one probability column per class (named as in
-    classes.txt), `labels` (the predicted classes joined by `|`), and with `--records` an `error`
-    column (a reason code for a file not scored, whose other cells are empty)."""
-    with_errors = any(len(row) > 3 for row in rows)
-    header = ["record_id", *names, LABELS_KEY] + (["error"] if with_errors else [])
-    out = [header]
-    for rid, probabilities, predicted, *error in rows:
-        cells = ([*map(repr, probabilities), LABELS_SEPARATOR.join(n for n, hit in zip(names, predicted) if hit)]
-                 if probabilities is not None else [""] * (len(names) + 1))
-        out.append([rid, *cells, *error])
-    return out

@@ -24,8 +24,6 @@ was not scored (`probability` and `predicted_label` empty). Every file given app
 """
 from __future__ import annotations
 
-import csv
-import dataclasses
 import logging
 import math
 import os
@@ -34,9 +32,9 @@ import numpy as np
 
 from ecg_common.cli import EXIT_OK, CommandLineParser, add_verbose_flag, exit_now, run_command, start_tensorflow
 from ecg_common.model_layout import export_lead_statistics
-from ecg_common.predictions import Prediction, csv_text, mean_per_record, parse_csv
+from ecg_common.predictions import Prediction, csv_text, mean_per_record, multi_label_csv_text, parse_csv
 from ecg_common.rejections import ConfigurationError, Reason, Rejection
-from ecg_common.schema import ABNORMAL, CLASS_NAMES, ECG_KEY, NORMAL, TEST_SPLIT, UNKNOWN_LABEL, WINDOW_INDEX_KEY
+from ecg_common.schema import ABNORMAL, CLASS_NAMES, ECG_KEY, NORMAL, TEST_SPLIT, UNKNOWN_LABEL
 from ecg_common.transform_fingerprint import same_transform
 from trainer import raw_records
 from trainer.evaluation import binary_metrics, reliability
@@ -73,12 +71,10 @@ def predict(model_dir: str, data_dir: str, split: str, batch_size: int = 64,
 
     predictions = []
     for batch in inputs.input_fn(inputs.read_examples(files), spec, batch_size):
-        scored = scoring.score_parsed(score, batch)
-        windows = batch[WINDOW_INDEX_KEY].numpy() if WINDOW_INDEX_KEY in batch else [0] * len(scored)
-        predictions.extend(dataclasses.replace(p, window_index=int(w)) for p, w in zip(scored, windows))
+        predictions.extend(scoring.score_parsed(score, batch))  # one per window, with its window_index
     if per_window:
         return sorted(predictions, key=lambda p: (p.record_id, p.window_index or 0))
-    return mean_per_record(predictions, float(loaded.threshold.numpy()))
+    return mean_per_record(predictions, scoring.model_threshold(loaded))
 
 
 def _not_scored(record_id: str, reason: str, path: str, detail: str) -> Prediction:
@@ -157,24 +153,25 @@ def labelled_summary(predictions: list[Prediction]) -> str:
     return line if counts["reliable"] else f"{line}; {counts['caveat']}"
 
 
-def _multi_label_rows(args) -> list[list[str]] | None:
-    """The CSV rows of a multi-label model (`multilabel.csv_rows`), or None for a binary one."""
+def _multi_label_csv(args) -> tuple[str, int] | None:
+    """(the CSV text, records) of a multi-label model (`predictions.multi_label_csv_text`, the writer
+    nightly scoring shares), or None for a binary one."""
     from trainer import multilabel  # TensorFlow: imported when used, so the command parses first
 
     export_dir = resolve_export(args.model_dir, args.model_version)
     if not multilabel.is_multi_label(os.path.join(export_dir, EXTRA_ASSETS_DIR)):
         return None
     if args.records:
-        return multilabel.csv_rows(*multilabel.predict_records_rows(args.model_dir, export_dir, args.records,
-                                                                    args.batch_size))
-    return multilabel.csv_rows(*multilabel.predict_rows(export_dir, args.data_dir, args.split or TEST_SPLIT,
-                                                        args.batch_size))
+        names, rows = multilabel.predict_records_rows(args.model_dir, export_dir, args.records, args.batch_size)
+    else:
+        names, rows = multilabel.predict_rows(export_dir, args.data_dir, args.split or TEST_SPLIT, args.batch_size)
+    return multi_label_csv_text(names, rows), len(rows)
 
 
-def _write_rows(rows: list[list[str]], path: str) -> None:
+def _write_text(text: str, path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows(rows)
+        handle.write(text)
 
 
 def build_parser() -> CommandLineParser:
@@ -212,9 +209,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> int:
         start_tensorflow(args.verbose)
-        if (multi := _multi_label_rows(args)) is not None:
-            _write_rows(multi, args.output)
-            print(f"wrote {args.output}: {len(multi) - 1} records, one probability column per class and labels")
+        if (multi := _multi_label_csv(args)) is not None:
+            _write_text(multi[0], args.output)
+            print(f"wrote {args.output}: {multi[1]} records, one probability column per class and labels")
             return EXIT_OK
         if args.records:
             predictions = predict_records(args.model_dir, args.records, args.batch_size, args.model_version)

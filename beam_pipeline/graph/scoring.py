@@ -4,7 +4,10 @@
 The examples scored are the very bytes written to the shards, parsed and scored by
 `ecg_common.scoring` (the functions `trainer.predict` uses), and the CSV is written by
 `ecg_common.predictions.csv_text` (predict's writer): a batch's `predictions.csv` is what
-`python -m trainer.predict --data_dir ROOT/batch-X --split data` writes for it.
+`python -m trainer.predict --data_dir ROOT/batch-X --split data` writes for it. A record cut into
+windows (`--window_stride_s`) gets one row, the mean over its windows thresholded at the model's
+threshold (`ecg_common.predictions.mean_per_record`, predict's default); a multi-label model's CSV
+is `ecg_common.predictions.multi_label_csv_text` of `multi_label_rows_per_record`, as predict's.
 
 Why a DoFn of our own rather than RunInference with `TFModelHandlerTensor`: Beam 2.77's TensorFlow
 handler does not import here (`ModuleNotFoundError: No module named 'tensorflow_hub'`: it needs
@@ -19,6 +22,8 @@ DoFn instances of every bundle thread share it) in `setup`, and it scores `Batch
 """
 from __future__ import annotations
 
+import math
+
 import apache_beam as beam
 import tensorflow as tf
 from apache_beam.io.filesystems import FileSystems
@@ -27,24 +32,31 @@ from apache_beam.utils.shared import Shared
 from beam_pipeline.graph.read import METRICS_NAMESPACE
 from beam_pipeline.graph.settings import ScoringModel
 from ecg_common import scoring
-from ecg_common.predictions import Prediction, csv_text
+from ecg_common.predictions import csv_text, mean_per_record, multi_label_csv_text, multi_label_rows_per_record
 
 PREDICTIONS_COUNTER = "predictions_written"
+"""Examples (windows) scored: every example written to the shards must be."""
+RECORDS_SCORED_COUNTER = "records_scored"
+"""Rows of `predictions.csv`: one per record for a binary model."""
 
 
 class _LoadedExport:
-    """A loaded export, its `transformed` signature and the spec its examples are parsed with.
-
-    Holds `loaded`: a signature does not own the variables it reads."""
+    """A loaded export, its `transformed` signature, the spec its examples are parsed with and its
+    class names (None: binary). Holds `loaded`: a signature does not own the variables it reads."""
 
     def __init__(self, export_dir: str):
         self.loaded = tf.saved_model.load(export_dir)
         self.score = scoring.transformed_scorer(self.loaded, export_dir)
-        self.spec = scoring.parsing_spec(scoring.export_feature_spec(export_dir))
+        self.class_names = scoring.export_class_names(export_dir)
+        spec = scoring.export_feature_spec(export_dir)
+        self.spec = (scoring.parsing_spec(spec) if self.class_names is None
+                     else scoring.multi_label_parsing_spec(spec, len(self.class_names)))
 
 
 class ScoreExamplesFn(beam.DoFn):
-    """A list of serialized transformed examples -> one Prediction per example."""
+    """A list of serialized transformed examples -> per example (window), (threshold, Prediction) for a
+    binary model, (per-class thresholds, multi-label row) for a multi-label one: the thresholds the
+    record's mean over its windows is compared with when the rows are gathered (`predictions_text`)."""
 
     def __init__(self, export_dir: str):
         self._export_dir = export_dir
@@ -55,23 +67,54 @@ class ScoreExamplesFn(beam.DoFn):
         self._scored = beam.metrics.Metrics.counter(METRICS_NAMESPACE, PREDICTIONS_COUNTER)
 
     def process(self, serialized: list[bytes]):
-        predictions = scoring.score_serialized(self._export.score, self._export.spec, serialized)
-        self._scored.inc(len(predictions))
-        yield from predictions
+        export = self._export
+        if export.class_names is not None:
+            thresholds = scoring.model_thresholds(export.loaded)
+            rows = [(thresholds, row) for row in scoring.score_serialized_multi_label(export.score, export.spec,
+                                                                                      serialized)]
+        else:
+            threshold = scoring.model_threshold(export.loaded)
+            rows = [(threshold, p) for p in scoring.score_serialized(export.score, export.spec, serialized)]
+        self._scored.inc(len(rows))
+        yield from rows
 
 
-def _write_csv(predictions: list[Prediction], path: str) -> None:
-    with FileSystems.create(path) as handle:
-        handle.write(csv_text(predictions).encode("utf-8"))
+def predictions_text(scored: list, class_names: tuple[str, ...] | None) -> tuple[str, int]:
+    """(predict's CSV of `ScoreExamplesFn`'s outputs, its rows): the windows averaged per record as predict
+    does, by `mean_per_record` (binary) or `multi_label_rows_per_record` (multi-label)."""
+    threshold = scored[0][0] if scored else math.nan  # no window, no record: the threshold is not used
+    if class_names is not None:
+        rows = multi_label_rows_per_record([rid for _, (rid, _, _) in scored], [p for _, (_, p, _) in scored],
+                                           threshold)
+        return multi_label_csv_text(class_names, rows), len(rows)
+    records = mean_per_record([p for _, p in scored], threshold)
+    return csv_text(records), len(records)
+
+
+class _WriteCsvFn(beam.DoFn):
+    """All the scored examples -> `path` (one file), counting its rows."""
+
+    def __init__(self, path: str, class_names: tuple[str, ...] | None):
+        self._path = path
+        self._class_names = class_names
+
+    def setup(self) -> None:
+        self._records = beam.metrics.Metrics.counter(METRICS_NAMESPACE, RECORDS_SCORED_COUNTER)
+
+    def process(self, scored: list):
+        text, rows = predictions_text(scored, self._class_names)
+        with FileSystems.create(self._path) as handle:
+            handle.write(text.encode("utf-8"))
+        self._records.inc(rows)
 
 
 @beam.ptransform_fn
 def ScoreToCsv(examples, model: ScoringModel, path: str):  # noqa: N802 (a PTransform, named like one)
-    """Serialized examples -> `path`, predict's CSV of them (one file, rows sorted by record id).
+    """Serialized examples -> `path`, predict's CSV of them (one file, one row per record sorted by record id).
 
-    The rows are gathered on one worker to be sorted: about 60 bytes a record, 60 MB for a million."""
+    The rows are gathered on one worker to be averaged and sorted: about 60 bytes a window, 60 MB for a million."""
     return (examples
             | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=model.batch_size)
             | "Score" >> beam.ParDo(ScoreExamplesFn(model.export_dir))
             | "Gather" >> beam.combiners.ToList()
-            | "WriteCsv" >> beam.Map(_write_csv, path))
+            | "WriteCsv" >> beam.ParDo(_WriteCsvFn(path, model.class_names)))

@@ -85,4 +85,6 @@ class ScoringModel:
     version: int
     export_dir: str
     """`model_dir/serving/<version>/`: the SavedModel loaded once per worker."""
+    class_names: tuple[str, ...] | None = None
+    """A multi-label export's classes (its `assets.extra/classes.txt`, the CSV's probability columns); None: binary."""
     batch_size: int = SCORING_BATCH_SIZE

@@ -51,7 +51,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_pipeline.graph import demographics
 from beam_pipeline.graph import pipeline as graphs
 from beam_pipeline.graph.drift import DriftLimits, WriteLeadMoments, drift_report, read_lead_moments
-from beam_pipeline.graph.scoring import PREDICTIONS_COUNTER
+from beam_pipeline.graph.scoring import PREDICTIONS_COUNTER, RECORDS_SCORED_COUNTER
 from beam_pipeline.graph.settings import ScoringModel
 from beam_pipeline.graph.statistics import lead_statistics
 from beam_pipeline.inputs.discovery import RecordSource, find_records, label_file_findings, list_file_metadata
@@ -71,9 +71,10 @@ from beam_pipeline.runs.output_guard import Kind, check_output_root, creating_in
 from beam_pipeline.runs.publish import discard, publish, remove_leftovers, staging_dir_for
 from beam_pipeline.runs.run_lock import try_lock
 from beam_pipeline.runs.summary import check_reconciled, check_same_geometry, read_geometry, summarize
-from ecg_common.layout import (BATCH_PREFIX, BATCH_SPLIT, CLASSES_FILE, SUCCESS_MARKER, SUMMARY_CLASSES_KEY,
+from ecg_common import scoring
+from ecg_common.layout import (BATCH_PREFIX, BATCH_SPLIT, SUCCESS_MARKER, SUMMARY_CLASSES_KEY,
                                SUMMARY_FILE)
-from ecg_common.model_layout import EXTRA_ASSETS_DIR, export_lead_statistics, resolve_version
+from ecg_common.model_layout import export_lead_statistics, resolve_version
 from ecg_common.predictions import PREDICTIONS_FILE
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import ECG_KEY
@@ -182,10 +183,8 @@ def scoring_model(model_dir: str, statistics: dict, transform_dir: str) -> Scori
         raise ConfigurationError(f"--model_dir {model_dir} (version {version}, transform {fingerprint(expected)}) was "
                                  f"trained with another transform than --transform_dir {transform_dir} "
                                  f"({fingerprint(statistics)}): its scores of these batches would be meaningless")
-    if FileSystems.exists(FileSystems.join(export_dir, EXTRA_ASSETS_DIR, CLASSES_FILE)):
-        raise ConfigurationError(f"--model_dir {model_dir} (version {version}) is a multi-label model: nightly scoring "
-                                 "writes one probability per record; score its batches with python -m trainer.predict")
-    return ScoringModel(model_dir, version, export_dir)
+    # A multi-label export (its classes.txt) is scored into predict's multi-label CSV.
+    return ScoringModel(model_dir, version, export_dir, scoring.export_class_names(export_dir))
 
 
 def _newest_batch_statistics(root: str, ledger: Ledger) -> tuple[str, dict] | None:
@@ -312,7 +311,7 @@ def _scored(result, model: ScoringModel, written: int) -> dict:
     if scored != written:
         raise RuntimeError(f"scoring: {scored} predictions for {written} examples written")
     return {"model_dir": model.model_dir, "version": model.version, "export_dir": model.export_dir,
-            "predictions": PREDICTIONS_FILE, "records_scored": scored}
+            "predictions": PREDICTIONS_FILE, "records_scored": counter(result, RECORDS_SCORED_COUNTER)}
 
 
 def _run_batch(config: ReprocessConfig, selection: Selection, labels: Labels, batch: str, staging: str,
