@@ -17,7 +17,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark import _children  # noqa: E402 - the same /proc reader as the benchmark
+from process_tree import descendants  # noqa: E402 - the same /proc reader as the benchmarks
 
 from ecg_common.cpu_time import process_cpu_seconds  # noqa: E402
 
@@ -42,7 +42,7 @@ def main() -> None:
     print(f"{'t (s)':>6} {'total':>6} {'own':>6} {'children':>8}   (cores busy in each interval)")
     while process.poll() is None:
         time.sleep(args.interval)
-        for pid in [process.pid, *_children(process.pid)]:
+        for pid in [process.pid, *descendants(process.pid)]:
             seen[pid] = max(seen.get(pid, 0.0), process_cpu_seconds(pid))
         now = {"own": seen.get(process.pid, 0.0), "children": sum(v for p, v in seen.items() if p != process.pid)}
         busy = {key: (now[key] - previous[key]) / args.interval for key in now}

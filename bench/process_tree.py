@@ -12,7 +12,7 @@ import time
 from ecg_common.cpu_time import process_cpu_seconds
 
 
-def _children(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """All descendants of `pid`, read from /proc (no psutil dependency)."""
     parents: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -66,7 +66,7 @@ def measure(command: list[str], cwd: str | None = None) -> Run:
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            tree = [process.pid, *_children(process.pid)]
+            tree = [process.pid, *descendants(process.pid)]
             peak = max(peak, sum(_rss_mb(p) for p in tree))
             for pid in tree:
                 cpu_by_pid[pid] = max(cpu_by_pid.get(pid, 0.0), process_cpu_seconds(pid))

@@ -98,14 +98,7 @@ def roc_figure(labels: np.ndarray, scores: np.ndarray, threshold: float):
     point_tpr = np.sum(predicted & positive) / max(np.sum(positive), 1)
     ax.plot([point_fpr], [point_tpr], "o", color="black", markersize=7,
             label=f"threshold {threshold:.3g}: TPR {point_tpr:.2f}, FPR {point_fpr:.2f}")
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_aspect("equal")
-    ax.set_xlabel("false positive rate (1 - specificity)")
-    ax.set_ylabel("true positive rate (sensitivity)")
-    ax.set_title(f"ROC, {_class_counts_text(labels)} validation records", fontsize=10)
-    ax.grid(color="#e5e5e5")
-    ax.legend(fontsize=8, loc="lower right")
+    _finish_roc_axes(ax, f"ROC, {_class_counts_text(labels)} validation records", legend_size=8)
     return figure
 
 
@@ -291,15 +284,20 @@ def per_class_roc_figure(names, labels: np.ndarray, scores: np.ndarray):
             ax.plot(fpr, tpr, linewidth=1.6, label=f"{name}: AUC {roc_auc(labels[:, k], scores[:, k]):.3f} "
                                                    f"({int(labels[:, k].sum())} positive)")
     ax.plot([0, 1], [0, 1], color="#999", linestyle=":", label="chance")
+    _finish_roc_axes(ax, f"ROC per class, {len(labels)} validation records", legend_size=7)
+    return figure
+
+
+def _finish_roc_axes(ax, title: str, legend_size: int) -> None:
+    """The unit square, axis names, grid and legend every ROC figure of the report shares."""
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
     ax.set_aspect("equal")
     ax.set_xlabel("false positive rate (1 - specificity)")
     ax.set_ylabel("true positive rate (sensitivity)")
-    ax.set_title(f"ROC per class, {len(labels)} validation records", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.grid(color="#e5e5e5")
-    ax.legend(fontsize=7, loc="lower right")
-    return figure
+    ax.legend(fontsize=legend_size, loc="lower right")
 
 
 def build_multilabel(model_dir: str, metrics: dict, labels: np.ndarray, scores: np.ndarray) -> str:
