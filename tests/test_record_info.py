@@ -2,14 +2,13 @@
 structs, and carried from the decoder child through the parent onto the Beam graph's decoded record."""
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import hostile_files as hf
 import numpy as np
 import pytest
 import scipy.io
+from real_recordings import real_ecg_path
 
 from beam_pipeline.graph.arrow_batches import DecodedRecord, DecodedRecordCoder
 from beam_pipeline.graph.read import DecodeRecordFn
@@ -22,7 +21,7 @@ from ecg_decode.sandbox import child
 from ecg_decode.sandbox.parent import DecoderProcess, _Request
 from ecg_decode.sandbox.protocol import DecodeLimits, LocalFile
 
-REAL = Path(os.environ["ECG_REAL_DATA_DIR"])
+REAL = real_ecg_path()
 CINC, CPSC = REAL / "cinc2021", REAL / "cpsc2018"
 OPTIONS = dict(default_sampling_rate=500.0, pad_short=False)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from real_recordings import real_ecg_path
 
 from beam_pipeline.cli.main_command import main as pipeline_main
 from ecg_common.cli import EXIT_OK
@@ -22,7 +22,7 @@ from trainer.export import SERVING_SIGNATURE, load_serving_model
 from trainer.layout import resolve_export
 from trainer.predict import Prediction, main as predict_main, mean_per_record
 
-REAL = Path(os.environ["ECG_REAL_DATA_DIR"])
+REAL = real_ecg_path()
 
 
 def _windowed_records(count: int, windows_of) -> list[inputs.Record]:

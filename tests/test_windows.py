@@ -7,7 +7,6 @@ import contextlib
 import glob
 import io
 import json
-import os
 from pathlib import Path
 
 import hostile_files as hf
@@ -16,6 +15,7 @@ import pytest
 import scipy.io
 import tensorflow as tf
 import tensorflow_transform as tft
+from real_recordings import real_ecg_path
 
 from beam_pipeline.cli.main_command import main
 from beam_pipeline.cli.reprocess_command import main as reprocess_main
@@ -29,7 +29,7 @@ from ecg_decode.decoding.decode import decode_record
 from ecg_decode.decoding.windows import cut_windows, stride_problem
 from ecg_decode.sandbox.protocol import RESULT_BYTES, DecodeLimits
 
-REAL = Path(os.environ["ECG_REAL_DATA_DIR"])
+REAL = real_ecg_path()
 EIGHT_LEADS = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
 
 
