@@ -256,3 +256,28 @@ def test_pathological_files_are_refused_with_bounded_memory():
     assert probe["in_process_growth_mb"] < 100, probe  # refused before allocating
     assert probe["cell_bomb"] == Reason.TOO_LARGE
     assert probe["child_peak_mb"] < 400, probe  # the 12.8 GB allocation was refused by RLIMIT_AS
+
+
+def test_a_decoder_child_starts_without_scipy_signal():
+    """Every run waits for its decoder children to start before its first record; scipy.signal was most of
+    that start-up (docs/performance.md) and only a record at another rate needs it (imported then)."""
+    probe = "import sys; import ecg_decode.sandbox.child; print('scipy.signal' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": str(TESTS.parent)}).stdout.strip()
+    assert loaded == "False"
+
+
+def test_a_child_imports_scipy_signal_when_a_record_needs_resampling_within_its_memory_limit():
+    """The lazy import happens under the child's address-space limit; a 1000 Hz record still decodes there,
+    the same as in-process, with the default budget and with a small one."""
+    mat = hf.savemat_bytes({"data": hf.signal(4, (10_000, 12)).astype(np.float64)})  # 10 s at 1000 Hz
+    expected = decode_record(mat, default_sampling_rate=1000.0)
+    for limits in (DecodeLimits(), DecodeLimits(memory_mb=256)):
+        decoder = DecoderProcess(limits)
+        try:
+            first = decoder.decode(mat, None, default_sampling_rate=1000.0, pad_short=False)
+            again = decoder.decode(mat, None, default_sampling_rate=1000.0, pad_short=False)
+        finally:
+            decoder.close()
+        np.testing.assert_array_equal(first, expected)
+        np.testing.assert_array_equal(again, expected)

@@ -11,7 +11,6 @@ import math
 from fractions import Fraction
 
 import numpy as np
-import scipy.signal
 
 from ecg_common.rejections import DecodeError, Reason
 from ecg_common.schema import DEFAULT_GEOMETRY, LEAD_NAMES, MAX_RESULT_VALUES, NUM_LEADS, Geometry, canonical_lead
@@ -85,7 +84,7 @@ def standardize(
     if not np.isfinite(physical).all():
         return DecodeError(Reason.NON_FINITE, f"{source} is not finite after applying the header's gain")
     if (up, down) != (1, 1):
-        physical = scipy.signal.resample_poly(physical, up, down, axis=1)
+        physical = _resample(physical, up, down)
     if not whole_record:
         physical = physical[:, :window]
     num_samples = physical.shape[1]
@@ -202,3 +201,14 @@ def _resample_factors(sampling_rate: float, target_rate: float = DEFAULT_GEOMETR
     target = Fraction(target_rate).limit_denominator(RESAMPLE_MAX_DENOMINATOR)
     ratio = (target / rate).limit_denominator(RESAMPLE_MAX_DENOMINATOR)
     return ratio.numerator, ratio.denominator
+
+
+def _resample(physical: np.ndarray, up: int, down: int) -> np.ndarray:
+    """Polyphase, anti-aliased resampling along time (leads first). `scipy.signal` is imported here, at the
+    first record that needs it, not with this module: it is most of a decoder child's start-up (~0.5 s
+    of ~0.8 s), which every run waits for before its first record, while records at the target rate
+    (all of a CinC or contest set at 500 Hz) never resample. The child's memory limit leaves room for
+    the import (`sandbox/child.py`)."""
+    import scipy.signal  # noqa: PLC0415 - deliberately lazy, see above
+
+    return scipy.signal.resample_poly(physical, up, down, axis=1)
