@@ -207,8 +207,9 @@ def _resample(physical: np.ndarray, up: int, down: int) -> np.ndarray:
     """Polyphase, anti-aliased resampling along time (leads first). `scipy.signal` is imported here, at the
     first record that needs it, not with this module: it is most of a decoder child's start-up (~0.5 s
     of ~0.8 s), which every run waits for before its first record, while records at the target rate
-    (all of a CinC or contest set at 500 Hz) never resample. The child's memory limit leaves room for
-    the import (`sandbox/child.py`)."""
+    (all of a CinC or contest set at 500 Hz) never resample. In a decoder child the import counts
+    against the record's `--decode_memory_mb` (~170 MB of address space, measured); a 1000 Hz record
+    still decodes in a child limited to 256 MB (`tests/test_isolation.py`)."""
     import scipy.signal  # noqa: PLC0415 - deliberately lazy, see above
 
     return scipy.signal.resample_poly(physical, up, down, axis=1)
