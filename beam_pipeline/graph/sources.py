@@ -74,13 +74,20 @@ def _list_directory(directory: str, split: str, token: str):
             yield beam.pvalue.TaggedOutput(_UNLISTABLE_TAG, (source.record_id, source))
         elif (base := record_base(entry.path)) is not None:
             listed += 1
-            yield base, (entry.path, entry.size_in_bytes)
+            yield _as_bytes(base), (_as_bytes(entry.path), entry.size_in_bytes)
     _log.info("listed %s: %d .mat/.hea files", directory, listed)
+
+
+def _as_bytes(path: str) -> bytes:
+    """A path as bytes for Beam's coders, which encode `str` as UTF-8: a local name that is not UTF-8
+    arrives from the listing with surrogate escapes, which UTF-8 cannot encode."""
+    return path.encode("utf-8", "surrogateescape")
 
 
 def _pair(element, directory: str, split: str, token: str):
     _, files = element
-    for source in pair(directory, split, list(files)):
+    named = [(path.decode("utf-8", "surrogateescape"), size) for path, size in files]
+    for source in pair(directory, split, named):
         progress.note_found(token, split)
         yield source.record_id, source
 
@@ -186,12 +193,14 @@ def _as_json(source: RecordSource) -> dict:
 
 
 def read_candidates(path: str) -> list[RecordSource]:
-    """The report candidates `write_candidates` wrote; none when it wrote nothing."""
+    """The report candidates `write_candidates` wrote, by path; none when it wrote nothing. The
+    report draws the first of them that was written without a quality flag; when decoding rejected
+    all REPORT_CANDIDATES, the report has no example."""
     if not FileSystems.exists(path):
         return []
     with FileSystems.open(path) as handle:
         text = handle.read().decode("utf-8").strip()
-    return [RecordSource(**fields) for fields in json.loads(text)] if text else []
+    return sorted((RecordSource(**fields) for fields in json.loads(text)), key=_path) if text else []
 
 
 def candidates_file(temp_dir: str) -> str:
