@@ -205,8 +205,8 @@ def _resample_factors(sampling_rate: float, target_rate: float = DEFAULT_GEOMETR
 
 def _resample(physical: np.ndarray, up: int, down: int) -> np.ndarray:
     """Polyphase, anti-aliased resampling along time (leads first). `scipy.signal` is imported here, at the
-    first record that needs it, not with this module: it is most of a decoder child's start-up (~0.5 s
-    of ~0.8 s), which every run waits for before its first record, while records at the target rate
+    first record that needs it, not with this module: it is about two thirds of a decoder child's import time
+    (1.05 of 1.65 s, measured under load), which every run waits for before its first record, while records at the target rate
     (all of a CinC or contest set at 500 Hz) never resample. In a decoder child the import counts
     against the record's `--decode_memory_mb` (~170 MB of address space, measured); a 1000 Hz record
     still decodes in a child limited to 256 MB (`tests/test_isolation.py`)."""
