@@ -204,12 +204,13 @@ def _resample_factors(sampling_rate: float, target_rate: float = DEFAULT_GEOMETR
 
 
 def _resample(physical: np.ndarray, up: int, down: int) -> np.ndarray:
-    """Polyphase, anti-aliased resampling along time (leads first). `scipy.signal` is imported here, at the
-    first record that needs it, not with this module: it is about two thirds of a decoder child's import time
-    (1.05 of 1.65 s, measured under load), which every run waits for before its first record, while records at the target rate
-    (all of a CinC or contest set at 500 Hz) never resample. In a decoder child the import counts
-    against the record's `--decode_memory_mb` (~170 MB of address space, measured); a 1000 Hz record
-    still decodes in a child limited to 256 MB (`tests/test_isolation.py`)."""
+    """Polyphase, anti-aliased resampling along time (leads first). `scipy.signal` is imported here, at
+    the first record that needs it, not with this module: it is about two thirds of a decoder child's
+    import time (1.05 of 1.65 s, measured under load), which every run waits for before its first
+    record, while records at the target rate (all of a CinC or contest set at 500 Hz) never resample.
+    In a decoder child the import counts against the record's `--decode_memory_mb` (~170 MB of
+    address space, measured); a 1000 Hz record still decodes in a child limited to 256 MB
+    (`tests/test_isolation.py`)."""
     import scipy.signal  # noqa: PLC0415 - deliberately lazy, see above
 
     return scipy.signal.resample_poly(physical, up, down, axis=1)
