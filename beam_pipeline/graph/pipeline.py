@@ -214,14 +214,25 @@ def build_transform(pipeline: beam.Pipeline, splits: dict[str, list[RecordSource
     return transformed.raw_batches
 
 
+def _after(source: RecordSource, _ready) -> RecordSource:
+    """The source, once the transform_fn (a side input) exists. The transform pass decodes its files
+    only after the analysis: the runner fuses a step into the one before it unless a side input
+    stops it, and the sources reach both passes from one step (`sources.py`), so without this the
+    transform pass would decode during the analysis and hold every decoded batch until the
+    transform_fn came (measured: 9.7 GB at 10^4 records, against 1.3 GB)."""
+    return source
+
+
 def _transform_splits(transform_fn, transformed_schema, splits: dict[str, beam.PCollection],
                       label_findings: beam.PCollection, options: DecodeOptions, out_dir: str,
                       write: WriteOptions, token: str
                       ) -> Transformed:
     """Every split through the transform pass (`Transformed`)."""
     raw_batches, encoded, tallies, done = {}, {}, [], []
+    transform_fn_ready = beam.pvalue.AsList(transform_fn[0])
     for split, sources in splits.items():
-        batches, rejections, findings, decode_tally = sources | f"Decode[{split}]" >> DecodeAndBatch(
+        waiting = sources | f"AfterAnalysis[{split}]" >> beam.Map(_after, transform_fn_ready)
+        batches, rejections, findings, decode_tally = waiting | f"Decode[{split}]" >> DecodeAndBatch(
             options, progress_key=ProgressKey(token, split, "transform"))
         tallies.append(decode_tally)
         transformed, _ = (((batches, tensor_adapter_config(options.geometry, options.labelling.multi_label)),
