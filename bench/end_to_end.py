@@ -8,8 +8,10 @@ and by the model directory. One table row per size, with the peak memory of each
 value at the smallest size (the target: within 1.2x from 5,000 to 50,000 records), whether the trainer
 held its examples in memory (`cached_in_memory` of metrics.json) and the load average when the size
 started (the machine may be shared). The scratch outputs are removed after measuring unless --keep.
+--stream runs the trainer with a cache budget of 0, so it streams from the shards at every size: its
+memory at a size that would be cached, against a size that is not, shows whether streaming is bounded.
 
-    python bench/end_to_end.py --sizes 5000 50000 [--epochs 1] [--data_root DIR] [--work_dir DIR] [--keep]
+    python bench/end_to_end.py --sizes 5000 50000 [--epochs 1] [--data_root DIR] [--work_dir DIR] [--keep] [--stream]
 """
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ from trainer.layout import METRICS_FILE
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH_DIR)
 MB = 2**20
+_STREAMING_TRAINER = ("import sys; from trainer import inputs; inputs.cache_budget_bytes = lambda: 0; "
+                      "from trainer.__main__ import main; sys.exit(main(sys.argv[1:]))")
+"""`python -m trainer` with no memory for the example cache (`trainer.inputs.fits_in_memory` then refuses it)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +74,11 @@ def _trainer_cached(model_dir: str) -> bool:
         return bool(json.load(handle)["cached_in_memory"])
 
 
-def run_size(size: int, data_root: str, work_dir: str, epochs: int, keep: bool) -> Row:
+def _trainer_command(stream: bool) -> list[str]:
+    return [sys.executable, "-c", _STREAMING_TRAINER] if stream else [sys.executable, "-m", "trainer"]
+
+
+def run_size(size: int, data_root: str, work_dir: str, epochs: int, keep: bool, stream: bool = False) -> Row:
     """Generates (once) and measures one size; the scratch folder is removed unless `keep`."""
     root = _dataset(data_root, size)
     load = os.getloadavg()[0]
@@ -78,7 +87,7 @@ def run_size(size: int, data_root: str, work_dir: str, epochs: int, keep: bool) 
     try:
         pipeline = measure([sys.executable, "-m", "beam_pipeline", "--train_dir", os.path.join(root, "TRAIN"),
                             "--labels", os.path.join(root, "reference.txt"), "--output_dir", out], cwd=REPO)
-        trainer = measure([sys.executable, "-m", "trainer", "--data_dir", out, "--model_dir", model,
+        trainer = measure([*_trainer_command(stream), "--data_dir", out, "--model_dir", model,
                            "--epochs", str(epochs)], cwd=REPO)
         return Row(size, load, pipeline, trainer, disk_mb(root), disk_mb(out), disk_mb(model), _trainer_cached(model))
     finally:
@@ -118,11 +127,12 @@ def main() -> None:
     parser.add_argument("--work_dir", default=tempfile.gettempdir(),
                         help="where the pipeline's output and the model are written while measured")
     parser.add_argument("--keep", action="store_true", help="keep the pipeline output and the model")
+    parser.add_argument("--stream", action="store_true", help="the trainer streams from the shards at every size")
     args = parser.parse_args()
     os.makedirs(args.work_dir, exist_ok=True)
     rows = []
     for size in sorted(args.sizes):
-        rows.append(run_size(size, args.data_root, args.work_dir, args.epochs, args.keep))
+        rows.append(run_size(size, args.data_root, args.work_dir, args.epochs, args.keep, args.stream))
         print_table(rows, args.epochs)
 
 

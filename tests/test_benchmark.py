@@ -78,3 +78,12 @@ def test_end_to_end_prints_pipeline_and_trainer_figures_per_size_and_removes_its
         assert input_mb >= size * 0.2 and output_mb > 0 and model_mb > 0  # ~0.24 MB a record
     assert os.listdir(work_dir) == []  # outputs and models removed without --keep
     assert len(os.listdir(data_root / "train-16" / "TRAIN")) == 16  # the inputs are kept
+
+
+def test_end_to_end_stream_makes_the_trainer_read_the_shards_even_when_the_examples_fit(tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(REPO, "bench", "end_to_end.py"), "--sizes", "8", "--stream",
+                             "--data_root", str(tmp_path / "data"), "--work_dir", str(tmp_path / "work")],
+                            cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = [line for line in result.stdout.rsplit("records", 1)[1].splitlines() if re.match(r"\s+8 ", line)]
+    assert len(row) == 1 and row[0].split("|")[2].split()[-1] == "no", result.stdout
