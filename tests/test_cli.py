@@ -185,7 +185,8 @@ def test_a_run_shows_its_progress_and_result_and_nothing_of_tensorflow(tmp_path)
     assert result.stdout.startswith(f"wrote {tmp_path / 'out'}: examples {{'train': 4}}")
     lines = result.stderr.splitlines()
     assert [line for line in lines if not PROGRESS_LINE.match(line)] == [], result.stderr[-3000:]
-    assert any("found {'train': 4} .mat files" in line for line in lines)
+    assert any("files found: {'train': 4}" in line for line in lines)
+    assert any("transform train: 4 of 4 files" in line for line in lines)  # the progress of a pass
 
 
 def test_a_trainer_error_is_its_one_line(tmp_path):

@@ -35,11 +35,11 @@ from test_preprocessing import _analyze_and_transform
 
 from beam_pipeline.cli.main_command import main
 from beam_pipeline.graph import pipeline as graphs
+from beam_pipeline.graph import sources
 from beam_pipeline.graph.arrow_batches import DecodedRecord
 from beam_pipeline.graph.preprocessing import preprocessing_fn
 from beam_pipeline.inputs.discovery import find_records
 from beam_pipeline.inputs.labels import MAX_LABELS_BYTES, parse_labels, read_labels
-from beam_pipeline.runs import job
 from beam_pipeline.runs.ledger import LEDGER_FILE, MANIFEST_FILE, NOT_HASHED
 from ecg_common.cli import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from ecg_common.rejections import ConfigurationError, Reason
@@ -191,17 +191,18 @@ def swapped_run(tmp_path_factory):
         (train / "HEA_SWAP.hea").unlink()
         os.symlink("/dev/zero", train / "HEA_SWAP.hea")
 
-    real_find_records = job.find_records
+    real_resolve, swapped = sources.resolve, []
 
-    def find_records(*args, **kwargs):
-        sources = real_find_records(*args, **kwargs)
-        swap_after_listing()
-        return sources
+    def resolve(*args, **kwargs):  # inside the job: after every file was listed and checked, before decoding
+        if not swapped:
+            swap_after_listing()
+            swapped.append(True)
+        return real_resolve(*args, **kwargs)
 
     out = root / "out"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(os, "scandir", _scandir_refusing(str(train / "locked")))
-        patch.setattr(job, "find_records", find_records)
+        patch.setattr(sources, "resolve", resolve)
         run = _main("--train_dir", str(train), "--labels", str(root / "labels.txt"), "--output_dir", str(out),
                     "--max_error_rate", "1", "--decode_timeout_s", "20")  # bounds a hang on the FIFO, if any
     return out, good, run

@@ -58,3 +58,43 @@ def test_the_guard_leaves_remote_runners_and_other_modes_alone():
     assert not guard_local_data_plane(pipeline_options(["--direct_running_mode=multi_processing"]))
     assert not guard_local_data_plane(pipeline_options([]))  # in_memory: no data channel to guard
     assert worker_handlers.DATA_BUFFER_TIME_LIMIT_MS == before
+
+
+def test_the_job_finds_every_file_of_a_directory_of_a_hundred_thousand(tmp_path):
+    """In-job discovery (graph/sources.py) through the default options: every file listed, paired and
+    joined with its label exactly once, at a size where a lossy stage boundary would show."""
+    from beam_pipeline.graph.settings import InputSpec
+    from beam_pipeline.graph.sources import FindSources
+
+    train, files, headers, wfdb, unlabelled = tmp_path / "TRAIN", 100_000, 1_000, 500, 200
+    train.mkdir()
+    for index in range(files):
+        os.close(os.open(train / f"R{index}.mat", os.O_CREAT | os.O_WRONLY))
+    for index in range(headers):
+        os.close(os.open(train / f"R{index}.hea", os.O_CREAT | os.O_WRONLY))
+    for index in range(wfdb):
+        os.close(os.open(train / f"W{index}.hea", os.O_CREAT | os.O_WRONLY))
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"R{i}\t{i % 2}\n" for i in range(files - unlabelled))
+                      + "".join(f"GONE{i}\t0\n" for i in range(7)))
+    spec = InputSpec({"train": str(train)}, str(labels))
+    options = pipeline_options([])
+    with beam.Pipeline(options=options) as pipeline:
+        found = pipeline | FindSources(spec, token="large")
+        _ = (found.by_split["train"]
+             | beam.Map(lambda s: f"{s.record_id}\t{s.label}\t{int(s.header_path is not None)}\t"
+                                  f"{s.rejection.reason if s.rejection else ''}")
+             | "WriteSources" >> beam.io.WriteToText(str(tmp_path / "sources")))
+        _ = (found.label_findings | beam.Map(lambda r: f"{r.record_id}\t{r.reason}")
+             | "WriteFindings" >> beam.io.WriteToText(str(tmp_path / "findings"), shard_name_template=""))
+    rows = []
+    for path in glob.glob(str(tmp_path / "sources*")):
+        with open(path) as handle:
+            rows.extend(line.rstrip("\n").split("\t") for line in handle)
+    by_id = {row[0]: row for row in rows}
+    assert len(rows) == len(by_id) == files + wfdb
+    assert sum(row[2] == "1" for row in rows) == headers
+    assert sorted(r for r, *_ in rows if _[2] == "missing_label") == sorted(
+        [f"R{i}" for i in range(files - unlabelled, files)] + [f"W{i}" for i in range(wfdb)])
+    assert all(by_id[f"R{i}"][1] == str(i % 2) for i in range(0, files - unlabelled, 997))
+    assert (tmp_path / "findings").read_text().splitlines() == [f"GONE{i}\tlabel_without_file" for i in range(7)]

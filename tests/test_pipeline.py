@@ -204,12 +204,17 @@ def test_help_documents_the_project_options():
 
 
 def test_long_runs_log_progress(contest_set, tmp_path, monkeypatch, caplog):
-    import beam_pipeline.graph.read
+    import beam_pipeline.graph.progress
 
-    monkeypatch.setattr(beam_pipeline.graph.read, "PROGRESS_INTERVAL_S", 0.0)  # every record is "a few seconds later"
+    monkeypatch.setattr(beam_pipeline.graph.progress, "PROGRESS_INTERVAL_S", 0.0)  # every file is "seconds later"
     root, _, _ = contest_set
-    with caplog.at_level("INFO", logger="beam_pipeline.graph.read"):
+    with caplog.at_level("INFO", logger="beam_pipeline.graph.progress"):
         assert main(["--train_dir", str(root / "TRAIN"), "--labels", str(root / "reference.txt"),
                      "--output_dir", str(tmp_path / "out"), "--max_error_rate", "0.5"]) == EXIT_OK
-    counts = [int(m.split()[1]) for m in caplog.messages if m.startswith("decoded ")]
-    assert counts and max(counts) == 20 and all(" records/s)" in m for m in caplog.messages if m.startswith("decoded "))
+    found = json.loads((tmp_path / "out" / "run_summary.json").read_text())["files_found"]["train"]
+    for pass_name in ("analyze", "transform"):
+        lines = [m for m in caplog.messages if m.startswith(f"{pass_name} train: ")]
+        done = [int(m.split()[2]) for m in lines]
+        assert done == sorted(done) and done[-1] == found, lines  # rejected files are done too
+        assert lines[0] == f"{pass_name} train: 1 of {found} files", lines
+        assert all(f" of {found} files (" in m and " files/s, " in m and " s left)" in m for m in lines[1:]), lines

@@ -162,6 +162,20 @@ def signal_samples(batch: pa.RecordBatch, num_leads: int = NUM_LEADS) -> np.ndar
     return values.reshape(-1, num_leads)
 
 
+def known_labels(batch: pa.RecordBatch) -> np.ndarray:
+    """Each row's binary label, UNKNOWN_LABEL where it has none (an empty list, a null, or UNKNOWN_LABEL
+    passed through by a transform saved before `preprocessing.known_labels`)."""
+    column = batch.column(batch.schema.get_field_index(LABEL_KEY))
+    offsets = column.offsets.to_numpy(zero_copy_only=False)
+    offsets = offsets - offsets[0]
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    has_value = np.diff(offsets) > 0
+    first = np.full(len(column), UNKNOWN_LABEL, dtype=np.int64)
+    first[has_value] = values[offsets[:-1][has_value]]
+    first[column.is_null().to_numpy(zero_copy_only=False)] = UNKNOWN_LABEL
+    return first
+
+
 def drop_unknown_labels(batch: pa.RecordBatch) -> pa.RecordBatch:
     """Turns a row without a known label into a missing value, so the example encoder omits `label` there.
 
@@ -176,11 +190,7 @@ def drop_unknown_labels(batch: pa.RecordBatch) -> pa.RecordBatch:
     column = batch.column(index)
     offsets = column.offsets.to_numpy(zero_copy_only=False)
     offsets = offsets - offsets[0]  # relative to `flatten()`, which (unlike `values`) honours a slice
-    values = column.flatten().to_numpy(zero_copy_only=False)
-    has_value = np.diff(offsets) > 0
-    first = np.full(len(column), UNKNOWN_LABEL, dtype=np.int64)
-    first[has_value] = values[offsets[:-1][has_value]]
-    unknown = (first == UNKNOWN_LABEL) | column.is_null().to_numpy(zero_copy_only=False)
+    unknown = known_labels(batch) == UNKNOWN_LABEL
     if not unknown.any():
         return batch
     masked = pa.LargeListArray.from_arrays(pa.array(offsets), column.flatten(), mask=pa.array(unknown))

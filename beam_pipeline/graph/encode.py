@@ -11,9 +11,17 @@ import pyarrow as pa
 from tfx_bsl.public import tfxio
 
 from beam_pipeline.graph import demographics
-from beam_pipeline.graph.arrow_batches import drop_unknown_labels
+from beam_pipeline.graph.arrow_batches import drop_unknown_labels, known_labels
 from beam_pipeline.graph.read import METRICS_NAMESPACE
-from ecg_common.schema import WINDOW_INDEX_KEY
+from ecg_common.schema import CLASS_NAMES, LABEL_KEY, UNKNOWN_LABEL, WINDOW_INDEX_KEY
+
+UNLABELLED = "unlabelled"
+"""The class balance's name for records without a (binary) label: test records the labels file does not name."""
+
+
+def label_counter(split: str, name: str) -> str:
+    """Counter of the written records of `split` with class `name` (a CLASS_NAMES value or UNLABELLED)."""
+    return f"{split}_records_labelled/{name}"
 
 
 class EncodeExamplesFn(beam.DoFn):
@@ -28,6 +36,8 @@ class EncodeExamplesFn(beam.DoFn):
         self._encoder = tfxio.RecordBatchToExamplesEncoder(self._schema)
         self._written = beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"{self._split}_examples_written")
         self._records = beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"{self._split}_records_written")
+        self._by_label = {label: beam.metrics.Metrics.counter(METRICS_NAMESPACE, label_counter(self._split, name))
+                          for label, name in [*CLASS_NAMES.items(), (UNKNOWN_LABEL, UNLABELLED)]}
         self._demographics = {name: beam.metrics.Metrics.counter(METRICS_NAMESPACE, name)
                               for name in demographics.counter_names(self._split)}
 
@@ -36,6 +46,10 @@ class EncodeExamplesFn(beam.DoFn):
         examples = self._encoder.encode(drop_unknown_labels(batch))
         self._written.inc(len(examples))
         self._records.inc(first_windows(batch))
+        if batch.schema.get_field_index(LABEL_KEY) >= 0:  # binary runs; multi-label ones count classes when decoding
+            labels = known_labels(batch)[first_window_rows(batch)]
+            for label, counter in self._by_label.items():
+                counter.inc(int(np.count_nonzero(labels == label)))
         for name, count in demographics.count_batch(batch, self._split).items():
             self._demographics[name].inc(count)
         yield from examples
@@ -43,8 +57,12 @@ class EncodeExamplesFn(beam.DoFn):
 
 def first_windows(batch: pa.RecordBatch) -> int:
     """How many rows are the first window of their record (all rows, for a transform without windows)."""
+    return int(np.count_nonzero(first_window_rows(batch)))
+
+
+def first_window_rows(batch: pa.RecordBatch) -> np.ndarray:
+    """Which rows are the first window of their record (all, for a transform without windows)."""
     index = batch.schema.get_field_index(WINDOW_INDEX_KEY)
     if index < 0:
-        return batch.num_rows
-    values = batch.column(index).flatten().to_numpy(zero_copy_only=False)
-    return int(np.count_nonzero(values == 0))
+        return np.ones(batch.num_rows, dtype=bool)
+    return batch.column(index).flatten().to_numpy(zero_copy_only=False) == 0

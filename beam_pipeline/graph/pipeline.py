@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
+import uuid
 
 import apache_beam as beam
 import pyarrow as pa
@@ -29,9 +30,11 @@ import tensorflow_transform.beam as tft_beam
 from beam_pipeline.graph.arrow_batches import DecodedRecord, tensor_adapter_config, to_record_batch
 from beam_pipeline.graph.encode import EncodeExamplesFn
 from beam_pipeline.graph.preprocessing import multi_label_preprocessing_fn, preprocessing_fn, vocabulary_fn
-from beam_pipeline.graph.read import QUALITY_TAG, REJECTED_TAG, DecodeRecordFn
+from beam_pipeline.graph.progress import ProgressKey
+from beam_pipeline.graph.read import METRICS_NAMESPACE, QUALITY_TAG, REJECTED_TAG, DecodeRecordFn
 from beam_pipeline.graph.scoring import ScoreToCsv
-from beam_pipeline.graph.settings import DecodeOptions, Labelling, ScoringModel, WriteOptions
+from beam_pipeline.graph.settings import DecodeOptions, InputSpec, Labelling, ScoringModel, WriteOptions
+from beam_pipeline.graph.sources import FOUND_COUNTER, LABEL_FINDINGS_COUNTER, FindSources, write_candidates
 from beam_pipeline.graph.tfrecord_sink import WriteGzipTFRecords
 from beam_pipeline.inputs.discovery import RecordSource
 from ecg_common.layout import ERRORS_DIR, LABELS_FINDINGS, QUALITY_DIR, SHARD_PREFIX, TFRECORD_SUFFIX
@@ -48,8 +51,10 @@ class DecodeAndBatch(beam.PTransform):
     `assess_quality=False` skips the quality flags where nobody reads them (the analyze pass, unless
     flagged records are rejected and so must be left out of the statistics too)."""
 
-    def __init__(self, options: DecodeOptions, assess_quality: bool = True, count_classes: bool = True):
+    def __init__(self, options: DecodeOptions, assess_quality: bool = True, count_classes: bool = True,
+                 progress_key: ProgressKey | None = None):
         super().__init__()
+        self._progress_key = progress_key
         self._options = options
         self._assess_quality = assess_quality
         self._count_classes = count_classes
@@ -59,7 +64,7 @@ class DecodeAndBatch(beam.PTransform):
         outcome = sources | "Decode" >> beam.ParDo(
             DecodeRecordFn(self._options.default_sampling_rate, self._options.pad_short, self._options.limits,
                            self._options.reject_flagged, self._assess_quality, labelling, self._count_classes,
-                           self._options.geometry, self._options.window_stride_s)
+                           self._options.geometry, self._options.window_stride_s, self._progress_key)
         ).with_outputs(REJECTED_TAG, QUALITY_TAG, main=DECODED_TAG)
         batch_size = self._options.batch_size
         batches = (outcome[DECODED_TAG]
@@ -85,42 +90,70 @@ def _preprocessing_fn(labelling: Labelling):
     return multi_label_preprocessing_fn(labelling.classes.names)
 
 
-def _analyze(pipeline: beam.Pipeline, train: list[RecordSource], options: DecodeOptions):
-    """Learns the per-lead statistics over the training records: TFT's (transform_fn, transformed metadata)."""
-    batches, _, _ = pipeline | "CreateTrain" >> beam.Create(train) | "DecodeTrain" >> DecodeAndBatch(
-        options, assess_quality=options.reject_flagged, count_classes=False)
+def _analyze(train: beam.PCollection, options: DecodeOptions, token: str):
+    """Learns the per-lead statistics over the training records: TFT's (transform_fn, transformed metadata).
+    The sources rejected before decoding pass through the decode step too (as rejections, which this
+    pass drops), so its progress counts every file found."""
+    batches, _, _ = train | "DecodeTrain" >> DecodeAndBatch(
+        options, assess_quality=options.reject_flagged, count_classes=False,
+        progress_key=ProgressKey(token, TRAIN_SPLIT, "analyze"))
     return ((batches, tensor_adapter_config(options.geometry, options.labelling.multi_label))
             | "Analyze" >> tft_beam.AnalyzeDataset(_preprocessing_fn(options.labelling)))
 
 
-def build_vocabulary(pipeline: beam.Pipeline, train: list[RecordSource], options: DecodeOptions,
-                     vocabulary_dir: str) -> None:
+def build_vocabulary(pipeline: beam.Pipeline, inputs: InputSpec, options: DecodeOptions, vocabulary_dir: str) -> None:
     """A multi-label run without --classes, before `build_job`: learns the classes over the valid training
     sources (tf.Transform's vocabulary, `preprocessing.vocabulary_fn`) into `vocabulary_dir`. The main
     job then maps every split with this fixed list, so K is known when its graph is built."""
     learning = dataclasses.replace(options, labelling=dataclasses.replace(options.labelling, classes=None))
-    batches, _, _ = (pipeline | "CreateTrain" >> beam.Create([s for s in train if s.rejection is None])
+    token = uuid.uuid4().hex
+    train_only = dataclasses.replace(inputs, directories={TRAIN_SPLIT: inputs.directories[TRAIN_SPLIT]})
+    found = pipeline | "FindTrain" >> FindSources(train_only, token)
+    batches, _, _ = (found.by_split[TRAIN_SPLIT]
                      | "DecodeTrain" >> DecodeAndBatch(learning, assess_quality=options.reject_flagged,
-                                                       count_classes=False))
+                                                       count_classes=False,
+                                                       progress_key=ProgressKey(token, TRAIN_SPLIT, "classes")))
     transform_fn = ((batches, tensor_adapter_config(options.geometry, multi_label=True))
                     | "LearnClasses" >> tft_beam.AnalyzeDataset(vocabulary_fn(options.labelling.min_class_count)))
     _ = transform_fn | "WriteClasses" >> tft_beam.WriteTransformFn(vocabulary_dir)
 
 
-def build_job(pipeline: beam.Pipeline, splits: dict[str, list[RecordSource]], extra_rejections: list[Rejection],
-              options: DecodeOptions, out_dir: str, write: WriteOptions = WriteOptions()) -> None:
-    """The main command's job, both passes in one pipeline: learns the statistics over the valid training
-    sources and writes `out_dir/transform_fn`, then applies them to every split (as `build_transform`).
+def build_job(pipeline: beam.Pipeline, inputs: InputSpec, options: DecodeOptions, out_dir: str,
+              write: WriteOptions = WriteOptions(), candidates_path: str | None = None) -> None:
+    """The main command's job, both passes in one pipeline: finds the records of every split inside
+    the job (`sources.py`), learns the statistics over the valid training sources and writes
+    `out_dir/transform_fn`, then applies them to every split (as `build_transform`). With
+    `candidates_path`, the first training sources by path go there for the run report to draw from.
 
     The transform pass reads the files again rather than reusing the decoded records, and only waits
     for the (small) transform_fn as a side input: nothing large is held between the passes, and worker
     processes (multi_processing, Dataflow) start once for both."""
-    train = [source for source in splits[TRAIN_SPLIT] if source.rejection is None]
-    transform_fn = _analyze(pipeline, train, options)
+    token = uuid.uuid4().hex
+    found = pipeline | "FindSources" >> FindSources(inputs, token)
+    if candidates_path is not None:
+        _ = write_candidates(found.report_candidates, candidates_path)
+    transform_fn = _analyze(found.by_split[TRAIN_SPLIT], options, token)
     _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out_dir)
     _, transformed_metadata = transform_fn
-    _transform_splits(pipeline, transform_fn, transformed_metadata.dataset_metadata.schema, splits, extra_rejections,
-                      options, out_dir, write)
+    _transform_splits(transform_fn, transformed_metadata.dataset_metadata.schema, found.by_split,
+                      found.label_findings, options, out_dir, write, token)
+
+
+def created_sources(pipeline: beam.Pipeline, splits: dict[str, list[RecordSource]],
+                    findings: list[Rejection]) -> tuple[dict[str, beam.PCollection], beam.PCollection]:
+    """Sources found by the launcher (reprocessing: `find_records` against the ledger) as the job's
+    inputs, counted as `sources.py` counts them (`<split>_files_found`, `label_file_findings`)."""
+    created = {split: (pipeline | f"Create[{split}]" >> beam.Create(sources)
+                       | f"CountFound[{split}]" >> beam.Map(_counted, f"{split}{FOUND_COUNTER}"))
+               for split, sources in splits.items()}
+    labels = (pipeline | "CreateLabelFindings" >> beam.Create(findings)
+              | "CountLabelFindings" >> beam.Map(_counted, LABEL_FINDINGS_COUNTER))
+    return created, labels
+
+
+def _counted(element, name: str):
+    beam.metrics.Metrics.counter(METRICS_NAMESPACE, name).inc()
+    return element
 
 
 def build_transform(pipeline: beam.Pipeline, splits: dict[str, list[RecordSource]], extra_rejections: list[Rejection],
@@ -138,22 +171,24 @@ def build_transform(pipeline: beam.Pipeline, splits: dict[str, list[RecordSource
         raise ValueError("scoring writes one predictions.csv: give one split")
     transformed_schema = tft.TFTransformOutput(transform_dir).transformed_metadata.schema
     transform_fn = pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(transform_dir)
-    raw, encoded = _transform_splits(pipeline, transform_fn, transformed_schema, splits, extra_rejections, options,
-                                     out_dir, write)
+    sources, label_findings = created_sources(pipeline, splits, extra_rejections)
+    raw, encoded = _transform_splits(transform_fn, transformed_schema, sources, label_findings, options, out_dir,
+                                     write, uuid.uuid4().hex)
     if model is not None:
         (examples,) = encoded.values()
         _ = examples | "Score" >> ScoreToCsv(model, os.path.join(out_dir, PREDICTIONS_FILE))
     return raw
 
 
-def _transform_splits(pipeline: beam.Pipeline, transform_fn, transformed_schema, splits: dict[str, list[RecordSource]],
-                      extra_rejections: list[Rejection], options: DecodeOptions, out_dir: str,
-                      write: WriteOptions) -> tuple[dict[str, beam.PCollection], dict[str, beam.PCollection]]:
+def _transform_splits(transform_fn, transformed_schema, splits: dict[str, beam.PCollection],
+                      label_findings: beam.PCollection, options: DecodeOptions, out_dir: str,
+                      write: WriteOptions, token: str
+                      ) -> tuple[dict[str, beam.PCollection], dict[str, beam.PCollection]]:
     """Every split through the transform pass; returns its raw Arrow batches and its encoded examples, by split."""
     raw_batches, encoded = {}, {}
     for split, sources in splits.items():
-        batches, rejections, findings = (pipeline | f"Create[{split}]" >> beam.Create(sources)
-                                         | f"Decode[{split}]" >> DecodeAndBatch(options))
+        batches, rejections, findings = sources | f"Decode[{split}]" >> DecodeAndBatch(
+            options, progress_key=ProgressKey(token, split, "transform"))
         transformed, _ = (((batches, tensor_adapter_config(options.geometry, options.labelling.multi_label)),
                            transform_fn)
                           | f"Transform[{split}]" >> tft_beam.TransformDataset(output_record_batches=True))
@@ -164,6 +199,5 @@ def _transform_splits(pipeline: beam.Pipeline, transform_fn, transformed_schema,
         _ = rejections | f"Errors[{split}]" >> WriteJsonLines(os.path.join(out_dir, ERRORS_DIR, split))
         _ = findings | f"Quality[{split}]" >> WriteJsonLines(os.path.join(out_dir, QUALITY_DIR, split))
         raw_batches[split] = batches
-    _ = (pipeline | "CreateLabelFindings" >> beam.Create(extra_rejections)
-         | "Errors[labels]" >> WriteJsonLines(os.path.join(out_dir, ERRORS_DIR, LABELS_FINDINGS)))
+    _ = (label_findings | "Errors[labels]" >> WriteJsonLines(os.path.join(out_dir, ERRORS_DIR, LABELS_FINDINGS)))
     return raw_batches, encoded

@@ -9,14 +9,11 @@ leave on tagged outputs, so nothing a bad file does can stop the run or vanish s
 from __future__ import annotations
 
 import collections
-import logging
-import threading
-import time
-import uuid
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
+from beam_pipeline.graph import progress
 from beam_pipeline.graph.arrow_batches import DecodedRecord
 from beam_pipeline.graph.settings import Labelling
 from beam_pipeline.inputs.classes import bad_dx_code, map_tokens
@@ -40,39 +37,6 @@ UNLABELLED_COUNTER = "unlabelled_records/"
 REJECTED_TAG = "rejected"
 QUALITY_TAG = "quality"
 METRICS_NAMESPACE = "ecg_pipeline"
-PROGRESS_INTERVAL_S = 5.0
-_log = logging.getLogger(__name__)
-
-
-class _Progress:
-    """Records decoded by every copy of one decode step in this process, logged every PROGRESS_INTERVAL_S.
-
-    Beam makes several copies of a DoFn (per thread, per bundle); counting per copy would log rarely
-    or never on short bundles, so the copies of one step share this counter through a token.
-    """
-
-    _by_token: dict[str, "_Progress"] = {}
-    _registry_lock = threading.Lock()
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._count = 0
-        self._started = self._last_log = time.monotonic()
-
-    @classmethod
-    def for_step(cls, token: str) -> "_Progress":
-        with cls._registry_lock:
-            return cls._by_token.setdefault(token, cls())
-
-    def tick(self) -> None:
-        with self._lock:
-            self._count += 1
-            now = time.monotonic()
-            if now - self._last_log < PROGRESS_INTERVAL_S:
-                return
-            self._last_log = now
-            count, rate = self._count, self._count / (now - self._started)
-        _log.info("decoded %d records (%.1f records/s)", count, rate)
 
 
 def _no_codes(source: RecordSource, tokens: tuple[str, ...] | None, from_header: bool) -> str:
@@ -104,8 +68,8 @@ class DecodeRecordFn(beam.DoFn):
     element is processed; the last ones leave in `finish_bundle`. Each bundle keeps one decoder
     child for itself.
 
-    Logs progress (records decoded so far and the rate) at most every PROGRESS_INTERVAL_S seconds,
-    so a long local run shows it is alive.
+    With `progress_key`, logs the files done (written or rejected) of the files found, the rate and
+    the time left (`progress.py`), so a long local run shows how far it is.
 
     In a multi-label run (`labelling`) a record's classes come from its header's Dx codes or the labels
     file, mapped through the classes (`_classes_of`); `count_classes` counts them and the codes
@@ -115,7 +79,8 @@ class DecodeRecordFn(beam.DoFn):
     def __init__(self, default_sampling_rate: float, pad_short: bool, limits: DecodeLimits = DecodeLimits(),
                  reject_flagged: bool = False, assess_quality: bool = True, labelling: Labelling = Labelling(),
                  count_classes: bool = False, geometry: Geometry = DEFAULT_GEOMETRY,
-                 window_stride_s: float | None = None):
+                 window_stride_s: float | None = None, progress_key: progress.ProgressKey | None = None):
+        self._progress_key = progress_key
         self._geometry = geometry
         self._window_stride_s = window_stride_s
         self._default_sampling_rate = default_sampling_rate
@@ -125,14 +90,12 @@ class DecodeRecordFn(beam.DoFn):
         self._assess_quality = assess_quality or reject_flagged
         self._labelling = labelling
         self._count_classes = count_classes
-        self._progress_token = uuid.uuid4().hex  # shared by the copies Beam makes of this step
         self._decoder: DecoderProcess | None = None
         self._in_flight: collections.deque[RecordSource] = collections.deque()
 
     def setup(self) -> None:
         self._decoded = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_decoded")
         self._rejected = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_rejected")
-        self._progress = _Progress.for_step(self._progress_token)
         self._pool = pool_for(self._limits)
 
     def start_bundle(self) -> None:
@@ -174,6 +137,8 @@ class DecodeRecordFn(beam.DoFn):
         yield from self._outputs(source, result)
 
     def _outputs(self, source: RecordSource, outcome: Decoded | Rejection):
+        if self._progress_key is not None:
+            progress.file_done(self._progress_key)
         label, names = source.label, ()
         if self._labelling.multi_label and not isinstance(outcome, Rejection):
             classes = self._classes_of(source, outcome.info)
@@ -193,7 +158,6 @@ class DecodeRecordFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(REJECTED_TAG, outcome)
             return
         self._decoded.inc()
-        self._progress.tick()
         for window in cut_windows(outcome.ecg, self._geometry, self._window_stride_s):
             yield DecodedRecord(source.record_id, label, window.ecg, outcome.info, names, window.index,
                                 window.start_s)

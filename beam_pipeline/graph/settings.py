@@ -88,3 +88,16 @@ class ScoringModel:
     class_names: tuple[str, ...] | None = None
     """A multi-label export's classes (its `assets.extra/classes.txt`, the CSV's probability columns); None: binary."""
     batch_size: int = SCORING_BATCH_SIZE
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """What the job is given to find its records with: each split's input directory (local or `gs://`)
+    and the labels file, never the files themselves (`graph/sources.py` lists them inside the job)."""
+
+    directories: dict[str, str]
+    labels_path: str | None = None
+    """None with --dx_from_header: the classes are in the headers."""
+    normal_labels: tuple[str, ...] = ()
+    multi_label: bool = False
+    labels_in_header: bool = False

@@ -11,6 +11,7 @@ vanishes without a word.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import posixpath
@@ -23,7 +24,8 @@ from beam_pipeline.inputs.labels import LabelProblem, Labels
 from beam_pipeline.inputs.local_files import UnlistableDirectory, is_local
 from ecg_common.rejections import ConfigurationError, Reason, Rejection
 from ecg_common.schema import TRAIN_SPLIT, UNKNOWN_LABEL
-from ecg_decode.pairing import header_for, headers_by_base, is_record, wfdb_records
+from ecg_decode.pairing import (HEADER_SUFFIX, MAT_SUFFIX, header_for, headers_by_base, is_header, is_record,
+                                wfdb_records)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,12 +85,28 @@ def list_file_metadata(directory: str) -> list[FileMetadata]:
     return sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path)
 
 
+def check_input_directory(directory: str) -> None:
+    """Raises ConfigurationError, before a job starts, when a local input directory does not exist or
+    cannot be listed itself (its files are listed inside the job, `graph/sources.py`); an object store
+    prefix has nothing to check (a missing one lists nothing)."""
+    if not is_local(directory):
+        return
+    if not os.path.isdir(directory):
+        raise ConfigurationError(f"input directory not found: {directory}")
+    try:
+        with os.scandir(directory) as entries:
+            next(entries, None)
+    except OSError as error:
+        raise ConfigurationError(f"input directory {directory}: directory could not be listed: "
+                                 f"{type(error).__name__}: {error.strerror or error}") from None
+
+
 def list_files(directory: str) -> list[tuple[str, int]]:
     """All files under `directory`, recursively, as (path, size) sorted by path."""
     return [(m.path, m.size_in_bytes) for m in list_file_metadata(directory)]
 
 
-def _unlistable_source(directory: str, split: str, entry: UnlistableDirectory) -> RecordSource:
+def unlistable_source(directory: str, split: str, entry: UnlistableDirectory) -> RecordSource:
     """A directory that could not be listed, as one rejected source. Its id is its path under the
     input directory with a final `/`, which no record id (a file stem) can equal."""
     record_id = os.fsencode(os.path.relpath(entry.path, directory)).decode("utf-8", "backslashreplace") + "/"
@@ -96,47 +114,113 @@ def _unlistable_source(directory: str, split: str, entry: UnlistableDirectory) -
                         rejection=Rejection(record_id, entry.path, Reason.UNLISTABLE, entry.detail))
 
 
+@dataclasses.dataclass(frozen=True)
+class LabelEntry:
+    """What the labels file says of one record id: its usable label (UNKNOWN_LABEL: none), its classes
+    as written (multi-label files) and the first problem of its lines, if any."""
+
+    label: int = UNKNOWN_LABEL
+    codes: tuple[str, ...] | None = None
+    problem: LabelProblem | None = None
+    usable: bool = False
+    """Whether a line of the file gives it a usable label (an id with none that has no file is a
+    finding, `label_without_file`)."""
+
+
+def label_entries(labels: Labels) -> dict[str, LabelEntry]:
+    """Every record id the labels file names (usable or not), with what it says of it."""
+    problems: dict[str, LabelProblem] = {}
+    for problem in labels.problems:
+        problems.setdefault(problem.record_id, problem)
+    ids = set(labels.by_id) | set(problems)
+    return {record_id: LabelEntry(labels.by_id.get(record_id, UNKNOWN_LABEL), labels.codes.get(record_id),
+                                  problems.get(record_id), record_id in labels.by_id) for record_id in ids}
+
+
+def record_base(path: str) -> str | None:
+    """The key that pairs a `.mat` with its `.hea` (the path without the suffix); None for any other file."""
+    if is_record(path):
+        return path[: -len(MAT_SUFFIX)]
+    if is_header(path):
+        return path[: -len(HEADER_SUFFIX)]
+    return None
+
+
+def pair(directory: str, split: str, files: list[tuple[str, int]]) -> list[RecordSource]:
+    """The record files among `files` (paths with one `record_base`, with sizes) as unlabelled
+    RecordSources: each `.mat` with its header, or a `.hea` with no `.mat` beside it (a WFDB record);
+    a file that must not be opened carries its refusal."""
+    paths = sorted(path for path, _ in files)
+    size_of = dict(files)
+    headers = headers_by_base(paths)
+    wfdb = set(wfdb_records(paths))
+    sources = []
+    for path in paths:
+        if not is_record(path) and path not in wfdb:
+            continue
+        record_id = _stem(path)
+        base = dict(path=path, record_id=record_id, split=split, size_bytes=size_of[path],
+                    header_path=None if path in wfdb else header_for(path, headers), input_root=directory)
+        refusal = _refusal(directory, path, base["header_path"])
+        sources.append(RecordSource(**base, rejection=None if refusal is None else Rejection(record_id, path, *refusal)))
+    return sources
+
+
+def resolve(candidates: list[RecordSource], entry: LabelEntry | None, labels_in_header: bool = False
+            ) -> list[RecordSource]:
+    """The files of one split that share one record id, with the label attached or the reason they are
+    not read: a refused file keeps its refusal (and is not this id's file: a good file with the same
+    id is still read); of the others the first by path is processed and the rest are `duplicate_id`.
+    A training record needs a valid label (unless `labels_in_header`: its classes are read with its
+    header, so one without them is rejected when decoded); a test record keeps its label when the
+    labels file has one."""
+    entry = entry or LabelEntry()
+    resolved, first_path = [], None
+    for source in sorted(candidates, key=lambda s: s.path):
+        if source.rejection is not None:
+            resolved.append(source)
+        elif first_path is not None:
+            detail = _duplicate_detail(source.record_id, source.path, first_path)
+            resolved.append(dataclasses.replace(
+                source, rejection=Rejection(source.record_id, source.path, Reason.DUPLICATE_ID, detail)))
+        else:
+            first_path = source.path
+            resolved.append(_labelled(source, entry, labels_in_header))
+    return resolved
+
+
+def _labelled(source: RecordSource, entry: LabelEntry, labels_in_header: bool) -> RecordSource:
+    if source.split == TRAIN_SPLIT and entry.label == UNKNOWN_LABEL and not labels_in_header:
+        problem = entry.problem or LabelProblem(source.record_id, Reason.MISSING_LABEL,
+                                                "no label for this record in the labels file")
+        return dataclasses.replace(source, rejection=Rejection(source.record_id, source.path, problem.reason,
+                                                               problem.detail))
+    return dataclasses.replace(source, label=entry.label, codes=entry.codes)
+
+
 def find_records(directory: str, split: str, labels: Labels,
                  listing: list[FileMetadata] | None = None, labels_in_header: bool = False) -> list[RecordSource]:
     """The `.mat` files under `directory` as RecordSources of `split`, with labels and headers attached,
     the WFDB records (a `.hea` without a `.mat`: `pairing.wfdb_records`), and one rejected source per
-    subdirectory that could not be listed.
-
-    The record id is the file stem. When two files share an id, the first by path is processed and the
-    others are rejected as duplicates. A training record needs a valid label; a test record keeps its
-    label when the labels file has one. `listing` is a listing of `directory` already taken (so a caller
-    comparing it with a ledger decides on the same files); by default the directory is listed here.
-    With `labels_in_header` (`--dx_from_header`) a record's classes are read with its header, so a
-    training record without them is rejected when decoded, not here.
+    subdirectory that could not be listed: `pair`, then `resolve`, here in one process (reprocessing
+    and tests; the main command does the same steps inside its job, `graph/sources.py`).
+    `listing` is a listing of `directory` already taken (so a caller comparing it with a ledger
+    decides on the same files); by default the directory is listed here.
     """
     listing = list_file_metadata(directory) if listing is None else listing
-    sources = [_unlistable_source(directory, split, m) for m in listing if isinstance(m, UnlistableDirectory)]
-    files = [(m.path, m.size_in_bytes) for m in listing if not isinstance(m, UnlistableDirectory)]
-    headers = headers_by_base(p for p, _ in files)
-    wfdb = set(wfdb_records(p for p, _ in files))
-    first_path_of: dict[str, str] = {}
-    for path, size in files:
-        if not is_record(path) and path not in wfdb:
-            continue
-        record_id = _stem(path)
-        base = dict(path=path, record_id=record_id, split=split, size_bytes=size,
-                    header_path=None if path in wfdb else header_for(path, headers), input_root=directory)
-        if (refusal := _refusal(directory, path, base["header_path"])) is not None:
-            sources.append(RecordSource(**base, rejection=Rejection(record_id, path, *refusal)))
-            continue  # not registered as this id's file: a good file with the same id is still read
-        if record_id in first_path_of:
-            detail = _duplicate_detail(record_id, path, first_path_of[record_id])
-            sources.append(RecordSource(**base, rejection=Rejection(record_id, path, Reason.DUPLICATE_ID, detail)))
-            continue
-        first_path_of[record_id] = path
-        label = labels.by_id.get(record_id, UNKNOWN_LABEL)
-        problem = labels.problem_for(record_id)
-        if split == TRAIN_SPLIT and label == UNKNOWN_LABEL and not labels_in_header:
-            problem = problem or LabelProblem(record_id, Reason.MISSING_LABEL, "no label for this record in the labels file")
-            sources.append(RecordSource(**base, rejection=Rejection(record_id, path, problem.reason, problem.detail)))
-            continue
-        sources.append(RecordSource(**base, label=label, codes=labels.codes.get(record_id)))
-    return sources
+    sources = [unlistable_source(directory, split, m) for m in listing if isinstance(m, UnlistableDirectory)]
+    by_base: dict[str, list[tuple[str, int]]] = collections.defaultdict(list)
+    for entry in listing:
+        if not isinstance(entry, UnlistableDirectory) and (base := record_base(entry.path)) is not None:
+            by_base[base].append((entry.path, entry.size_in_bytes))
+    by_id: dict[str, list[RecordSource]] = collections.defaultdict(list)
+    for files in by_base.values():
+        for source in pair(directory, split, files):
+            by_id[source.record_id].append(source)
+    entries = label_entries(labels)
+    resolved = [s for record_id, candidates in by_id.items()
+                for s in resolve(candidates, entries.get(record_id), labels_in_header)]
+    return sources + sorted(resolved, key=lambda s: s.path)
 
 
 def _refusal(directory: str, path: str, header_path: str | None) -> tuple[str, str] | None:
@@ -158,7 +242,15 @@ def label_file_findings(labels: Labels, sources: list[RecordSource], labels_path
     found = written + rejected reconciliation.
     """
     with_file = {s.record_id for s in sources}
-    findings = [Rejection(record_id, labels_path, Reason.LABEL_WITHOUT_FILE, "labelled record has no .mat file")
-                for record_id in sorted(set(labels.by_id) - with_file)]
-    findings += [Rejection(p.record_id, labels_path, p.reason, p.detail) for p in labels.problems]
-    return findings
+    findings = [without_file(record_id, labels_path) for record_id in sorted(set(labels.by_id) - with_file)]
+    return findings + line_findings(labels, labels_path)
+
+
+def without_file(record_id: str, labels_path: str) -> Rejection:
+    """The finding for a labelled record id that no input file has."""
+    return Rejection(record_id, labels_path, Reason.LABEL_WITHOUT_FILE, "labelled record has no .mat file")
+
+
+def line_findings(labels: Labels, labels_path: str) -> list[Rejection]:
+    """The labels file's unusable lines as findings, in file order."""
+    return [Rejection(p.record_id, labels_path, p.reason, p.detail) for p in labels.problems]

@@ -307,6 +307,22 @@ def read_labels(path: str, normal_labels: Collection[str] = (), multi_label: boo
     return labels
 
 
+def check_readable(path: str) -> None:
+    """Raises ConfigurationError now, before a job starts, when the labels file cannot be read at all
+    (the job itself reads and parses it, `graph/sources.py`): missing, not a regular file, too large."""
+    try:
+        if not is_local(path):
+            if not FileSystems.exists(path):
+                raise FileNotFoundError(f"no such file: {path}")
+            return
+        with open_local(path, MAX_LABELS_BYTES) as raw:
+            raw.read(1)
+    except Refused as refused:
+        raise ConfigurationError(f"cannot read labels file {path}: {refused.detail}") from None
+    except Exception as error:  # noqa: BLE001 - any failure to read it is a configuration problem
+        raise ConfigurationError(f"cannot read labels file {path}: {error}") from None
+
+
 def _read_bounded(path: str) -> bytes:
     """The file's bytes (decompressed when its name says `.gz` and the like, as Beam does), at most
     MAX_LABELS_BYTES; a local file is opened only if it resolves to a regular file."""

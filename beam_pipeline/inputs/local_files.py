@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Iterator
 
 from apache_beam.io.filesystem import FileMetadata
 
@@ -61,19 +62,26 @@ def walk(directory: str) -> list[FileMetadata]:
     """Every non-directory entry under `directory` (symbolic links to directories are not entered)
     and every directory that could not be listed (an `UnlistableDirectory`), sorted by path; size
     and time are the target's when it can be reached, else the link's own, else 0."""
-    entries: list[FileMetadata] = []
+    return sorted(entries_under(directory), key=lambda entry: entry.path)
 
-    def unlistable(error: OSError) -> None:
+
+def entries_under(directory: str) -> Iterator[FileMetadata]:
+    """The entries of `walk`, as they are found (a listing of a million files need not be held)."""
+    unlistable: list[UnlistableDirectory] = []
+
+    def note_unlistable(error: OSError) -> None:
         entry = UnlistableDirectory.of(error)
         _log.warning("%s: %s; what it holds is not read (one `unlistable` rejection)", entry.path, entry.detail)
-        entries.append(entry)
+        unlistable.append(entry)
 
-    for parent, _, names in os.walk(directory, onerror=unlistable, followlinks=False):
+    for parent, _, names in os.walk(directory, onerror=note_unlistable, followlinks=False):
+        yield from unlistable
+        unlistable.clear()
         for name in names:
             entry = _entry(os.path.join(parent, name))
             if entry is not None:
-                entries.append(entry)
-    return sorted(entries, key=lambda entry: entry.path)
+                yield entry
+    yield from unlistable
 
 
 def _entry(path: str) -> FileMetadata | None:

@@ -1,10 +1,9 @@
-"""Which of the files found became examples, and their class balance.
+"""Which of the files found became examples.
 
 A run records every rejected file (`errors/<split>.jsonl`) and every flagged one (`quality/<split>.jsonl`)
 with its path, but not the written ones: a written example is a found source that was not rejected at
 discovery and has no line in `errors/`. Files are matched by path, not by record id, because a
-`duplicate_id` rejection carries the id of the file that was kept. Reading the two JSON-lines files costs
-far less than scanning the TFRecords for labels.
+`duplicate_id` rejection carries the id of the file that was kept.
 """
 from __future__ import annotations
 
@@ -14,10 +13,6 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.inputs.discovery import RecordSource
 from ecg_common.layout import ERRORS_DIR, QUALITY_DIR
-from ecg_common.schema import CLASS_NAMES, UNKNOWN_LABEL
-
-UNLABELLED = "unlabelled"
-
 
 def _paths_in(out_dir: str, folder: str, split: str) -> set[str]:
     """The `path` of every line of `out_dir/folder/<split>.jsonl` (empty when the file does not exist)."""
@@ -37,11 +32,3 @@ def written_sources(sources: list[RecordSource], out_dir: str, split: str) -> li
 def flagged_paths(out_dir: str, split: str) -> set[str]:
     """Paths of the records of `split` that raised a signal-quality flag."""
     return _paths_in(out_dir, QUALITY_DIR, split)
-
-
-def class_balance(written: list[RecordSource]) -> dict[str, int]:
-    """Examples per class name, plus `unlabelled` (test records without a label)."""
-    counts = {name: 0 for name in CLASS_NAMES.values()} | {UNLABELLED: 0}
-    for source in written:
-        counts[UNLABELLED if source.label == UNKNOWN_LABEL else CLASS_NAMES[source.label]] += 1
-    return counts

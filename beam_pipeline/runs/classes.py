@@ -8,6 +8,8 @@ with that list, and their codes outside it are ignored and counted.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import apache_beam as beam
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -16,24 +18,24 @@ import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.graph import pipeline as graphs
+from beam_pipeline.graph.encode import UNLABELLED
 from beam_pipeline.graph.read import CLASS_COUNTER, IGNORED_COUNTER, UNLABELLED_COUNTER
+from beam_pipeline.graph.settings import InputSpec
 from beam_pipeline.inputs.classes import ClassMap, identity_classes, parse_classes
-from beam_pipeline.inputs.discovery import RecordSource
-from beam_pipeline.report.written import UNLABELLED
 from beam_pipeline.runs.beam_runner import counters_with_prefix
 from ecg_common.layout import CLASS_CODES_FILE, CLASS_VOCABULARY, CLASSES_FILE
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import TRAIN_SPLIT
 
 
-def learn_classes(options, train: list[RecordSource], decode: graphs.DecodeOptions, temp_dir: str) -> ClassMap:
+def learn_classes(options, inputs: InputSpec, decode: graphs.DecodeOptions, temp_dir: str) -> ClassMap:
     """The classes seen in at least `--min_class_count` valid training records, most frequent first.
     Runs its own small job (inside the caller's `tft_beam.Context`); no class at all is a
     configuration error."""
     vocabulary_dir = FileSystems.join(temp_dir, "class_vocabulary")
     with tft_beam.Context(temp_dir=FileSystems.join(temp_dir, "class_vocabulary_tmp")):
         pipeline = beam.Pipeline(options=options)
-        graphs.build_vocabulary(pipeline, train, decode, vocabulary_dir)
+        graphs.build_vocabulary(pipeline, inputs, decode, vocabulary_dir)
         pipeline.run().wait_until_finish()
     # tf.Transform writes one placeholder token for an empty vocabulary (its tables cannot be empty).
     empty = tft_analyzers.get_empy_vocabulary_dummy_value(tf.string)[1]
@@ -61,7 +63,7 @@ def training_classes(transform_dir: str) -> ClassMap | None:
         return parse_classes(handle.read().decode("utf-8"), source=path)
 
 
-def class_summary(result, classes: ClassMap, splits: dict[str, list[RecordSource]]) -> tuple[dict, dict]:
+def class_summary(result, classes: ClassMap, splits: Iterable[str]) -> tuple[dict, dict]:
     """(`run_summary.json`'s `classes`, its `class_balance`): the class names, records per class and
     split (the training ones also apart), the codes ignored per split with their record counts."""
     counts = counters_with_prefix(result, CLASS_COUNTER)

@@ -53,6 +53,7 @@ from beam_pipeline.graph import pipeline as graphs
 from beam_pipeline.graph.drift import DriftLimits, WriteLeadMoments, drift_report, read_lead_moments
 from beam_pipeline.graph.scoring import PREDICTIONS_COUNTER, RECORDS_SCORED_COUNTER
 from beam_pipeline.graph.settings import ScoringModel
+from beam_pipeline.graph.sources import FOUND_COUNTER, LABEL_FINDINGS_COUNTER
 from beam_pipeline.graph.statistics import lead_statistics
 from beam_pipeline.inputs.discovery import RecordSource, find_records, label_file_findings, list_file_metadata
 from beam_pipeline.inputs.labels import Labels, read_labels
@@ -70,7 +71,8 @@ from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
 from beam_pipeline.runs.output_guard import Kind, check_output_root, creating_in, read_marker, write_marker
 from beam_pipeline.runs.publish import discard, publish, remove_leftovers, staging_dir_for
 from beam_pipeline.runs.run_lock import try_lock
-from beam_pipeline.runs.summary import check_reconciled, check_same_geometry, read_geometry, summarize
+from beam_pipeline.runs.summary import (binary_class_balance, check_reconciled, check_same_geometry, read_geometry,
+                                        summarize)
 from ecg_common import scoring
 from ecg_common.layout import (BATCH_PREFIX, BATCH_SPLIT, SUCCESS_MARKER, SUMMARY_CLASSES_KEY,
                                SUMMARY_FILE)
@@ -340,12 +342,15 @@ def _run_batch(config: ReprocessConfig, selection: Selection, labels: Labels, ba
             return dry_run_summary(result, runner)
         written = {DATA_SPLIT: counter(result, f"{DATA_SPLIT}_examples_written")}
         records_written = {DATA_SPLIT: counter(result, f"{DATA_SPLIT}_records_written")}
-        summary = summarize(splits, staging, written, runner, started, transform_dir=config.transform_dir,
-                            max_error_rate=config.max_error_rate, label_findings=len(findings),
-                            geometry=config.decode.geometry, records_written=records_written)
+        found = {DATA_SPLIT: counter(result, f"{DATA_SPLIT}{FOUND_COUNTER}")}
+        summary = summarize(found, staging, written, runner, started, transform_dir=config.transform_dir,
+                            max_error_rate=config.max_error_rate,
+                            label_findings=counter(result, LABEL_FINDINGS_COUNTER),
+                            geometry=config.decode.geometry, records_written=records_written,
+                            class_balance=binary_class_balance(lambda name: counter(result, name), found))
         if config.decode.labelling.multi_label:
             summary[SUMMARY_CLASSES_KEY], summary["class_balance"] = class_summary(
-                result, config.decode.labelling.classes, splits)
+                result, config.decode.labelling.classes, found)
         check_reconciled(summary)
         summary["demographics"] = {DATA_SPLIT: demographics.summarize(lambda name: counter(result, name), DATA_SPLIT)}
         if model is not None:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import collections
 import json
+from collections.abc import Callable, Iterable
 import resource
 import time
 
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.graph.statistics import lead_statistics
-from beam_pipeline.report.written import class_balance, written_sources
+from beam_pipeline.graph.encode import UNLABELLED, label_counter
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE, error_rates, splits_over_budget
 from ecg_common.layout import ERRORS_DIR, GEOMETRY_KEY, LABELS_FINDINGS, QUALITY_DIR, SUMMARY_DECODING_KEY, SUMMARY_FILE
 from ecg_common.rejections import ConfigurationError
-from ecg_common.schema import DEFAULT_GEOMETRY, Geometry
+from ecg_common.schema import CLASS_NAMES, DEFAULT_GEOMETRY, Geometry
 from ecg_decode.decoding import quality
 from ecg_decode.sandbox.pool import decoder_cpu_seconds
 
@@ -76,19 +77,28 @@ def check_reconciled(summary: dict) -> None:
                                   "inside the job; nothing was published")
 
 
-def summarize(splits, out_dir: str, written: dict[str, int], runner: str, started: float,
+def binary_class_balance(counter: Callable[[str], int], splits: Iterable[str]) -> dict[str, dict[str, int]]:
+    """Written records per class name, plus `unlabelled` (test records without a label), per split,
+    from the job's counters (`encode.label_counter`)."""
+    return {split: {name: counter(label_counter(split, name)) for name in [*CLASS_NAMES.values(), UNLABELLED]}
+            for split in splits}
+
+
+def summarize(found: dict[str, int], out_dir: str, written: dict[str, int], runner: str, started: float,
               transform_dir: str | None = None, max_error_rate: float = DEFAULT_MAX_ERROR_RATE,
               label_findings: int = 0, geometry: Geometry = DEFAULT_GEOMETRY,
-              records_written: dict[str, int] | None = None) -> dict:
-    """The run summary of the output in `out_dir`; `lead_statistics` are those of the transform applied,
+              records_written: dict[str, int] | None = None,
+              class_balance: dict[str, dict[str, int]] | None = None) -> dict:
+    """The run summary of the output in `out_dir`: `found` are the files found per split, as the job
+    counted them, `class_balance` the written records per class; `lead_statistics` are those of the transform applied,
     read from `transform_dir` (default: `out_dir`, where the main command writes its transform).
     `error_rate_exceeded` lists the splits above `max_error_rate` (see `outcome.py`); `label_findings`
     is how many labels-file findings the job was given to write (checked by `check_reconciled`).
     `written` counts examples (windows), `records_written` the files they came from (default: the
     same, one window per record); files found = records written + rejected."""
     means, stds = lead_statistics(transform_dir or out_dir)
+    splits = list(found)
     rejected = {split: _rejection_counts(out_dir, split) for split in splits}
-    found = {split: len(sources) for split, sources in splits.items()}
     rejected_total = {split: sum(counts.values()) for split, counts in rejected.items()}
     rates = error_rates(found, rejected_total)
     label_file_findings = _rejection_counts(out_dir, LABELS_FINDINGS)
@@ -102,8 +112,7 @@ def summarize(splits, out_dir: str, written: dict[str, int], runner: str, starte
         "max_error_rate": max_error_rate,
         "error_rate_exceeded": splits_over_budget(rates, max_error_rate),
         "quality": {split: quality.summarize(_quality_findings(out_dir, split)) for split in splits},
-        "class_balance": {split: class_balance(written_sources(sources, out_dir, split))
-                          for split, sources in splits.items()},
+        "class_balance": class_balance or {},
         "label_file_findings": label_file_findings,
         "label_file_findings_expected": label_findings,
         "lead_statistics": {"leads": list(geometry.lead_names), "mean_mv": means.tolist(), "std_mv": stds.tolist()},
