@@ -41,7 +41,7 @@ def test_size_estimates_come_from_the_arrays_not_from_encoding(monkeypatch):
 
 def test_the_batching_steps_are_typed_so_beam_uses_these_coders():
     pipeline = beam.Pipeline()
-    batches, _, _ = pipeline | beam.Create([]) | graphs.DecodeAndBatch(graphs.DecodeOptions(500.0, False, 32))
+    batches = (pipeline | beam.Create([]) | graphs.DecodeAndBatch(graphs.DecodeOptions(500.0, False, 32))).batches
     assert isinstance(registry.get_coder(batches.element_type), RecordBatchCoder)
     lists = registry.get_coder(batches.producer.inputs[0].element_type)  # BatchElements' output
     assert isinstance(lists, beam.coders.ListCoder)

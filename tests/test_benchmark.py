@@ -56,3 +56,34 @@ def test_archive_scale_prints_the_launchers_figures_per_size_against_the_smalles
     train = tmp_path / "linked-30" / "TRAIN"
     assert len(os.listdir(train)) == 30 and os.stat(next(train.iterdir())).st_nlink == 1 + 30  # hard links
     assert len((tmp_path / "linked-30" / "reference.txt").read_text().splitlines()) == 30
+
+
+def test_end_to_end_prints_pipeline_and_trainer_figures_per_size_and_removes_its_outputs(tmp_path):
+    data_root, work_dir = tmp_path / "data", tmp_path / "work"
+    result = subprocess.run([sys.executable, os.path.join(REPO, "bench", "end_to_end.py"), "--sizes", "16", "8",
+                             "--data_root", str(data_root), "--work_dir", str(work_dir)],
+                            cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = result.stdout.rsplit("records", 1)[1]
+    rows = [line for line in table.splitlines() if re.match(r"\s+\d+ ", line)]
+    numbers = [[float(x) for x in re.findall(r"\d+\.\d+|\d+", line.replace("|", " "))] for line in rows]
+    assert [row[0] for row in numbers] == [8, 16]  # smallest first: the baseline of the ratios
+    assert all(line.split("|")[2].split()[-1] == "yes" for line in rows)  # a few examples are cached
+    for size, load, pipe_s, rate, pipe_mb, pipe_x, train_s, train_mb, train_x, input_mb, output_mb, model_mb \
+            in numbers:
+        assert pipe_s > 0 and train_s > 0 and pipe_mb > 50 and train_mb > 50 and load >= 0  # real processes
+        assert rate == pytest.approx(size / pipe_s, rel=0.05, abs=0.1)
+        assert pipe_x == pytest.approx(pipe_mb / numbers[0][4], abs=0.01)
+        assert train_x == pytest.approx(train_mb / numbers[0][7], abs=0.01)
+        assert input_mb >= size * 0.2 and output_mb > 0 and model_mb > 0  # ~0.24 MB a record
+    assert os.listdir(work_dir) == []  # outputs and models removed without --keep
+    assert len(os.listdir(data_root / "train-16" / "TRAIN")) == 16  # the inputs are kept
+
+
+def test_end_to_end_stream_makes_the_trainer_read_the_shards_even_when_the_examples_fit(tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(REPO, "bench", "end_to_end.py"), "--sizes", "8", "--stream",
+                             "--data_root", str(tmp_path / "data"), "--work_dir", str(tmp_path / "work")],
+                            cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = [line for line in result.stdout.rsplit("records", 1)[1].splitlines() if re.match(r"\s+8 ", line)]
+    assert len(row) == 1 and row[0].split("|")[2].split()[-1] == "no", result.stdout

@@ -15,6 +15,7 @@ from beam_pipeline.graph import sources
 from beam_pipeline.runs import job
 from beam_pipeline.runs.summary import check_reconciled, mismatches
 from ecg_common.cli import EXIT_FAILED, EXIT_OK
+from ecg_common.rejections import Rejection
 from ecg_common.schema import ECG_SHAPE
 
 
@@ -42,9 +43,10 @@ def test_a_clean_run_reconciles(small_set, capsys):
 
 
 def test_examples_lost_in_the_job_fail_the_run_and_publish_nothing(small_set, monkeypatch, capsys):
-    real_counter = job.counter
+    real_counters = job.counters_with_prefix
     # the job found every file but "wrote" one fewer: elements lost between discovery and the shards
-    monkeypatch.setattr(job, "counter", lambda result, name: real_counter(result, name) - name.endswith("_written"))
+    monkeypatch.setattr(job, "counters_with_prefix", lambda result, prefix: {
+        name: count - name.endswith("_written") for name, count in real_counters(result, prefix).items()})
     assert _run(small_set, small_set / "out") == EXIT_FAILED
     message = capsys.readouterr().err.strip()
     assert "do not reconcile" in message and "train: 6 files found, 5 written + 0 rejected" in message
@@ -53,10 +55,17 @@ def test_examples_lost_in_the_job_fail_the_run_and_publish_nothing(small_set, mo
     assert not [p for p in small_set.iterdir() if ".staging-" in p.name]
 
 
+def losing_the_last_finding(in_order):
+    """`sources._in_order` that counts every labels finding, then loses the last one before errors/labels.jsonl."""
+    def lossy(keyed):
+        outputs = list(in_order(keyed))
+        findings = [output for output in outputs if isinstance(output, Rejection)]
+        return findings[:-1] + [output for output in outputs if not isinstance(output, Rejection)]
+    return lossy
+
+
 def test_label_findings_lost_in_the_job_fail_the_run(small_set, monkeypatch, capsys):
-    real_in_order = sources._in_order
-    # counted as found inside the job, then lost before errors/labels.jsonl
-    monkeypatch.setattr(sources, "_in_order", lambda keyed: list(real_in_order(keyed))[:-1])
+    monkeypatch.setattr(sources, "_in_order", losing_the_last_finding(sources._in_order))
     assert _run(small_set, small_set / "out") == EXIT_FAILED
     assert "labels file: 1 findings, 0 written" in capsys.readouterr().err
     assert not (small_set / "out").exists()

@@ -212,6 +212,32 @@ def test_cached_examples_are_read_from_the_shards_once(pipeline_output, tmp_path
         assert sorted(seen) == ids
 
 
+def test_the_cache_decision_refuses_a_set_larger_than_the_budget(pipeline_output):
+    """The examples are cached only when all of them fit the budget; the default budget is the stated
+    share of physical memory, so 50,000 examples of the pipeline's geometry (12 GB) stream here."""
+    spec = inputs.parsing_spec(inputs.load_transform_output(pipeline_output.path))
+    one = inputs.example_bytes(spec)
+    assert one >= int(np.prod(ECG_SHAPE)) * 4  # the float32 signal at least
+    assert inputs.fits_in_memory(NUM_TRAIN, spec, budget_bytes=NUM_TRAIN * one)
+    assert not inputs.fits_in_memory(NUM_TRAIN, spec, budget_bytes=NUM_TRAIN * one - 1)
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert inputs.cache_budget_bytes() == int(inputs.CACHE_MEMORY_FRACTION * physical)
+    fitting = inputs.cache_budget_bytes() // one
+    assert inputs.fits_in_memory(fitting, spec) and not inputs.fits_in_memory(fitting + 1, spec)
+
+
+def test_training_streams_from_the_shards_when_the_examples_exceed_the_budget(pipeline_output, trained, tmp_path,
+                                                                             monkeypatch):
+    """A budget one example short of the training folder's examples: the run does not cache (and
+    still trains on every record); the same data under the default budget is cached."""
+    spec = inputs.parsing_spec(inputs.load_transform_output(pipeline_output.path))
+    monkeypatch.setattr(inputs, "cache_budget_bytes", lambda: NUM_TRAIN * inputs.example_bytes(spec) - 1)
+    metrics = train.run(pipeline_output.path, str(tmp_path), dataclasses.replace(TINY_CONFIG, epochs=1))
+    assert metrics["cached_in_memory"] is False
+    assert sum(sum(counts.values()) for counts in metrics["class_counts"].values()) == NUM_TRAIN
+    assert trained[1]["cached_in_memory"] is True
+
+
 def test_split_is_stable_stratified_and_independent_of_order():
     records = [inputs.Record(f"r{i:04d}", ABNORMAL if i % 5 else NORMAL) for i in range(500)]  # 80% abnormal
     held_out = inputs.validation_ids(records, 0.2)

@@ -28,6 +28,8 @@ AUTOTUNE = tf.data.AUTOTUNE
 COMPRESSION = "GZIP"
 MAX_PARALLEL_SHARDS = 4
 """Shards read at once: enough to keep 2 cores busy decompressing, few enough to bound memory."""
+CACHE_MEMORY_FRACTION = 0.25
+"""Share of physical memory the examples may take when cached; a larger set is streamed from the shards."""
 _FINGERPRINTS = 2**62
 """Record ids are compared by 62-bit fingerprint: a collision in a split of 10^5 ids has odds of about 10^-9."""
 
@@ -203,6 +205,12 @@ class TrainingSet:
     """Per source, in order: `path`, `examples`, `unlabelled` (left out), `superseded` (left out: a newer
     source has the record), `used`."""
 
+    @property
+    def examples_read(self) -> int:
+        """Every example of the folders read: what a cache of them holds at most (an unlabelled example
+        whose id no other folder has is read, and cached, though never used)."""
+        return sum(counts["examples"] for counts in self.per_source)
+
 
 def combine(sources: Sequence[Source], scanned: Sequence[Sequence[Record]], fraction: float) -> TrainingSet:
     """One labelled example per record id over `sources` (the main output first, then batches oldest
@@ -259,10 +267,21 @@ def example_bytes(spec: dict) -> int:
     return size
 
 
-def fits_in_memory(num_examples: int, spec: dict, budget_fraction: float = 0.25) -> bool:
-    """Whether `num_examples` serialized examples fit in `budget_fraction` of physical memory."""
-    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return num_examples * example_bytes(spec) <= budget_fraction * physical
+def cache_budget_bytes(fraction: float = CACHE_MEMORY_FRACTION) -> int:
+    """What the example cache may hold: `fraction` of physical memory (the rest is the model, TensorFlow,
+    the shuffle buffer and whatever else runs on the machine)."""
+    return int(fraction * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def fits_in_memory(num_examples: int, spec: dict, budget_bytes: int | None = None) -> bool:
+    """Whether `num_examples` examples fit in `budget_bytes` (default `cache_budget_bytes()`).
+
+    When they do not, the trainer streams every epoch from the shards instead of caching: its memory
+    is then the shuffle buffer, the interleaved gzip readers and the prefetched batches, whatever the
+    number of examples (measured in docs/performance.md, "Scale: 50,000 records end to end").
+    """
+    budget = cache_budget_bytes() if budget_bytes is None else budget_bytes
+    return num_examples * example_bytes(spec) <= budget
 
 
 _ID_SPEC = {RECORD_ID_KEY: tf.io.FixedLenFeature([], tf.string)}

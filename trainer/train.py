@@ -180,7 +180,7 @@ def run(data_dir: str, model_dir: str, config: TrainConfig = TrainConfig(), extr
     val_records = [r for r in records if r.record_id in held_out]
     train_counts, val_counts = inputs.class_counts(train_records), inputs.class_counts(val_records)
     weights = class_weights(train_counts)
-    cache = inputs.fits_in_memory(len(records), spec)
+    cache = inputs.fits_in_memory(training_set.examples_read, spec)  # else every epoch streams from the shards
     _log.info("train %s, validation %s from %d folder(s), class weights %s, cache %s",
               _named(train_counts), _named(val_counts), len(read), weights, cache)
 

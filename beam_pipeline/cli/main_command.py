@@ -41,6 +41,10 @@ def build_parser() -> CommandLineParser:
     parser.add_argument("--output_dir", required=True,
                         help="where the output contract is written: a new path, or an earlier output of this "
                              "pipeline (replaced atomically); anything else is refused")
+    parser.add_argument("--publish_in_job", action="store_true",
+                        help="the job's last step writes the summary and report and publishes the output, for "
+                             "launches where nothing runs after submission (Dataflow Flex Templates); on Dataflow "
+                             "the command returns once the job is submitted")
     add_record_options(parser)
     add_class_options(parser)
     add_robustness_options(parser)
@@ -60,12 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     config = JobConfig(train_dir=args.train_dir, labels_path=args.labels, output_dir=args.output_dir,
                        test_dir=args.test_dir, decode=decode_options(args), write=write_options(args),
                        max_error_rate=args.max_error_rate, normal_labels=args.normal_labels,
-                       classes_path=args.classes)
+                       classes_path=args.classes, publish_in_job=args.publish_in_job)
     code, summary = run_stoppable(lambda: run_job(config, beam_args), "beam_pipeline", args.output_dir)
     if code != EXIT_OK:
         return code
     if summary.get("dry_run"):
         print(describe_dry_run(summary))
+        return EXIT_OK
+    if summary.get("submitted"):
+        print(f"submitted to {summary['runner']}: the job publishes {args.output_dir} itself when it is done")
         return EXIT_OK
     print(f"wrote {args.output_dir}: examples {summary['examples_written']}, rejected {summary['rejected_total']}, "
           f"{summary['wall_time_s']} s, peak RSS {summary['peak_rss_mb']['driver']} MB")

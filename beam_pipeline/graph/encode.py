@@ -12,6 +12,7 @@ from tfx_bsl.public import tfxio
 
 from beam_pipeline.graph import demographics
 from beam_pipeline.graph.arrow_batches import drop_unknown_labels, known_labels
+from beam_pipeline.graph.finish import BundleTally
 from beam_pipeline.graph.read import METRICS_NAMESPACE
 from ecg_common.schema import CLASS_NAMES, LABEL_KEY, UNKNOWN_LABEL, WINDOW_INDEX_KEY
 
@@ -34,24 +35,34 @@ class EncodeExamplesFn(beam.DoFn):
 
     def setup(self) -> None:
         self._encoder = tfxio.RecordBatchToExamplesEncoder(self._schema)
-        self._written = beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"{self._split}_examples_written")
-        self._records = beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"{self._split}_records_written")
-        self._by_label = {label: beam.metrics.Metrics.counter(METRICS_NAMESPACE, label_counter(self._split, name))
-                          for label, name in [*CLASS_NAMES.items(), (UNKNOWN_LABEL, UNLABELLED)]}
-        self._demographics = {name: beam.metrics.Metrics.counter(METRICS_NAMESPACE, name)
-                              for name in demographics.counter_names(self._split)}
+        self._label_names = {label: label_counter(self._split, name)
+                             for label, name in [*CLASS_NAMES.items(), (UNKNOWN_LABEL, UNLABELLED)]}
+        names = [f"{self._split}_examples_written", f"{self._split}_records_written", *self._label_names.values(),
+                 *demographics.counter_names(self._split)]
+        self._counters = {name: beam.metrics.Metrics.counter(METRICS_NAMESPACE, name) for name in names}
+
+    def start_bundle(self) -> None:
+        self._tally = BundleTally()
+
+    def finish_bundle(self):
+        yield from self._tally.outputs()
+
+    def _count(self, name: str, count: int) -> None:
+        """A Beam counter for the launcher, and the same count as data for a step inside the job (`finish.py`)."""
+        self._counters[name].inc(count)
+        self._tally.add(name, count)
 
     def process(self, transformed):
         batch, _ = transformed
         examples = self._encoder.encode(drop_unknown_labels(batch))
-        self._written.inc(len(examples))
-        self._records.inc(first_windows(batch))
+        self._count(f"{self._split}_examples_written", len(examples))
+        self._count(f"{self._split}_records_written", first_windows(batch))
         if batch.schema.get_field_index(LABEL_KEY) >= 0:  # binary runs; multi-label ones count classes when decoding
             labels = known_labels(batch)[first_window_rows(batch)]
-            for label, counter in self._by_label.items():
-                counter.inc(int(np.count_nonzero(labels == label)))
+            for label, name in self._label_names.items():
+                self._count(name, int(np.count_nonzero(labels == label)))
         for name, count in demographics.count_batch(batch, self._split).items():
-            self._demographics[name].inc(count)
+            self._count(name, count)
         yield from examples
 
 

@@ -61,8 +61,7 @@ def file_done(key: ProgressKey) -> None:
         if now - tally.last_log < PROGRESS_INTERVAL_S and tally.done != total:
             return
         tally.last_log = now
-        line = describe(key, tally.done, total, now - tally.started)
-    _log.info("%s", line)
+        _log.info("%s", describe(key, tally.done, total, now - tally.started))  # under the lock: lines in order
 
 
 def describe(key: ProgressKey, done: int, total: int, elapsed_s: float) -> str:

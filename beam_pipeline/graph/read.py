@@ -14,6 +14,7 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
 from beam_pipeline.graph import progress
+from beam_pipeline.graph.finish import BundleTally
 from beam_pipeline.graph.arrow_batches import DecodedRecord
 from beam_pipeline.graph.settings import Labelling
 from beam_pipeline.inputs.classes import bad_dx_code, map_tokens
@@ -99,6 +100,7 @@ class DecodeRecordFn(beam.DoFn):
         self._pool = pool_for(self._limits)
 
     def start_bundle(self) -> None:
+        self._tally = BundleTally()
         self._give_back_decoder()  # still held if the previous bundle failed half-way
         self._decoder = self._pool.acquire()
 
@@ -120,6 +122,7 @@ class DecodeRecordFn(beam.DoFn):
             for output in self._collect_oldest():
                 yield _in_global_window(output)
         self._give_back_decoder()
+        yield from self._tally.outputs()
 
     def teardown(self) -> None:
         self._give_back_decoder()
@@ -185,5 +188,7 @@ class DecodeRecordFn(beam.DoFn):
         return CLASSES_KNOWN, names
 
     def _count(self, name: str) -> None:
+        """A Beam counter, and the same count as data for a last step inside the job (`finish.py`)."""
         if self._count_classes:
             beam.metrics.Metrics.counter(METRICS_NAMESPACE, name).inc()
+            self._tally.add(name)

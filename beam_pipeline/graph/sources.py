@@ -23,6 +23,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.graph import progress
+from beam_pipeline.graph.finish import TALLY_TAG, BundleTally
 from beam_pipeline.graph.read import METRICS_NAMESPACE
 from beam_pipeline.graph.settings import InputSpec
 from beam_pipeline.inputs import local_files
@@ -47,12 +48,13 @@ _log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class FoundSources:
-    """The outputs of `FindSources`: each split's sources, the labels findings, and (one list) the
-    first training sources by path that passed discovery, for the report."""
+    """The outputs of `FindSources`: each split's sources, the labels findings, (one list) the first
+    training sources by path that passed discovery, for the report, and the counts (`finish.py`)."""
 
     by_split: dict[str, beam.PCollection]
     label_findings: beam.PCollection
     report_candidates: beam.PCollection
+    tallies: list[beam.PCollection]
 
 
 def _listing(directory: str):
@@ -115,6 +117,12 @@ class _ResolveFn(beam.DoFn):
         self._found = {s: counter(METRICS_NAMESPACE, f"{s}{FOUND_COUNTER}") for s in self._splits}
         self._accepted = {s: counter(METRICS_NAMESPACE, f"{s}{ACCEPTED_COUNTER}") for s in self._splits}
 
+    def start_bundle(self) -> None:
+        self._tally = BundleTally()
+
+    def finish_bundle(self):
+        yield from self._tally.outputs()
+
     def process(self, element):
         record_id, grouped = element
         entry = next(iter(grouped.get(_LABELS_TAG, ())), None)
@@ -124,8 +132,10 @@ class _ResolveFn(beam.DoFn):
             has_file = has_file or bool(candidates)
             for source in resolve(candidates, entry, self._labels_in_header):
                 self._found[split].inc()
+                self._tally.add(f"{split}{FOUND_COUNTER}")
                 if source.rejection is None:
                     self._accepted[split].inc()
+                    self._tally.add(f"{split}{ACCEPTED_COUNTER}")
                 yield beam.pvalue.TaggedOutput(split, source)
         if not has_file and entry is not None and entry.usable:
             yield beam.pvalue.TaggedOutput(_FINDINGS_TAG, ((0, record_id), without_file(record_id, self._labels_path)))
@@ -137,6 +147,7 @@ def _in_order(keyed: list[tuple[tuple, Rejection]]):
     for _, finding in sorted(keyed, key=lambda item: item[0]):
         counter.inc()
         yield finding
+    yield beam.pvalue.TaggedOutput(TALLY_TAG, (LABEL_FINDINGS_COUNTER, len(keyed)))
 
 
 class FindSources(beam.PTransform):
@@ -167,14 +178,14 @@ class FindSources(beam.PTransform):
         splits = tuple(inputs.directories)
         resolved = (keyed | "JoinById" >> beam.CoGroupByKey()
                     | "Resolve" >> beam.ParDo(_ResolveFn(splits, inputs.labels_path, inputs.labels_in_header)
-                                              ).with_outputs(_FINDINGS_TAG, *splits))
+                                              ).with_outputs(_FINDINGS_TAG, TALLY_TAG, *splits))
         findings = ((resolved[_FINDINGS_TAG], *line_findings_) | "AllLabelFindings" >> beam.Flatten()
                     | "CollectLabelFindings" >> beam.combiners.ToList()
-                    | "LabelFindingsInOrder" >> beam.FlatMap(_in_order))
+                    | "LabelFindingsInOrder" >> beam.FlatMap(_in_order).with_outputs(TALLY_TAG, main="findings"))
         by_split = {split: resolved[split] for split in splits}
         candidates = (by_split[splits[0]] | "Accepted" >> beam.Filter(lambda s: s.rejection is None)
                       | "ReportCandidates" >> beam.combiners.Top.Of(REPORT_CANDIDATES, key=_path, reverse=True))
-        return FoundSources(by_split, findings, candidates)
+        return FoundSources(by_split, findings["findings"], candidates, [resolved[TALLY_TAG], findings[TALLY_TAG]])
 
 
 def _path(source: RecordSource) -> str:

@@ -8,7 +8,7 @@ with that list, and their codes outside it are ignored and counted.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import apache_beam as beam
 import tensorflow as tf
@@ -22,7 +22,6 @@ from beam_pipeline.graph.encode import UNLABELLED
 from beam_pipeline.graph.read import CLASS_COUNTER, IGNORED_COUNTER, UNLABELLED_COUNTER
 from beam_pipeline.graph.settings import InputSpec
 from beam_pipeline.inputs.classes import ClassMap, identity_classes, parse_classes
-from beam_pipeline.runs.beam_runner import counters_with_prefix
 from ecg_common.layout import CLASS_CODES_FILE, CLASS_VOCABULARY, CLASSES_FILE
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import TRAIN_SPLIT
@@ -63,12 +62,17 @@ def training_classes(transform_dir: str) -> ClassMap | None:
         return parse_classes(handle.read().decode("utf-8"), source=path)
 
 
-def class_summary(result, classes: ClassMap, splits: Iterable[str]) -> tuple[dict, dict]:
-    """(`run_summary.json`'s `classes`, its `class_balance`): the class names, records per class and
-    split (the training ones also apart), the codes ignored per split with their record counts."""
-    counts = counters_with_prefix(result, CLASS_COUNTER)
-    ignored = counters_with_prefix(result, IGNORED_COUNTER)
-    unlabelled = counters_with_prefix(result, UNLABELLED_COUNTER)
+def _with_prefix(counts: Mapping[str, int], prefix: str) -> dict[str, int]:
+    return {name[len(prefix):]: n for name, n in sorted(counts.items()) if name.startswith(prefix)}
+
+
+def class_summary(all_counts: Mapping[str, int], classes: ClassMap, splits: Iterable[str]) -> tuple[dict, dict]:
+    """(`run_summary.json`'s `classes`, its `class_balance`) from the job's counts: the class names,
+    records per class and split (the training ones also apart), the codes ignored per split with
+    their record counts."""
+    counts = _with_prefix(all_counts, CLASS_COUNTER)
+    ignored = _with_prefix(all_counts, IGNORED_COUNTER)
+    unlabelled = _with_prefix(all_counts, UNLABELLED_COUNTER)
     balance = {split: {name: counts.get(f"{split}/{name}", 0) for name in classes.names}
                | {UNLABELLED: unlabelled.get(split, 0)} for split in splits}
     ignored_by_split = {split: {key.split("/", 1)[1]: n for key, n in ignored.items() if key.startswith(f"{split}/")}

@@ -14,31 +14,27 @@ import time
 import apache_beam as beam
 import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
-from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
+from apache_beam.options.pipeline_options import StandardOptions
 
-from beam_pipeline.graph import demographics
 from beam_pipeline.graph import pipeline as graphs
-from beam_pipeline.graph.arrow_batches import raw_schema
-from beam_pipeline.graph.statistics import require_finite_statistics
-from beam_pipeline.inputs.classes import read_classes
 from beam_pipeline.graph.settings import InputSpec
-from beam_pipeline.graph.sources import (ACCEPTED_COUNTER, FOUND_COUNTER, LABEL_FINDINGS_COUNTER, candidates_file,
-                                         read_candidates)
+from beam_pipeline.graph.sources import candidates_file, read_candidates
+from beam_pipeline.inputs.classes import read_classes
 from beam_pipeline.inputs.discovery import check_input_directory
-from beam_pipeline.inputs.labels import Labels, check_readable, read_labels
+from beam_pipeline.inputs.labels import check_readable
 from beam_pipeline.inputs.local_files import is_local
-from beam_pipeline.report import build as run_report
-from beam_pipeline.runs.beam_runner import (counter, describe_runner, dry_run_summary, is_dry_run, pipeline_options,
-                                            tft_temp_dir)
-from beam_pipeline.runs.classes import class_summary, learn_classes, write_classes
+from beam_pipeline.runs.beam_runner import (counters_with_prefix, describe_runner, dry_run_summary, is_dry_run,
+                                            pipeline_options, tft_temp_dir)
+from beam_pipeline.runs.classes import learn_classes
 from beam_pipeline.runs.data_plane_guard import guard_local_data_plane
+from beam_pipeline.runs.finishing import Finisher, RunInputs
 from beam_pipeline.runs.interruption import deferred_stop
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
 from beam_pipeline.runs.output_guard import check_output_dir
 from beam_pipeline.runs.publish import OutputClaim
-from beam_pipeline.runs.summary import binary_class_balance, check_reconciled, cpu_seconds, passes, summarize
-from ecg_common.layout import (DEFAULT_SAMPLING_RATE_KEY, GEOMETRY_KEY, PAD_SHORT_KEY, RAW_METADATA_DIR,
-                               SUMMARY_CLASSES_KEY, SUMMARY_DECODING_KEY, SUMMARY_FILE, WINDOW_STRIDE_KEY)
+from beam_pipeline.runs.runner_defaults import DATAFLOW_RUNNER
+from beam_pipeline.runs.summary import cpu_seconds, passes
+from ecg_common.layout import SUMMARY_FILE
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import TEST_SPLIT, TRAIN_SPLIT
 from ecg_decode.decoding.windows import stride_problem
@@ -62,6 +58,9 @@ class JobConfig:
     """Class values of the labels file that mean normal (every other value abnormal); empty: labels are 0/1."""
     classes_path: str | None = None
     """Multi-label runs: the --classes file; None learns the classes over the training split."""
+    publish_in_job: bool = False
+    """--publish_in_job: the job's last step writes the summary and publishes (`runs/finishing.py`);
+    the launcher does nothing after submission."""
 
 
 def input_spec(config: JobConfig) -> InputSpec:
@@ -82,13 +81,22 @@ def check_inputs(config: JobConfig) -> None:
         check_readable(config.labels_path)
 
 
-def _no_valid_training_record(config: JobConfig, found: int) -> ConfigurationError:
-    """The error of a run whose training files were all rejected before decoding (no label, refused,
-    duplicates). Only then is the labels file read here, to say what was wrong with it."""
-    labels = (read_labels(config.labels_path, config.normal_labels, config.decode.labelling.multi_label)
-              if config.labels_path else Labels({}, ()))
-    return ConfigurationError(f"no training record with a valid label: {found} .mat files in {config.train_dir}, "
-                              f"{len(labels.by_id)} usable labels in {config.labels_path}{labels.problem_note()}")
+def _run_inputs(config: JobConfig) -> RunInputs:
+    return RunInputs(config.train_dir, config.labels_path, config.normal_labels,
+                     tuple(input_spec(config).directories), config.max_error_rate)
+
+
+def _returns_at_submission(options) -> bool:
+    """Whether the launcher may return once the job is submitted: on Dataflow, whose jobs outlive their
+    launcher (a Flex Template's ends at submission). Every other runner is waited for, since the job
+    may use this machine's temporary folders."""
+    return options.view_as(StandardOptions).runner == DATAFLOW_RUNNER
+
+
+def _published_summary(output_dir: str) -> dict:
+    """The summary the job's last step wrote into the output it published."""
+    with FileSystems.open(FileSystems.join(output_dir, SUMMARY_FILE)) as handle:
+        return json.loads(handle.read().decode("utf-8"))
 
 
 def _inputs(config: JobConfig) -> dict[str, str | None]:
@@ -127,55 +135,30 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
             _log.info("%d classes: %s", len(classes.names), ", ".join(classes.names))
             decode_options = dataclasses.replace(decode_options,
                                                  labelling=dataclasses.replace(labelling, classes=classes))
+        finisher = Finisher(_run_inputs(config), decode_options, classes, staging, output_dir, runner, started)
+        in_job = finisher if config.publish_in_job else None
         with tft_beam.Context(temp_dir=tft_temp):
             pipeline = beam.Pipeline(options=options)
-            graphs.build_job(pipeline, inputs, decode_options, staging, config.write, candidates_file(tft_temp))
+            graphs.build_job(pipeline, inputs, decode_options, staging, config.write,
+                             None if in_job else candidates_file(tft_temp), finish=in_job)
             beam_started, cpu_started = time.monotonic(), cpu_seconds()
             result = pipeline.run()
+            if in_job is not None and not is_dry_run(options) and _returns_at_submission(options):
+                claim.published = True  # handed over: the job publishes; nothing of it may be removed here
+                _log.info("submitted; the job publishes %s itself when it is done", config.output_dir)
+                return {"submitted": True, "runner": runner}
             result.wait_until_finish()
             if is_dry_run(options):
                 _log.info("dry run: the job was built, not submitted")
                 return dry_run_summary(result, runner)
+            if in_job is not None:  # a local runner: the job has published already
+                claim.published = True
+                return _published_summary(output_dir)
             beam_cost = passes(time.monotonic() - beam_started, cpu_seconds() - cpu_started)
             _log.info("both passes done after %.1f s: %.1f s in Beam, %.2f cores busy", time.time() - started,
                       beam_cost["wall_s"], beam_cost["cores_busy"])
-        metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema(decode_options.geometry,
-                                                                               labelling.multi_label)),
-                                   FileSystems.join(staging, RAW_METADATA_DIR))
-        splits = list(inputs.directories)
-        found = {split: counter(result, f"{split}{FOUND_COUNTER}") for split in splits}
-        if counter(result, f"{TRAIN_SPLIT}{ACCEPTED_COUNTER}") == 0:
-            raise _no_valid_training_record(config, found[TRAIN_SPLIT])
-        _log.info("files found: %s", found)
-        written = {split: counter(result, f"{split}_examples_written") for split in splits}
-        records_written = {split: counter(result, f"{split}_records_written") for split in splits}
-        if written[TRAIN_SPLIT] == 0:  # the statistics were learned from nothing: publish none of it
-            kept = " and pass the quality flags (--reject_flagged)" if decode_options.reject_flagged else ""
-            kept += " with the '# Dx:' codes of their headers (--dx_from_header)" if labelling.from_header else ""
-            raise ConfigurationError(f"none of the training files in {config.train_dir} could be decoded{kept}")
-        summary = summarize(found, staging, written, runner, started, max_error_rate=config.max_error_rate,
-                            label_findings=counter(result, LABEL_FINDINGS_COUNTER), geometry=decode_options.geometry,
-                            records_written=records_written,
-                            class_balance=binary_class_balance(lambda name: counter(result, name), splits))
-        if labelling.multi_label:
-            write_classes(staging, classes)
-            summary[SUMMARY_CLASSES_KEY], summary["class_balance"] = class_summary(result, classes, splits)
-        check_reconciled(summary)
-        # Non-finite statistics would make every example constant: publish none of it.
-        require_finite_statistics(summary["lead_statistics"]["mean_mv"], summary["lead_statistics"]["std_mv"],
-                                  decode_options.geometry.lead_names)
-        summary["beam_passes"] = beam_cost
-        summary["demographics"] = {split: demographics.summarize(lambda name: counter(result, name), split)
-                                   for split in splits}
-        summary[SUMMARY_DECODING_KEY] = {DEFAULT_SAMPLING_RATE_KEY: decode_options.default_sampling_rate,
-                                         PAD_SHORT_KEY: decode_options.pad_short,
-                                         GEOMETRY_KEY: decode_options.geometry.to_json(),
-                                         WINDOW_STRIDE_KEY: decode_options.window_stride_s}
-        # Drawn before publishing, so the report is part of the atomic output; a failure is recorded, not raised.
-        summary["report"] = run_report.build_safely(staging, summary, read_candidates(candidates_file(tft_temp)),
-                                                    decode_options.default_sampling_rate, decode_options.pad_short)
-        with FileSystems.create(FileSystems.join(staging, SUMMARY_FILE)) as handle:
-            handle.write(json.dumps(summary, indent=2).encode("utf-8"))
+        summary = finisher.summary(counters_with_prefix(result, ""), read_candidates(candidates_file(tft_temp)),
+                                   beam_cost)
         claim.publish()
     finally:
         with deferred_stop():

@@ -59,8 +59,8 @@ from beam_pipeline.inputs.discovery import RecordSource, find_records, label_fil
 from beam_pipeline.inputs.labels import Labels, read_labels
 from beam_pipeline.inputs.local_files import UnlistableDirectory, is_local
 from beam_pipeline.report import build as run_report
-from beam_pipeline.runs.beam_runner import (counter, describe_runner, dry_run_summary, is_dry_run, pipeline_options,
-                                            tft_temp_dir)
+from beam_pipeline.runs.beam_runner import (counter, counters_with_prefix, describe_runner, dry_run_summary, is_dry_run,
+                                            pipeline_options, tft_temp_dir)
 from beam_pipeline.runs.classes import class_summary, training_classes
 from beam_pipeline.runs.data_plane_guard import guard_local_data_plane
 from beam_pipeline.runs.interruption import deferred_stop
@@ -350,7 +350,7 @@ def _run_batch(config: ReprocessConfig, selection: Selection, labels: Labels, ba
                             class_balance=binary_class_balance(lambda name: counter(result, name), found))
         if config.decode.labelling.multi_label:
             summary[SUMMARY_CLASSES_KEY], summary["class_balance"] = class_summary(
-                result, config.decode.labelling.classes, found)
+                counters_with_prefix(result, ""), config.decode.labelling.classes, found)
         check_reconciled(summary)
         summary["demographics"] = {DATA_SPLIT: demographics.summarize(lambda name: counter(result, name), DATA_SPLIT)}
         if model is not None:

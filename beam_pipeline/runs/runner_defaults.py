@@ -11,3 +11,5 @@ no gRPC data channel: Beam 2.77's `multi_threading` mode loses elements of large
 its data channel's timer flush (docs/beam-multithreading-loss.md), `in_memory` has no such channel and
 is as fast here (docs/performance.md). `multi_processing` pays for moving record batches between
 processes."""
+
+DATAFLOW_RUNNER = "DataflowRunner"
