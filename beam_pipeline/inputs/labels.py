@@ -23,11 +23,12 @@ first label column counts; further columns (`Second_label`, `Third_label`, comme
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import math
 import re
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import BinaryIO
 
 from apache_beam.io.filesystem import CompressedFile, CompressionTypes
@@ -292,12 +293,8 @@ def read_labels(path: str, normal_labels: Collection[str] = (), multi_label: boo
     A local path must resolve to a regular file (a FIFO would block the run, `/dev/zero` would never
     end) and no file may hold more than MAX_LABELS_BYTES; nothing else is read.
     """
-    try:
+    with _unreadable_is_configuration(path):
         data = _read_bounded(path)
-    except Refused as refused:
-        raise ConfigurationError(f"cannot read labels file {path}: {refused.detail}") from None
-    except Exception as error:  # noqa: BLE001 - any failure to read it is a configuration problem
-        raise ConfigurationError(f"cannot read labels file {path}: {error}") from None
     labels = parse_labels(data.decode("utf-8-sig", errors="replace"), source=path, normal_labels=normal_labels,
                           multi_label=multi_label)
     if labels.problems:
@@ -310,13 +307,20 @@ def read_labels(path: str, normal_labels: Collection[str] = (), multi_label: boo
 def check_readable(path: str) -> None:
     """Raises ConfigurationError now, before a job starts, when the labels file cannot be read at all
     (the job itself reads and parses it, `graph/sources.py`): missing, not a regular file, too large."""
-    try:
+    with _unreadable_is_configuration(path):
         if not is_local(path):
             if not FileSystems.exists(path):
                 raise FileNotFoundError(f"no such file: {path}")
             return
         with open_local(path, MAX_LABELS_BYTES) as raw:
             raw.read(1)
+
+
+@contextlib.contextmanager
+def _unreadable_is_configuration(path: str) -> Iterator[None]:
+    """Any failure to read the labels file, as the ConfigurationError that names it."""
+    try:
+        yield
     except Refused as refused:
         raise ConfigurationError(f"cannot read labels file {path}: {refused.detail}") from None
     except Exception as error:  # noqa: BLE001 - any failure to read it is a configuration problem
