@@ -1,4 +1,6 @@
-"""One run of the job: labels and file discovery, the two Beam passes, the summary, publication.
+"""One run of the job: the configuration checks, the Beam job (which finds its files and labels
+itself, then makes both passes), the summary and publication (`finishing.py`: here after the job,
+or inside it with --publish_in_job).
 
 This is the only place that knows the order of things; `graph/pipeline.py` holds the Beam graphs and
 `cli/main_command.py` the command line. Broken configuration raises `ConfigurationError`; bad records never do.
