@@ -27,8 +27,8 @@ from beam_pipeline.graph.finish import TALLY_TAG, BundleTally
 from beam_pipeline.graph.read import METRICS_NAMESPACE
 from beam_pipeline.graph.settings import InputSpec
 from beam_pipeline.inputs import local_files
-from beam_pipeline.inputs.discovery import (RecordSource, label_entries, line_findings, pair, record_base, resolve,
-                                            unlistable_source, without_file)
+from beam_pipeline.inputs.discovery import (RecordSource, label_entries, line_findings, objects_under, pair,
+                                            record_base, resolve, unlistable_source, without_file)
 from beam_pipeline.inputs.labels import read_labels
 from beam_pipeline.inputs.local_files import UnlistableDirectory, is_local
 from ecg_common.rejections import Rejection
@@ -62,7 +62,7 @@ def _listing(directory: str):
     what must not be opened later and names directories it could not list), others through Beam."""
     if is_local(directory):
         return local_files.entries_under(directory)
-    return FileSystems.match([FileSystems.join(directory.rstrip("/"), "**")])[0].metadata_list
+    return objects_under(directory)
 
 
 def _list_directory(directory: str, split: str, token: str):

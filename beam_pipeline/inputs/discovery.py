@@ -81,8 +81,12 @@ def list_file_metadata(directory: str) -> list[FileMetadata]:
         if top is not None:
             raise ConfigurationError(f"input directory {directory}: {top.detail}")
         return listing
-    pattern = FileSystems.join(directory.rstrip("/"), "**")
-    return sorted(FileSystems.match([pattern])[0].metadata_list, key=lambda m: m.path)
+    return sorted(objects_under(directory), key=lambda m: m.path)
+
+
+def objects_under(directory: str) -> list[FileMetadata]:
+    """Every object under a prefix of an object store (`gs://`), through Beam, in no particular order."""
+    return FileSystems.match([FileSystems.join(directory.rstrip("/"), "**")])[0].metadata_list
 
 
 def check_input_directory(directory: str) -> None:
