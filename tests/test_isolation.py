@@ -14,6 +14,7 @@ import hostile_files as hf
 import numpy as np
 import pytest
 
+from ecg_common.allocator import ALLOCATOR_ENV
 from ecg_common.rejections import DecodeError, Reason
 from ecg_decode.decoding.decode import decode_record
 from ecg_decode.sandbox import parent as isolation
@@ -281,3 +282,15 @@ def test_a_child_imports_scipy_signal_when_a_record_needs_resampling_within_its_
             decoder.close()
         np.testing.assert_array_equal(first, expected)
         np.testing.assert_array_equal(again, expected)
+
+
+def test_a_decoder_child_starts_with_the_allocator_settings():
+    """The child reuses each record's buffers (`ecg_common/allocator.py`): its environment carries the settings."""
+    decoder = DecoderProcess(DecodeLimits())
+    try:
+        decoder.decode(hf.contest(1), None, **OPTIONS)
+        environ = Path(f"/proc/{decoder._process.pid}/environ").read_bytes().split(b"\0")
+    finally:
+        decoder.close()
+    for name, value in ALLOCATOR_ENV.items():
+        assert f"{name}={value}".encode() in environ

@@ -12,6 +12,7 @@ import struct
 
 import numpy as np
 
+from ecg_common.allocator import ALLOCATOR_ENV
 from ecg_common.schema import MAX_RESULT_VALUES
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -35,9 +36,11 @@ response's payload instead, up to MAX_RESULT_BYTES."""
 MAX_RESULT_BYTES = MAX_RESULT_VALUES * RESULT_DTYPE.itemsize
 """The largest result a child may send (`schema.MAX_RESULT_VALUES`); more is not our protocol."""
 CHILD_ENV = {**{name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")},
-             "HDF5_PLUGIN_PRELOAD": "::"}
+             "HDF5_PLUGIN_PRELOAD": "::", **ALLOCATOR_ENV}
 """The decoder needs no BLAS threads (each would also reserve address space under the limit), and
-`::` tells libhdf5 never to load a filter plugin, so a file naming one cannot load a shared library."""
+`::` tells libhdf5 never to load a filter plugin, so a file naming one cannot load a shared library.
+`ALLOCATOR_ENV` keeps the buffers of one record for the next instead of mapping them afresh each time
+(`ecg_common/allocator.py`: 1.25 -> 0.66 ms of CPU per record in a child, measured)."""
 
 
 @dataclasses.dataclass(frozen=True)
