@@ -40,6 +40,10 @@ _DISK_FULL_TEXTS = ("No space left on device", "File too large", "Disk quota exc
 
 TF_LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
 QUIET_TF_LOG_LEVEL = "3"
+LEGACY_KERAS_VARIABLE, LEGACY_KERAS = "TF_USE_LEGACY_KERAS", "1"
+"""What tf.Transform sets when it is imported unless it is set already (its `keras_lib`): `tf.keras` is
+then tf_keras. Set before TensorFlow's import, TensorFlow does not import Keras 3 first (with pandas
+and matplotlib), which a command that loads tf.Transform never uses: ~0.5 s of a pipeline run's start."""
 """TensorFlow's C++ log level without `--verbose`: FATAL only. The GPU build of TensorFlow logs
 `E0000 ... cuda_platform.cc:52] failed call to cuInit: ... CUDA error` (an ERROR) the first time it
 looks for devices on every machine without an NVIDIA driver; level 2 still shows it, and hiding the
@@ -153,11 +157,14 @@ def _native_startup_lines_hidden() -> Iterator[None]:
         os.close(real_stderr)
 
 
-def start_tensorflow(verbose: bool = False) -> None:
+def start_tensorflow(verbose: bool = False, legacy_keras: bool = False) -> None:
     """Imports TensorFlow quietly: its C++ log level set first (the one place it is set; a value in the
     environment wins) and the lines its libraries print while loading dropped (see above). Commands call
     it after parsing and before importing anything that imports TensorFlow, which then finds it loaded.
-    With `verbose` TensorFlow starts as it would on its own."""
+    With `verbose` TensorFlow starts as it would on its own. `legacy_keras` (commands that load
+    tf.Transform, never Keras 3): LEGACY_KERAS before the import, unless the environment says otherwise."""
+    if legacy_keras:
+        os.environ.setdefault(LEGACY_KERAS_VARIABLE, LEGACY_KERAS)
     if not verbose:
         os.environ.setdefault(TF_LOG_LEVEL_VARIABLE, QUIET_TF_LOG_LEVEL)
     with contextlib.nullcontext() if verbose else _native_startup_lines_hidden():

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     check_class_options(parser, args)
     configure_logging("beam_pipeline", args.verbose)
     keep_freed_memory()  # before the libraries load: each record's buffers reused, not mapped afresh
-    start_tensorflow(args.verbose)
+    start_tensorflow(args.verbose, legacy_keras=True)
     from beam_pipeline.runs.job import JobConfig, run_job  # after parsing: loads tf.Transform and Beam's runners
 
     config = JobConfig(train_dir=args.train_dir, labels_path=args.labels, output_dir=args.output_dir,

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     check_class_options(parser, args)
     configure_logging("beam_pipeline", args.verbose)
     keep_freed_memory()  # before the libraries load: each record's buffers reused, not mapped afresh
-    start_tensorflow(args.verbose)
+    start_tensorflow(args.verbose, legacy_keras=True)
     from beam_pipeline.runs.reprocess_job import run_reprocess
 
     config = _config(args)
