@@ -20,7 +20,6 @@ from beam_pipeline.cli.options import (add_class_options, add_record_options, ad
                                        check_class_options, decode_options, write_options)
 from beam_pipeline.runs.outcome import describe_dry_run, describe_excess
 from beam_pipeline.runs.runner_defaults import DEFAULT_RUNNER
-from ecg_common.allocator import keep_freed_memory
 from ecg_common.cli import EXIT_FAILED, EXIT_OK, CommandLineParser, configure_logging, start_tensorflow
 
 
@@ -59,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the following arguments are required: --labels (or --dx_from_header)")
     check_class_options(parser, args)
     configure_logging("beam_pipeline", args.verbose)
-    keep_freed_memory()  # before the libraries load: each record's buffers reused, not mapped afresh
     start_tensorflow(args.verbose, legacy_keras=True)
     from beam_pipeline.runs.job import JobConfig, run_job  # after parsing: loads tf.Transform and Beam's runners
 
