@@ -229,3 +229,22 @@ def test_the_pipeline_commands_start_tensorflow_without_keras_3(how, keras_3_loa
     result = subprocess.run([sys.executable, "-c", _KERAS_PROBE, how], capture_output=True, text=True, check=True,
                             env={**os.environ, "PYTHONPATH": REPO}, timeout=300)
     assert result.stdout.split() == [keras_3_loaded, "True"]
+
+
+_COLLECTIONS_PROBE = """
+import gc, sys
+from ecg_common.cli import libraries_loading
+full = []
+gc.callbacks.append(lambda phase, info: full.append(1) if phase == "start" and info["generation"] == 2 else None)
+with libraries_loading():
+    import tensorflow, tensorflow_transform, apache_beam
+print(len(full), gc.get_freeze_count() > 100_000, gc.isenabled())
+"""
+
+
+def test_the_libraries_load_without_garbage_collection_and_are_frozen_afterwards():
+    """`libraries_loading` (around both pipeline commands' imports): no full collection while TensorFlow,
+    tf.Transform and Beam load (7 otherwise, 0.57 s), what they allocated frozen, the collector on again."""
+    result = subprocess.run([sys.executable, "-c", _COLLECTIONS_PROBE], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": REPO}, timeout=300)
+    assert result.stdout.split() == ["0", "True", "True"]
