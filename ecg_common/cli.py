@@ -41,15 +41,15 @@ _DISK_FULL_TEXTS = ("No space left on device", "File too large", "Disk quota exc
 
 TF_LOG_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
 QUIET_TF_LOG_LEVEL = "3"
-LEGACY_KERAS_VARIABLE, LEGACY_KERAS = "TF_USE_LEGACY_KERAS", "1"
-"""What tf.Transform sets when it is imported unless it is set already (its `keras_lib`): `tf.keras` is
-then tf_keras. Set before TensorFlow's import, TensorFlow does not import Keras 3 first (with pandas
-and matplotlib), which a command that loads tf.Transform never uses: ~0.5 s of a pipeline run's start."""
 """TensorFlow's C++ log level without `--verbose`: FATAL only. The GPU build of TensorFlow logs
 `E0000 ... cuda_platform.cc:52] failed call to cuInit: ... CUDA error` (an ERROR) the first time it
 looks for devices on every machine without an NVIDIA driver; level 2 still shows it, and hiding the
 devices (CUDA_VISIBLE_DEVICES=-1) does not stop the call. A failure that matters reaches the command
 as a Python exception and is reported in one line; `--verbose` leaves TensorFlow's default (all)."""
+LEGACY_KERAS_VARIABLE, LEGACY_KERAS = "TF_USE_LEGACY_KERAS", "1"
+"""What tf.Transform sets when it is imported unless it is set already (its `keras_lib`): `tf.keras` is
+then tf_keras. Set before TensorFlow's import, TensorFlow does not import Keras 3 first (with pandas
+and matplotlib), which a command that loads tf.Transform never uses: ~0.5 s of a pipeline run's start."""
 
 _ABSL_STARTUP_NOISE = re.compile(rb"I\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w.]+:\d+\] "
                                  rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"

@@ -38,4 +38,3 @@ def _size_now(handle: BinaryIO) -> int:
         return max(os.fstat(handle.fileno()).st_size - handle.tell(), 0)
     except (OSError, AttributeError, ValueError):  # no descriptor (an object store's stream, BytesIO)
         return 0
-
