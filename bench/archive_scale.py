@@ -9,14 +9,20 @@ is the graph that would be submitted. Printed per N: wall time, peak memory of t
 proto size, and each as a ratio to the smallest N (#15's targets: at 10^6 files within 1.5x the
 wall time and 1.2x the memory of 10^4, the proto under 1 MB and within 10%).
 
-    python bench/archive_scale.py --sizes 10000 100000 1000000 [--local] [--work_dir DIR]
+    python bench/archive_scale.py --sizes 10000 100000 1000000 [--local] [--reprocess] [--work_dir DIR]
 
 --local runs the same folders on the local runner too (every hard link is decoded: that measures
 the job, not only the launcher, and takes about a minute per 10^4 files on two cores).
+--reprocess also measures `python -m beam_pipeline.reprocess` (a Dataflow dry run) on each folder as
+INCOMING, against a ROOT whose ledger already records every one of its N files (the nightly case:
+the launcher must not read the ledger's N lines, list INCOMING or hash anything), with the
+transform of a small main run made once.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import re
 import shutil
@@ -62,6 +68,40 @@ def linked_archive(work_dir: str, size: int) -> tuple[str, str]:
     return train_dir, labels
 
 
+def recorded_root(work_dir: str, size: int, train_dir: str) -> str:
+    """A reprocessing ROOT whose ledger records each of the `size` files of `train_dir` as published
+    (size and time as listed, so a run finds nothing new); cached."""
+    root = os.path.join(work_dir, f"root-{size}")
+    ledger = os.path.join(root, "ledger.jsonl")
+    if not os.path.exists(ledger):
+        os.makedirs(root, exist_ok=True)
+        with open(ledger + ".partial", "w") as handle:
+            handle.write(json.dumps({"format": "ecg-reprocess-ledger/1", "batches": ["batch-1"]}) + "\n")
+            with os.scandir(train_dir) as entries:
+                for entry in entries:
+                    info = entry.stat()
+                    handle.write(json.dumps({"path": entry.path, "size": info.st_size, "mtime": info.st_mtime,
+                                             "sha256": "recorded", "batch": "batch-1"}) + "\n")
+        os.rename(ledger + ".partial", ledger)
+    return root
+
+
+def base_transform(work_dir: str) -> str:
+    """The output of a main run on a few generated records (its transform_fn): made once."""
+    out = os.path.join(work_dir, "base-out")
+    if not os.path.exists(os.path.join(out, "_SUCCESS")):
+        data = os.path.join(work_dir, "base-data")
+        generate_dataset(data, n_train=8, n_test=0, seed=16)
+        shutil.rmtree(out, ignore_errors=True)
+        run_job(os.path.join(data, "TRAIN"), os.path.join(data, "reference.txt"), out, [])  # raises if it fails
+    return out
+
+
+def run_reprocess(incoming: str, transform_dir: str, root: str) -> Run:
+    return measure([sys.executable, "-m", "beam_pipeline.reprocess", "--incoming", incoming,
+                    "--transform_dir", transform_dir, "--output_root", root, *DATAFLOW_DRY_RUN], cwd=REPO)
+
+
 def run_job(train_dir: str, labels: str, output_dir: str, runner_args: list[str]) -> Run:
     return measure([sys.executable, "-m", "beam_pipeline", "--train_dir", train_dir, "--labels", labels,
                     "--output_dir", output_dir, *runner_args], cwd=REPO)
@@ -79,8 +119,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--work_dir", default=os.path.join(REPO, "bench_data", "archive_scale"))
     parser.add_argument("--local", action="store_true", help="also run every size on the local runner")
+    parser.add_argument("--reprocess", action="store_true", help="also a reprocessing dry run against a full ledger")
     args = parser.parse_args()
-    rows: list[tuple[int, Run, int, Run | None]] = []
+    transform_dir = base_transform(args.work_dir) if args.reprocess else None
+    rows: list[Row] = []
     for size in sorted(args.sizes):
         train_dir, labels = linked_archive(args.work_dir, size)
         scratch = tempfile.mkdtemp(prefix="ecg-archive-")
@@ -89,22 +131,44 @@ def main() -> None:
             local = run_job(train_dir, labels, os.path.join(scratch, "out"), []) if args.local else None
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        rows.append((size, dry, proto_bytes(dry), local))
+        nightly = None
+        if transform_dir is not None:
+            nightly = run_reprocess(train_dir, transform_dir, recorded_root(args.work_dir, size, train_dir))
+        rows.append(Row(size, dry, proto_bytes(dry), local, nightly, nightly and proto_bytes(nightly)))
         _print(rows)
 
 
-def _print(rows: list[tuple[int, Run, int, Run | None]]) -> None:
-    _, first, first_proto, first_local = rows[0]
+@dataclasses.dataclass(frozen=True)
+class Row:
+    size: int
+    dry: Run
+    proto: int
+    local: Run | None
+    reprocess: Run | None
+    reprocess_proto: int | None
+
+
+def _ratios(run: Run, first: Run) -> str:
+    return f"{run.wall_s:8.1f} {run.wall_s / first.wall_s:5.2f} {run.peak_mb:8.0f} {run.peak_mb / first.peak_mb:5.2f}"
+
+
+def _print(rows: list[Row]) -> None:
+    first = rows[0]
     print(f"\n{'files':>9} | {'dry run s':>9} {'x':>5} {'peak MB':>8} {'x':>5} {'proto KB':>9} {'x':>5} "
-          f"| {'local s':>8} {'x':>5} {'peak MB':>8} {'x':>5}")
-    for size, dry, proto, local in rows:
-        local_columns = (f"{'-':>8} {'-':>5} {'-':>8} {'-':>5}" if local is None else
-                         f"{local.wall_s:8.1f} {local.wall_s / first_local.wall_s:5.2f} {local.peak_mb:8.0f} "
-                         f"{local.peak_mb / first_local.peak_mb:5.2f}")
-        print(f"{size:9d} | {dry.wall_s:9.1f} {dry.wall_s / first.wall_s:5.2f} {dry.peak_mb:8.0f} "
-              f"{dry.peak_mb / first.peak_mb:5.2f} {proto / 1024:9.1f} {proto / first_proto:5.2f} | {local_columns}")
+          f"| {'local s':>8} {'x':>5} {'peak MB':>8} {'x':>5} "
+          f"| {'nightly s':>9} {'x':>5} {'peak MB':>8} {'x':>5} {'proto KB':>9} {'x':>5}")
+    for row in rows:
+        local_columns = (f"{'-':>8} {'-':>5} {'-':>8} {'-':>5}" if row.local is None else
+                         _ratios(row.local, first.local))
+        nightly_columns = (f"{'-':>9} {'-':>5} {'-':>8} {'-':>5} {'-':>9} {'-':>5}" if row.reprocess is None else
+                           f" {_ratios(row.reprocess, first.reprocess)} {row.reprocess_proto / 1024:9.1f} "
+                           f"{row.reprocess_proto / first.reprocess_proto:5.2f}")
+        print(f"{row.size:9d} | {row.dry.wall_s:9.1f} {row.dry.wall_s / first.dry.wall_s:5.2f} {row.dry.peak_mb:8.0f} "
+              f"{row.dry.peak_mb / first.dry.peak_mb:5.2f} {row.proto / 1024:9.1f} {row.proto / first.proto:5.2f} "
+              f"| {local_columns} | {nightly_columns}")
     print("x: the figure divided by the smallest size's (targets at 10^6 vs 10^4 files: dry run s <= 1.5, "
-          "peak MB <= 1.2, proto under 1 MB and x within 0.9..1.1)")
+          "peak MB <= 1.2, proto under 1 MB and x within 0.9..1.1); nightly: the reprocessing dry run, "
+          "its ledger recording every file")
     sys.stdout.flush()
 
 

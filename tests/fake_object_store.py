@@ -8,6 +8,7 @@ as this module is imported; set `FakeObjectStore.root` first.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 
@@ -81,7 +82,9 @@ class FakeObjectStore(FileSystem):
         return os.path.getmtime(self._local(path))
 
     def checksum(self, path: str) -> str:
-        return str(self.size(path))
+        """The object's content checksum, as GCS keeps one (crc32c) in every object's metadata."""
+        with open(self._local(path), "rb") as handle:
+            return hashlib.md5(handle.read()).hexdigest()
 
     def metadata(self, path: str) -> FileMetadata:
         return self._metadata(self._local(path))

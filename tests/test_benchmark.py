@@ -54,20 +54,28 @@ def test_cpu_timeline_prints_cores_busy_per_interval_and_the_log_lines():
 
 def test_archive_scale_prints_the_launchers_figures_per_size_against_the_smallest(tmp_path):
     result = subprocess.run([sys.executable, os.path.join(REPO, "bench", "archive_scale.py"), "--sizes", "30", "10",
-                             "--work_dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)
+                             "--reprocess", "--work_dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                            timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     table = result.stdout.rsplit("files |", 1)[1]
     rows = [[float(x) for x in re.findall(r"\d+\.\d+|\d+", line.replace("|", " "))]
             for line in table.splitlines() if re.match(r"\s+\d+ \|", line)]
     assert [row[0] for row in rows] == [10, 30]  # smallest first: the baseline of the ratios
-    for size, wall_s, wall_x, peak_mb, peak_x, proto_kb, proto_x in rows:
+    for (size, wall_s, wall_x, peak_mb, peak_x, proto_kb, proto_x,
+         nightly_s, nightly_x, nightly_mb, nightly_mb_x, nightly_kb, nightly_kb_x) in rows:
         assert wall_s > 0 and peak_mb > 50 and proto_kb > 10  # a whole job was built, by a real process
         assert wall_x == printed_ratio(wall_s, rows[0][1], 0.1)
         assert peak_x == printed_ratio(peak_mb, rows[0][3], 1)
         assert proto_x == printed_ratio(proto_kb, rows[0][5], 0.1)
+        assert nightly_s > 0 and nightly_mb > 50 and nightly_kb > 10  # the reprocessing job was built too
+        assert nightly_x == printed_ratio(nightly_s, rows[0][7], 0.1)
+        assert nightly_mb_x == printed_ratio(nightly_mb, rows[0][9], 1)
+        assert nightly_kb_x == printed_ratio(nightly_kb, rows[0][11], 0.1)
     train = tmp_path / "linked-30" / "TRAIN"
     assert len(os.listdir(train)) == 30 and os.stat(next(train.iterdir())).st_nlink == 1 + 30  # hard links
     assert len((tmp_path / "linked-30" / "reference.txt").read_text().splitlines()) == 30
+    ledger = (tmp_path / "root-30" / "ledger.jsonl").read_text().splitlines()
+    assert len(ledger) == 31 and not [p for p in os.listdir(tmp_path / "root-30") if p.startswith("batch-")]
 
 
 def test_end_to_end_prints_pipeline_and_trainer_figures_per_size_and_removes_its_outputs(tmp_path):

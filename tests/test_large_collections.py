@@ -98,3 +98,33 @@ def test_the_job_finds_every_file_of_a_directory_of_a_hundred_thousand(tmp_path)
         [f"R{i}" for i in range(files - unlabelled, files)] + [f"W{i}" for i in range(wfdb)])
     assert all(by_id[f"R{i}"][1] == str(i % 2) for i in range(0, files - unlabelled, 997))
     assert (tmp_path / "findings").read_text().splitlines() == [f"GONE{i}\tlabel_without_file" for i in range(7)]
+
+
+def test_reprocessing_selects_every_new_file_of_a_hundred_thousand_once_against_the_ledger(tmp_path):
+    """Reprocessing's in-job selection (graph/selection.py) through the default options, at a size where
+    a lossy stage boundary would show: of 60,000 listed files the 30,000 the ledger records unchanged
+    are left, the 30,000 new ones are selected once each, and the next ledger holds every one of the
+    100,000 files exactly once (the 40,000 no longer listed kept as they were)."""
+    from selection_run import BATCH, select
+
+    from beam_pipeline.runs.ledger import FileState, Ledger
+
+    incoming, listed, recorded, gone = tmp_path / "incoming", 60_000, 30_000, 40_000
+    incoming.mkdir()
+    states = []
+    for index in range(listed):
+        path = incoming / f"R{index}.mat"
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY))
+        if index < recorded:
+            states.append(FileState(str(path), 0, os.stat(path).st_mtime, "sha-of-nothing", "batch-1"))
+    states += [FileState(str(incoming / f"GONE{i}.mat"), 9, 1.0, "gone", "batch-1") for i in range(gone)]
+    ledger = Ledger(("batch-1",), {s.path: s for s in states})
+    selection = select(incoming, ledger, root=tmp_path / "root")
+    new = {str(incoming / f"R{index}.mat") for index in range(recorded, listed)}
+    assert len(selection.sources) == len({s.path for s in selection.sources}) == len(new)
+    assert {s.path for s in selection.sources} == new and selection.unchanged == recorded
+    assert selection.counts["data_files_found"] == len(new)
+    assert {s.path for s in selection.consumed} == new and all(s.batch == BATCH for s in selection.consumed)
+    assert selection.counts["ledger_files"] == len(selection.next_ledger.files) == listed + gone
+    assert all(selection.next_ledger.files[s.path] == s for s in states if s.path not in new)
+    assert selection.next_ledger.batches == ("batch-1", BATCH)

@@ -1,5 +1,6 @@
 """The ledger (what is new or changed, reconciling with published batches), the run lock, the selection
 of records: plain files, no Beam."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,10 +12,12 @@ import wfdb
 
 from beam_pipeline.inputs.discovery import list_file_metadata
 from beam_pipeline.inputs.labels import Labels
-from beam_pipeline.runs.ledger import (LEDGER_FILE, FileState, Ledger, read_ledger, reconcile, scan, sha256_of,
-                                       write_ledger, write_manifest)
-from beam_pipeline.runs.reprocess_job import ReprocessConfig, select
+from selection_run import scan, select
+
+from beam_pipeline.runs.ledger import (LEDGER_FILE, MANIFEST_FILE, FileState, Ledger, read_ledger, sha256_of,
+                                       write_ledger)
 from beam_pipeline.runs.run_lock import LOCK_FILE, try_lock
+from ecg_common.rejections import Reason
 from ecg_common.schema import LEAD_NAMES
 
 NO_LABELS = Labels({}, ())
@@ -76,19 +79,25 @@ def test_ledger_round_trips_and_is_replaced_whole(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["in", LEDGER_FILE], "no temporary file left beside the ledger"
 
 
-def test_reconcile_rolls_forward_a_published_batch_the_ledger_missed(tmp_path):
+def test_a_published_batch_the_ledger_missed_is_rolled_forward_from_its_manifest(tmp_path):
     ledger = _published(tmp_path, {"a.mat": b"A"})
     later = _published(tmp_path, {"a.mat": b"A2", "b.mat": b"B"}, batch="batch-2")
-    write_manifest(str(tmp_path / "batch-2"), later.files.values())
-    reconciled = reconcile(str(tmp_path), ledger, ["batch-1", "batch-2"])
-    assert reconciled.batches == ("batch-1", "batch-2")
-    assert {os.path.basename(p): s.batch for p, s in reconciled.files.items()} == {"a.mat": "batch-2", "b.mat": "batch-2"}
+    (tmp_path / "root" / "batch-2").mkdir(parents=True)
+    (tmp_path / "root" / "batch-2" / MANIFEST_FILE).write_text(
+        "".join(dataclasses.replace(s, batch="").to_json() + "\n" for s in later.files.values()))
+    selection = select(tmp_path / "in", ledger, root=tmp_path / "root", rolled_forward=("batch-2",))
+    assert selection.sources == [], "what batch-2 consumed is not taken again"
+    assert {os.path.basename(p): s.batch for p, s in selection.next_ledger.files.items()} == {
+        "a.mat": "batch-2", "b.mat": "batch-2"}
+    assert selection.next_ledger.batches == ("batch-1", "batch-2")
 
 
-def test_reconcile_forgets_a_deleted_batch_so_its_files_are_redone(tmp_path):
+def test_a_deleted_batch_is_forgotten_so_its_files_are_redone(tmp_path):
     ledger = _published(tmp_path, {"a.mat": b"A"}).with_batch("batch-2", [])
-    reconciled = reconcile(str(tmp_path), ledger, ["batch-2"])
-    assert reconciled.batches == ("batch-2",) and not reconciled.files
+    selection = select(tmp_path / "in", ledger, dropped=("batch-1",))
+    assert [os.path.basename(s.path) for s in selection.sources] == ["a.mat"]
+    assert selection.next_ledger.batches == ("batch-2", "batch-new")
+    assert [s.batch for s in selection.next_ledger.files.values()] == ["batch-new"]
 
 
 def test_a_changed_header_reselects_its_record_and_both_files_are_recorded(tmp_path):
@@ -97,14 +106,13 @@ def test_a_changed_header_reselects_its_record_and_both_files_are_recorded(tmp_p
     _write(incoming / "r1.hea", b"header-1")
     _write(incoming / "r2.mat", b"signal-2")
     _write(incoming / "notes.txt", b"not an input")
-    config = ReprocessConfig(incoming=str(incoming), transform_dir="unused", output_root=str(tmp_path / "root"))
-    first = select(config, Ledger(), NO_LABELS)
+    first = select(incoming, Ledger())
     assert [s.record_id for s in first.sources] == ["r1", "r2"]
     assert {os.path.basename(s.path) for s in first.consumed} == {"r1.mat", "r1.hea", "r2.mat"}
     ledger = Ledger().with_batch("batch-1", first.consumed)
-    assert select(config, ledger, NO_LABELS).sources == []
+    assert select(incoming, ledger).sources == []
     _write(incoming / "r1.hea", b"header-1, corrected gain")
-    again = select(config, ledger, NO_LABELS)
+    again = select(incoming, ledger)
     assert [s.record_id for s in again.sources] == ["r1"] and again.unchanged == 1
 
 
@@ -164,8 +172,7 @@ def test_a_wfdb_record_is_its_header_and_its_signal_file_and_a_new_dat_alone_red
     incoming = tmp_path / "in"
     hea, dat = _wfdb_record(incoming, "W1", seed=1)
     _write(incoming / "r2.mat", b"signal-2")
-    config = ReprocessConfig(incoming=str(incoming), transform_dir="unused", output_root=str(tmp_path / "root"))
-    first = select(config, Ledger(), NO_LABELS)
+    first = select(incoming, Ledger())
     assert [s.record_id for s in first.sources] == ["W1", "r2"]
     assert {os.path.basename(s.path) for s in first.consumed} == {"W1.hea", "W1.dat", "r2.mat"}
     assert next(s for s in first.consumed if s.path == hea).signal_files == (dat,)
@@ -174,10 +181,10 @@ def test_a_wfdb_record_is_its_header_and_its_signal_file_and_a_new_dat_alone_red
     write_ledger(str(root), Ledger().with_batch("batch-1", first.consumed))
     ledger = read_ledger(str(root))
     assert ledger.files[hea].signal_files == (dat,) and ledger.files[dat].batch == "batch-1"
-    unchanged = select(config, ledger, NO_LABELS)
+    unchanged = select(incoming, ledger)
     assert unchanged.sources == [] and unchanged.unchanged == 2 and unchanged.touched == ()
     _redeliver_signal(dat, seed=2)
-    again = select(config, ledger, NO_LABELS)
+    again = select(incoming, ledger)
     assert [s.record_id for s in again.sources] == ["W1"] and again.unchanged == 1
     assert {s.path for s in again.consumed} == {hea, dat}
     assert next(s for s in again.consumed if s.path == dat).sha256 != ledger.files[dat].sha256
@@ -187,14 +194,13 @@ def test_a_missing_signal_file_is_not_recorded_and_its_arrival_redoes_the_record
     incoming = tmp_path / "in"
     hea, dat = _wfdb_record(incoming, "W1", seed=1)
     os.remove(dat)
-    config = ReprocessConfig(incoming=str(incoming), transform_dir="unused", output_root=str(tmp_path / "root"))
-    first = select(config, Ledger(), NO_LABELS)
+    first = select(incoming, Ledger())
     assert [s.path for s in first.sources] == [hea] and [s.path for s in first.consumed] == [hea]
     ledger = Ledger().with_batch("batch-1", first.consumed)
-    assert select(config, ledger, NO_LABELS).sources == []
+    assert select(incoming, ledger).sources == []
     _wfdb_record(incoming, "W1", seed=1)  # the same header, now with its signal file
     os.utime(hea, (ledger.files[hea].mtime,) * 2)
-    arrived = select(config, ledger, NO_LABELS)
+    arrived = select(incoming, ledger)
     assert [s.path for s in arrived.sources] == [hea] and {s.path for s in arrived.consumed} == {hea, dat}
 
 
@@ -209,24 +215,48 @@ def test_a_ledger_from_before_signal_files_adopts_them_without_redoing_the_recor
                                     + json.dumps({**old_line, "batch": "batch-1"}) + "\n")
     ledger = read_ledger(str(root))
     assert ledger.files[hea].signal_files is None
-    config = ReprocessConfig(incoming=str(incoming), transform_dir="unused", output_root=str(root))
-    selection = select(config, ledger, NO_LABELS)
+    selection = select(incoming, ledger)
     assert selection.sources == []
     adopted = {s.path: s for s in selection.touched}
     assert adopted[hea].signal_files == (dat,) and adopted[dat].batch == "batch-1"
     ledger = ledger.with_states(selection.touched)
     _redeliver_signal(dat, seed=2)
-    assert [s.path for s in select(config, ledger, NO_LABELS).sources] == [hea], "from then on the .dat is watched"
+    assert [s.path for s in select(incoming, ledger).sources] == [hea], "from then on the .dat is watched"
 
 
 def test_a_changed_mat_under_an_unchanged_header_redoes_the_record(tmp_path):
     incoming = tmp_path / "in"
     _write(incoming / "r1.mat", b"signal-1")
     _write(incoming / "r1.hea", b"header-1")
-    config = ReprocessConfig(incoming=str(incoming), transform_dir="unused", output_root=str(tmp_path / "root"))
-    ledger = Ledger().with_batch("batch-1", select(config, Ledger(), NO_LABELS).consumed)
+    ledger = Ledger().with_batch("batch-1", select(incoming, Ledger()).consumed)
     _write(incoming / "r1.mat", b"signal-2")
-    again = select(config, ledger, NO_LABELS)
+    again = select(incoming, ledger)
     assert [s.record_id for s in again.sources] == ["r1"]
     assert {os.path.basename(s.path) for s in again.consumed} == {"r1.mat", "r1.hea"}
     assert all(s.signal_files is None for s in again.consumed), "a .mat record's files name no signal files"
+
+
+def test_a_wfdb_record_waits_while_its_signal_file_is_still_being_written(tmp_path):
+    incoming = tmp_path / "in"
+    hea, dat = _wfdb_record(incoming, "W1", seed=1)
+    os.utime(dat)  # written just now: maybe still uploading
+    settled_before = os.path.getmtime(dat) - 60
+    waiting = select(incoming, Ledger(), settled_before=settled_before)
+    assert waiting.sources == [] and waiting.unsettled == 1 and waiting.consumed == []
+    assert waiting.unchanged == 0, "a record that waits is not unchanged either"
+    settled = select(incoming, Ledger(), settled_before=os.path.getmtime(dat) + 1)
+    assert [s.path for s in settled.sources] == [hea] and {s.path for s in settled.consumed} == {hea, dat}
+
+
+def test_a_labels_finding_is_reported_with_its_records_batch_only(tmp_path):
+    incoming = tmp_path / "in"
+    _write(incoming / "r1.mat", b"signal-1")
+    _write(incoming / "r2.mat", b"signal-2")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("r1\tmaybe\nr2\t1\nr3\t0\n")  # r1's label is unusable; r3 has no file
+    first = select(incoming, Ledger(), labels_path=str(labels))
+    assert [(s.record_id, s.label) for s in first.sources] == [("r1", -1), ("r2", 1)]
+    assert [(f.record_id, f.reason) for f in first.findings] == [("r1", Reason.INVALID_LABEL)]
+    _write(incoming / "r2.mat", b"signal-2, re-exported")
+    again = select(incoming, Ledger().with_batch("batch-1", first.consumed), labels_path=str(labels))
+    assert [s.record_id for s in again.sources] == ["r2"] and again.findings == [], "r1's finding was reported once"

@@ -55,17 +55,18 @@ def test_examples_lost_in_the_job_fail_the_run_and_publish_nothing(small_set, mo
     assert not [p for p in small_set.iterdir() if ".staging-" in p.name]
 
 
-def losing_the_last_finding(in_order):
-    """`sources._in_order` that counts every labels finding, then loses the last one before errors/labels.jsonl."""
-    def lossy(keyed):
-        outputs = list(in_order(keyed))
+def losing_the_last_finding(process):
+    """`sources._InOrderFn.process` that counts every labels finding, then loses the last one before
+    errors/labels.jsonl."""
+    def lossy(self, keyed):
+        outputs = list(process(self, keyed))
         findings = [output for output in outputs if isinstance(output, Rejection)]
         return findings[:-1] + [output for output in outputs if not isinstance(output, Rejection)]
     return lossy
 
 
 def test_label_findings_lost_in_the_job_fail_the_run(small_set, monkeypatch, capsys):
-    monkeypatch.setattr(sources, "_in_order", losing_the_last_finding(sources._in_order))
+    monkeypatch.setattr(sources._InOrderFn, "process", losing_the_last_finding(sources._InOrderFn.process))
     assert _run(small_set, small_set / "out") == EXIT_FAILED
     assert "labels file: 1 findings, 0 written" in capsys.readouterr().err
     assert not (small_set / "out").exists()

@@ -4,6 +4,7 @@ the packaging the workers install."""
 import contextlib
 import dataclasses
 import glob
+import hashlib
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from test_pipeline import read_examples
 from beam_pipeline.cli.main_command import main as pipeline_main
 from beam_pipeline.cli.reprocess_command import main as reprocess_main
 from beam_pipeline.runs.job import JobConfig, run_job
+from beam_pipeline.inputs.file_states import STORE_CHECKSUM_PREFIX
 from beam_pipeline.runs.ledger import LEDGER_FILE
 from beam_pipeline.runs.reprocess_job import Outcome, ReprocessConfig, run_reprocess
 from ecg_common.cli import EXIT_OK
@@ -94,8 +96,17 @@ def test_reprocess_reads_and_writes_an_object_store_only_through_beam_filesystem
     assert os.path.exists(os.path.join(batch, "_SUCCESS")) and (object_store / "root" / LEDGER_FILE).exists()
     examples = read_examples(batch, "data")
     np.testing.assert_allclose(examples["N1"]["ecg"], (raw["N1"] - mean) / std, atol=1e-4)
+    ledger_lines = [json.loads(line) for line in (object_store / "root" / LEDGER_FILE).read_text().splitlines()[1:]]
+    assert sorted(row["path"].rsplit("/", 1)[1] for row in ledger_lines) == ["N0.mat", "N1.mat"]
+    assert all(row["sha256"] == STORE_CHECKSUM_PREFIX + hashlib.md5(
+        (object_store / row["path"][len(fake_object_store.PREFIX):]).read_bytes()).hexdigest()
+        for row in ledger_lines), "the store's own checksums, no file read to hash it"
     assert reprocess_main(args) == EXIT_OK
     assert len(glob.glob(str(object_store / "root" / "batch-*"))) == 1, "the ledger on the bucket was read back"
+    save_record(object_store / "incoming", "N1", ecg(np.random.default_rng(99)))  # re-exported
+    assert reprocess_main(args) == EXIT_OK
+    newest = sorted(glob.glob(str(object_store / "root" / "batch-*")))[-1]
+    assert list(read_examples(newest, "data")) == ["N1"], "a changed checksum redoes the record"
 
 
 def test_main_command_finds_its_inputs_on_an_object_store(object_store, tmp_path):

@@ -60,6 +60,10 @@ def build_parser() -> CommandLineParser:
     parser.add_argument("--model_dir",
                         help="optional: the trainer's --model_dir; its newest version scores the batch into "
                              "predictions.csv before it is published")
+    parser.add_argument("--publish_in_job", action="store_true",
+                        help="the job's last step writes the summary and report, publishes the batch and installs "
+                             "the ledger, for launches where nothing runs after submission (Dataflow Flex "
+                             "Templates); on Dataflow the command returns once the job is submitted")
     add_record_options(parser)
     add_robustness_options(parser)
     parser.add_argument("--min_file_age", type=float, default=0.0,
@@ -83,7 +87,7 @@ def _config(args: argparse.Namespace) -> ReprocessConfig:
         decode=decode_options(args),
         write=write_options(args), max_error_rate=args.max_error_rate,
         min_file_age_s=args.min_file_age, drift_limits=DriftLimits(args.drift_mean_shift, args.drift_std_ratio),
-        model_dir=args.model_dir)
+        model_dir=args.model_dir, publish_in_job=args.publish_in_job)
 
 
 def _report(result: ReprocessResult, config: ReprocessConfig) -> int:
@@ -96,6 +100,9 @@ def _report(result: ReprocessResult, config: ReprocessConfig) -> int:
         return EXIT_LOCKED
     if result.outcome is Outcome.NOTHING_NEW:
         print(f"nothing new in {config.incoming}; no batch written")
+        return EXIT_OK
+    if result.outcome is Outcome.SUBMITTED:
+        print(f"submitted; the job publishes {result.batch_dir} itself if it finds anything new")
         return EXIT_OK
     summary = result.summary
     if result.outcome is Outcome.DRY_RUN:

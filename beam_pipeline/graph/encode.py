@@ -5,15 +5,13 @@ Used instead of `tft_beam.EncodeTransformedDataset`, which fails after `ReadTran
 """
 from __future__ import annotations
 
-import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from tfx_bsl.public import tfxio
 
 from beam_pipeline.graph import demographics
 from beam_pipeline.graph.arrow_batches import drop_unknown_labels, known_labels
-from beam_pipeline.graph.finish import BundleTally
-from beam_pipeline.graph.read import METRICS_NAMESPACE
+from beam_pipeline.graph.counts import TallyingDoFn
 from ecg_common.schema import CLASS_NAMES, LABEL_KEY, UNKNOWN_LABEL, WINDOW_INDEX_KEY
 
 UNLABELLED = "unlabelled"
@@ -25,7 +23,7 @@ def label_counter(split: str, name: str) -> str:
     return f"{split}_records_labelled/{name}"
 
 
-class EncodeExamplesFn(beam.DoFn):
+class EncodeExamplesFn(TallyingDoFn):
     """(RecordBatch, passthrough) from `TransformDataset` -> serialized examples, counted per split:
     examples (windows) and records (files: each written record has exactly one window 0)."""
 
@@ -37,32 +35,18 @@ class EncodeExamplesFn(beam.DoFn):
         self._encoder = tfxio.RecordBatchToExamplesEncoder(self._schema)
         self._label_names = {label: label_counter(self._split, name)
                              for label, name in [*CLASS_NAMES.items(), (UNKNOWN_LABEL, UNLABELLED)]}
-        names = [f"{self._split}_examples_written", f"{self._split}_records_written", *self._label_names.values(),
-                 *demographics.counter_names(self._split)]
-        self._counters = {name: beam.metrics.Metrics.counter(METRICS_NAMESPACE, name) for name in names}
-
-    def start_bundle(self) -> None:
-        self._tally = BundleTally()
-
-    def finish_bundle(self):
-        yield from self._tally.outputs()
-
-    def _count(self, name: str, count: int) -> None:
-        """A Beam counter for the launcher, and the same count as data for a step inside the job (`finish.py`)."""
-        self._counters[name].inc(count)
-        self._tally.add(name, count)
 
     def process(self, transformed):
         batch, _ = transformed
         examples = self._encoder.encode(drop_unknown_labels(batch))
-        self._count(f"{self._split}_examples_written", len(examples))
-        self._count(f"{self._split}_records_written", first_windows(batch))
+        self.count(f"{self._split}_examples_written", len(examples))
+        self.count(f"{self._split}_records_written", first_windows(batch))
         if batch.schema.get_field_index(LABEL_KEY) >= 0:  # binary runs; multi-label ones count classes when decoding
             labels = known_labels(batch)[first_window_rows(batch)]
             for label, name in self._label_names.items():
-                self._count(name, int(np.count_nonzero(labels == label)))
+                self.count(name, int(np.count_nonzero(labels == label)))
         for name, count in demographics.count_batch(batch, self._split).items():
-            self._count(name, count)
+            self.count(name, count)
         yield from examples
 
 

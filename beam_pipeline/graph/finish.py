@@ -3,35 +3,15 @@ Dataflow Flex Template): it waits for every output of the job, then hands the jo
 (`tally`) and the report candidates to a `finish` callable, which writes the summary and publishes.
 
 The Beam counters the launcher reads after a job are not readable inside it, so the counts the run
-summary needs also travel as data: the DoFns that increment a counter emit (counter name, count)
-on a TALLY_TAG output too, summed here per name. The graph only wires this; what `finish` does
+summary needs also travel as data (`counts.py`: every count is a counter and a tally), summed here
+per name. The graph only wires this; what `finish` does
 (summary, reconciliation, report, publishing) is the runs layer's (`runs/job.py`).
 """
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable, Iterable, Mapping
 
 import apache_beam as beam
-from apache_beam.transforms.window import GlobalWindows
-
-TALLY_TAG = "tally"
-
-
-class BundleTally:
-    """Counts of one bundle of a DoFn, emitted as (name, count) TALLY_TAG outputs when the bundle ends."""
-
-    def __init__(self) -> None:
-        self._counts: collections.Counter[str] = collections.Counter()
-
-    def add(self, name: str, count: int = 1) -> None:
-        self._counts[name] += count
-
-    def outputs(self):
-        """The bundle's counts as windowed outputs for `finish_bundle`, then forgotten."""
-        counts, self._counts = self._counts, collections.Counter()
-        for name, count in counts.items():
-            yield beam.pvalue.TaggedOutput(TALLY_TAG, GlobalWindows.windowed_value((name, count)))
 
 
 def sum_tallies(tallies: Iterable[beam.PCollection]) -> beam.PCollection:

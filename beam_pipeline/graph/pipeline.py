@@ -32,18 +32,18 @@ import tensorflow_transform.beam as tft_beam
 
 from beam_pipeline.graph.arrow_batches import DecodedRecord, tensor_adapter_config, to_record_batch
 from beam_pipeline.graph.encode import EncodeExamplesFn
-from beam_pipeline.graph.finish import TALLY_TAG, finish_in_job, sum_tallies
+from beam_pipeline.graph.counts import TALLY_TAG
+from beam_pipeline.graph.finish import finish_in_job, sum_tallies
 from beam_pipeline.graph.preprocessing import multi_label_preprocessing_fn, preprocessing_fn, vocabulary_fn
-from beam_pipeline.graph.progress import ProgressKey, note_found
-from beam_pipeline.graph.read import METRICS_NAMESPACE, QUALITY_TAG, REJECTED_TAG, DecodeRecordFn
+from beam_pipeline.graph.progress import ProgressKey
+from beam_pipeline.graph.read import QUALITY_TAG, REJECTED_TAG, DecodeRecordFn
 from beam_pipeline.graph.scoring import ScoreToCsv
 from beam_pipeline.graph.settings import DecodeOptions, InputSpec, Labelling, ScoringModel, WriteOptions
-from beam_pipeline.graph.sources import FOUND_COUNTER, LABEL_FINDINGS_COUNTER, FindSources, write_candidates
+from beam_pipeline.graph.sources import FindSources, write_candidates
 from beam_pipeline.graph.tfrecord_sink import WriteGzipTFRecords
 from beam_pipeline.inputs.discovery import RecordSource
 from ecg_common.layout import ERRORS_DIR, LABELS_FINDINGS, QUALITY_DIR, SHARD_PREFIX, TFRECORD_SUFFIX
 from ecg_common.predictions import PREDICTIONS_FILE
-from ecg_common.rejections import Rejection
 from ecg_common.schema import TRAIN_SPLIT
 
 DECODED_TAG = "decoded"
@@ -170,48 +170,31 @@ def build_job(pipeline: beam.Pipeline, inputs: InputSpec, options: DecodeOptions
         _ = finish_in_job(pipeline, tally, found.report_candidates, [written_transform, *transformed.done], finish)
 
 
-def created_sources(pipeline: beam.Pipeline, splits: dict[str, list[RecordSource]],
-                    findings: list[Rejection]) -> tuple[dict[str, beam.PCollection], beam.PCollection]:
-    """Sources found by the launcher (reprocessing: `find_records` against the ledger) as the job's
-    inputs, counted as `sources.py` counts them (`<split>_files_found`, `label_file_findings`)."""
-    created = {split: (pipeline | f"Create[{split}]" >> beam.Create(sources)
-                       | f"CountFound[{split}]" >> beam.Map(_counted, f"{split}{FOUND_COUNTER}"))
-               for split, sources in splits.items()}
-    labels = (pipeline | "CreateLabelFindings" >> beam.Create(findings)
-              | "CountLabelFindings" >> beam.Map(_counted, LABEL_FINDINGS_COUNTER))
-    return created, labels
-
-
-def _counted(element, name: str):
-    beam.metrics.Metrics.counter(METRICS_NAMESPACE, name).inc()
-    return element
-
-
-def build_transform(pipeline: beam.Pipeline, splits: dict[str, list[RecordSource]], extra_rejections: list[Rejection],
-                    options: DecodeOptions, transform_dir: str, out_dir: str,
+def build_transform(pipeline: beam.Pipeline, sources: dict[str, beam.PCollection], label_findings: beam.PCollection,
+                    options: DecodeOptions, transform_dir: str, out_dir: str, token: str,
                     write: WriteOptions = WriteOptions(),
-                    model: ScoringModel | None = None) -> dict[str, beam.PCollection]:
-    """Applies the transform saved in `transform_dir` to every split; writes `out_dir/<split>/part-*.tfrecord.gz`
-    and `out_dir/errors/`, `out_dir/quality/`. The statistics are frozen: nothing is re-analyzed here.
-    With `model` (one split only: a reprocessed batch), the examples written are also scored into
-    `out_dir/predictions.csv`.
+                    model: ScoringModel | None = None) -> Transformed:
+    """Applies the transform saved in `transform_dir` to every split's `sources` (reprocessing: the
+    records `selection.py` selected inside the job); writes `out_dir/<split>/part-*.tfrecord.gz`,
+    `out_dir/errors/` (with `label_findings`) and `out_dir/quality/`. The statistics are frozen:
+    nothing is re-analyzed here. With `model` (one split only: a reprocessed batch), the examples
+    written are also scored into `out_dir/predictions.csv`. `token`: the selection's, for the progress lines.
 
-    Returns each split's raw (decoded, untransformed) Arrow batches, for callers that measure the raw
-    signal in the same pass (the drift check of reprocessing)."""
-    if model is not None and len(splits) != 1:
+    Returns the transform pass's `Transformed` (with the scoring's counts and write): its raw
+    (decoded, untransformed) Arrow batches are for callers that measure the raw signal in the same
+    pass (the drift check of reprocessing)."""
+    if model is not None and len(sources) != 1:
         raise ValueError("scoring writes one predictions.csv: give one split")
     transformed_schema = tft.TFTransformOutput(transform_dir).transformed_metadata.schema
     transform_fn = pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(transform_dir)
-    sources, label_findings = created_sources(pipeline, splits, extra_rejections)
-    token = uuid.uuid4().hex
-    for split, split_sources in splits.items():  # known here: the progress lines can give the total
-        note_found(token, split, len(split_sources))
     transformed = _transform_splits(transform_fn, transformed_schema, sources, label_findings, options, out_dir,
                                     write, token)
     if model is not None:
         (examples,) = transformed.encoded.values()
-        _ = examples | "Score" >> ScoreToCsv(model, os.path.join(out_dir, PREDICTIONS_FILE))
-    return transformed.raw_batches
+        scores = examples | "Score" >> ScoreToCsv(model, os.path.join(out_dir, PREDICTIONS_FILE))
+        transformed.tallies.extend(scores.tallies)
+        transformed.done.append(scores.written)
+    return transformed
 
 
 def _after(source: RecordSource, _ready) -> RecordSource:

@@ -14,7 +14,7 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
 from beam_pipeline.graph import progress
-from beam_pipeline.graph.finish import BundleTally
+from beam_pipeline.graph.counts import TallyingDoFn
 from beam_pipeline.graph.arrow_batches import DecodedRecord
 from beam_pipeline.graph.settings import Labelling
 from beam_pipeline.inputs.classes import bad_dx_code, map_tokens
@@ -37,7 +37,6 @@ UNLABELLED_COUNTER = "unlabelled_records/"
 """Multi-label runs: counter `unlabelled_records/<split>`, the records whose classes are not known."""
 REJECTED_TAG = "rejected"
 QUALITY_TAG = "quality"
-METRICS_NAMESPACE = "ecg_pipeline"
 
 
 def _no_codes(source: RecordSource, tokens: tuple[str, ...] | None, from_header: bool) -> str:
@@ -56,7 +55,7 @@ def _in_global_window(output):
     return GlobalWindows.windowed_value(output)
 
 
-class DecodeRecordFn(beam.DoFn):
+class DecodeRecordFn(TallyingDoFn):
     """RecordSource -> DecodedRecords, one per window (main output), or a Rejection (`REJECTED_TAG`
     output), plus a QualityFinding (`QUALITY_TAG` output) for a decoded record that raises a quality
     flag (assessed on the whole decoded record, once); with `reject_flagged` such a record is
@@ -95,12 +94,10 @@ class DecodeRecordFn(beam.DoFn):
         self._in_flight: collections.deque[RecordSource] = collections.deque()
 
     def setup(self) -> None:
-        self._decoded = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_decoded")
-        self._rejected = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_rejected")
         self._pool = pool_for(self._limits)
 
     def start_bundle(self) -> None:
-        self._tally = BundleTally()
+        super().start_bundle()
         self._give_back_decoder()  # still held if the previous bundle failed half-way
         self._decoder = self._pool.acquire()
 
@@ -122,7 +119,7 @@ class DecodeRecordFn(beam.DoFn):
             for output in self._collect_oldest():
                 yield _in_global_window(output)
         self._give_back_decoder()
-        yield from self._tally.outputs()
+        yield from super().finish_bundle()
 
     def teardown(self) -> None:
         self._give_back_decoder()
@@ -157,10 +154,10 @@ class DecodeRecordFn(beam.DoFn):
             if self._reject_flagged:
                 outcome = Rejection(source.record_id, source.path, Reason.POOR_QUALITY, finding.describe())
         if isinstance(outcome, Rejection):
-            self._rejected.inc()
+            self.count("records_rejected")
             yield beam.pvalue.TaggedOutput(REJECTED_TAG, outcome)
             return
-        self._decoded.inc()
+        self.count("records_decoded")
         for window in cut_windows(outcome.ecg, self._geometry, self._window_stride_s):
             yield DecodedRecord(source.record_id, label, window.ecg, outcome.info, names, window.index,
                                 window.start_s)
@@ -188,7 +185,6 @@ class DecodeRecordFn(beam.DoFn):
         return CLASSES_KNOWN, names
 
     def _count(self, name: str) -> None:
-        """A Beam counter, and the same count as data for a last step inside the job (`finish.py`)."""
+        """A class count, in the pass that counts classes (the transform pass, not the analysis)."""
         if self._count_classes:
-            beam.metrics.Metrics.counter(METRICS_NAMESPACE, name).inc()
-            self._tally.add(name)
+            self.count(name)

@@ -23,13 +23,14 @@ DoFn instances of every bundle thread share it) in `setup`, and it scores `Batch
 from __future__ import annotations
 
 import math
+import typing
 
 import apache_beam as beam
 import tensorflow as tf
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.utils.shared import Shared
 
-from beam_pipeline.graph.read import METRICS_NAMESPACE
+from beam_pipeline.graph.counts import TALLY_TAG, TallyingDoFn
 from beam_pipeline.graph.settings import ScoringModel
 from ecg_common import scoring
 from ecg_common.predictions import csv_text, mean_per_record, multi_label_csv_text, multi_label_rows_per_record
@@ -53,7 +54,7 @@ class _LoadedExport:
                      else scoring.multi_label_parsing_spec(spec, len(self.class_names)))
 
 
-class ScoreExamplesFn(beam.DoFn):
+class ScoreExamplesFn(TallyingDoFn):
     """A list of serialized transformed examples -> per example (window), (threshold, Prediction) for a
     binary model, (per-class thresholds, multi-label row) for a multi-label one: the thresholds the
     record's mean over its windows is compared with when the rows are gathered (`predictions_text`)."""
@@ -64,7 +65,6 @@ class ScoreExamplesFn(beam.DoFn):
 
     def setup(self) -> None:
         self._export = self._shared.acquire(lambda: _LoadedExport(self._export_dir))
-        self._scored = beam.metrics.Metrics.counter(METRICS_NAMESPACE, PREDICTIONS_COUNTER)
 
     def process(self, serialized: list[bytes]):
         export = self._export
@@ -75,7 +75,7 @@ class ScoreExamplesFn(beam.DoFn):
         else:
             threshold = scoring.model_threshold(export.loaded)
             rows = [(threshold, p) for p in scoring.score_serialized(export.score, export.spec, serialized)]
-        self._scored.inc(len(rows))
+        self.count(PREDICTIONS_COUNTER, len(rows))
         yield from rows
 
 
@@ -91,30 +91,37 @@ def predictions_text(scored: list, class_names: tuple[str, ...] | None) -> tuple
     return csv_text(records), len(records)
 
 
-class _WriteCsvFn(beam.DoFn):
+class _WriteCsvFn(TallyingDoFn):
     """All the scored examples -> `path` (one file), counting its rows."""
 
     def __init__(self, path: str, class_names: tuple[str, ...] | None):
         self._path = path
         self._class_names = class_names
 
-    def setup(self) -> None:
-        self._records = beam.metrics.Metrics.counter(METRICS_NAMESPACE, RECORDS_SCORED_COUNTER)
-
     def process(self, scored: list):
         text, rows = predictions_text(scored, self._class_names)
         with FileSystems.create(self._path) as handle:
             handle.write(text.encode("utf-8"))
-        self._records.inc(rows)
+        self.count(RECORDS_SCORED_COUNTER, rows)
+        yield self._path
+
+
+class Scores(typing.NamedTuple):
+    """What `ScoreToCsv` gives: the path of predictions.csv once written, and its counts as tallies."""
+
+    written: beam.PCollection
+    tallies: list
 
 
 @beam.ptransform_fn
 def ScoreToCsv(examples, model: ScoringModel, path: str):  # noqa: N802 (a PTransform, named like one)
     """Serialized examples -> `path`, predict's CSV of them (one file, one row per record sorted by record id).
 
-    The rows are gathered on one worker to be averaged and sorted: about 60 bytes a window, 60 MB for a million."""
-    return (examples
-            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=model.batch_size)
-            | "Score" >> beam.ParDo(ScoreExamplesFn(model.export_dir))
-            | "Gather" >> beam.combiners.ToList()
-            | "WriteCsv" >> beam.ParDo(_WriteCsvFn(path, model.class_names)))
+    The rows are gathered on one worker to be averaged and sorted: about 60 bytes a window, 60 MB for a million.
+    Returns `Scores`: the written file's path (once written) and the counts (`counts.py`)."""
+    scored = (examples
+              | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=model.batch_size)
+              | "Score" >> beam.ParDo(ScoreExamplesFn(model.export_dir)).with_outputs(TALLY_TAG, main="rows"))
+    written = (scored["rows"] | "Gather" >> beam.combiners.ToList()
+               | "WriteCsv" >> beam.ParDo(_WriteCsvFn(path, model.class_names)).with_outputs(TALLY_TAG, main="path"))
+    return Scores(written["path"], [scored[TALLY_TAG], written[TALLY_TAG]])

@@ -20,11 +20,11 @@ import json
 import logging
 
 import apache_beam as beam
+from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.graph import progress
-from beam_pipeline.graph.finish import TALLY_TAG, BundleTally
-from beam_pipeline.graph.read import METRICS_NAMESPACE
+from beam_pipeline.graph.counts import TALLY_TAG, TallyingDoFn
 from beam_pipeline.graph.settings import InputSpec
 from beam_pipeline.inputs import local_files
 from beam_pipeline.inputs.discovery import (RecordSource, label_entries, line_findings, objects_under, pair,
@@ -41,7 +41,7 @@ LABEL_FINDINGS_COUNTER = "label_file_findings"
 REPORT_CANDIDATES = 32
 """Training sources (first by path) kept for the run report to pick its example among."""
 _LABELS_TAG = "_labels"
-_UNLISTABLE_TAG = "unlistable"
+UNLISTABLE_TAG = "unlistable"
 _FINDINGS_TAG = "findings"
 _log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class FoundSources:
     tallies: list[beam.PCollection]
 
 
-def _listing(directory: str):
+def list_entries(directory: str):
     """Every entry under `directory`: local files through `local_files.entries_under` (which refuses
     what must not be opened later and names directories it could not list), others through Beam."""
     if is_local(directory):
@@ -66,21 +66,29 @@ def _listing(directory: str):
 
 
 def _list_directory(directory: str, split: str, token: str):
-    """(pairing key, (path, size)) per record-like file under `directory`; an unlistable subdirectory
-    leaves as its rejected source, keyed by its id."""
+    """`record_file` of every entry of the listing of `directory`, taken on the worker that runs this."""
     listed = 0
-    for entry in _listing(directory):
+    for entry in list_entries(directory):
         if isinstance(entry, UnlistableDirectory):
-            source = unlistable_source(directory, split, entry)
             progress.note_found(token, split)
-            yield beam.pvalue.TaggedOutput(_UNLISTABLE_TAG, (source.record_id, source))
-        elif (base := record_base(entry.path)) is not None:
-            listed += 1
-            yield _as_bytes(base), (_as_bytes(entry.path), entry.size_in_bytes)
+        for output in record_file(entry, directory, split):
+            listed += not isinstance(output, beam.pvalue.TaggedOutput)
+            yield output
     _log.info("listed %s: %d .mat/.hea files", directory, listed)
 
 
-def _as_bytes(path: str) -> bytes:
+def record_file(entry: FileMetadata, directory: str, split: str):
+    """An entry of a listing of `directory` as `FindSources` takes it: (pairing key, (path, size)) for a
+    record-like file, its rejected source keyed by its id (tagged `unlistable`) for an unlistable
+    subdirectory, nothing for any other file."""
+    if isinstance(entry, UnlistableDirectory):
+        source = unlistable_source(directory, split, entry)
+        yield beam.pvalue.TaggedOutput(UNLISTABLE_TAG, (source.record_id, source))
+    elif (base := record_base(entry.path)) is not None:
+        yield as_bytes(base), (as_bytes(entry.path), entry.size_in_bytes)
+
+
+def as_bytes(path: str) -> bytes:
     """A path as bytes for Beam's coders, which encode `str` as UTF-8: a local name that is not UTF-8
     arrives from the listing with surrogate escapes, which UTF-8 cannot encode."""
     return path.encode("utf-8", "surrogateescape")
@@ -103,25 +111,15 @@ def _label_entries(labels_path: str, normal_labels: tuple[str, ...], multi_label
         yield beam.pvalue.TaggedOutput(_FINDINGS_TAG, ((1, index), finding))
 
 
-class _ResolveFn(beam.DoFn):
+class _ResolveFn(TallyingDoFn):
     """(record id, {split: candidates, labels: entry}) -> each split's sources (tagged by split), and
     a finding when the labels file gives the id a label but no split has a file of it."""
 
-    def __init__(self, splits: tuple[str, ...], labels_path: str | None, labels_in_header: bool):
+    def __init__(self, splits: tuple[str, ...], labels_path: str | None, labels_in_header: bool, counted: bool):
         self._splits = splits
         self._labels_path = labels_path
         self._labels_in_header = labels_in_header
-
-    def setup(self) -> None:
-        counter = beam.metrics.Metrics.counter
-        self._found = {s: counter(METRICS_NAMESPACE, f"{s}{FOUND_COUNTER}") for s in self._splits}
-        self._accepted = {s: counter(METRICS_NAMESPACE, f"{s}{ACCEPTED_COUNTER}") for s in self._splits}
-
-    def start_bundle(self) -> None:
-        self._tally = BundleTally()
-
-    def finish_bundle(self):
-        yield from self._tally.outputs()
+        self._counted = counted
 
     def process(self, element):
         record_id, grouped = element
@@ -131,43 +129,55 @@ class _ResolveFn(beam.DoFn):
             candidates = list(grouped.get(split, ()))
             has_file = has_file or bool(candidates)
             for source in resolve(candidates, entry, self._labels_in_header):
-                self._found[split].inc()
-                self._tally.add(f"{split}{FOUND_COUNTER}")
-                if source.rejection is None:
-                    self._accepted[split].inc()
-                    self._tally.add(f"{split}{ACCEPTED_COUNTER}")
                 yield beam.pvalue.TaggedOutput(split, source)
+                if not self._counted:
+                    continue
+                self.count(f"{split}{FOUND_COUNTER}")
+                if source.rejection is None:
+                    self.count(f"{split}{ACCEPTED_COUNTER}")
         if not has_file and entry is not None and entry.usable:
             yield beam.pvalue.TaggedOutput(_FINDINGS_TAG, ((0, record_id), without_file(record_id, self._labels_path)))
 
 
-def _in_order(keyed: list[tuple[tuple, Rejection]]):
-    """The findings sorted as `discovery.label_file_findings` gives them: ids without a file, then lines."""
-    counter = beam.metrics.Metrics.counter(METRICS_NAMESPACE, LABEL_FINDINGS_COUNTER)
-    for _, finding in sorted(keyed, key=lambda item: item[0]):
-        counter.inc()
-        yield finding
-    yield beam.pvalue.TaggedOutput(TALLY_TAG, (LABEL_FINDINGS_COUNTER, len(keyed)))
+class _InOrderFn(TallyingDoFn):
+    """All the findings (one list) sorted as `discovery.label_file_findings` gives them: ids without a
+    file, then lines; counted unless the caller counts them (`counted=False`)."""
+
+    def __init__(self, counted: bool):
+        self._counted = counted
+
+    def process(self, keyed: list[tuple[tuple, Rejection]]):
+        for _, finding in sorted(keyed, key=lambda item: item[0]):
+            yield finding
+        if self._counted:
+            self.count(LABEL_FINDINGS_COUNTER, len(keyed))
 
 
 class FindSources(beam.PTransform):
     """Pipeline root -> FoundSources, for the splits and labels of `inputs`; `token` ties the files
-    found to the decode steps' progress lines (`progress.py`)."""
+    found to the decode steps' progress lines (`progress.py`).
 
-    def __init__(self, inputs: InputSpec, token: str):
+    `listed`: each split's listing already taken by the caller (`record_file`'s outputs), which then
+    decides what to do with the sources (reprocessing: `selection.py` takes the new and changed ones
+    and counts those, so `counted=False` leaves the counters to it)."""
+
+    def __init__(self, inputs: InputSpec, token: str, listed: dict | None = None, counted: bool = True):
         super().__init__()
         self._inputs = inputs
         self._token = token
+        self._listed = listed
+        self._counted = counted
 
     def expand(self, root):
         inputs, keyed = self._inputs, {}
         for split, directory in inputs.directories.items():
-            listed = (root | f"Directory[{split}]" >> beam.Create([directory])
-                      | f"List[{split}]" >> beam.FlatMap(_list_directory, split, self._token).with_outputs(
-                          _UNLISTABLE_TAG, main="files"))
+            listed = self._listed[split] if self._listed is not None else (
+                root | f"Directory[{split}]" >> beam.Create([directory])
+                | f"List[{split}]" >> beam.FlatMap(_list_directory, split, self._token).with_outputs(
+                    UNLISTABLE_TAG, main="files"))
             paired = (listed["files"] | f"GroupByBase[{split}]" >> beam.GroupByKey()
                       | f"Pair[{split}]" >> beam.FlatMap(_pair, directory, split, self._token))
-            keyed[split] = (paired, listed[_UNLISTABLE_TAG]) | f"WithUnlistable[{split}]" >> beam.Flatten()
+            keyed[split] = (paired, listed[UNLISTABLE_TAG]) | f"WithUnlistable[{split}]" >> beam.Flatten()
         line_findings_ = []
         if inputs.labels_path is not None:
             entries = (root | "LabelsFile" >> beam.Create([inputs.labels_path])
@@ -177,11 +187,13 @@ class FindSources(beam.PTransform):
             line_findings_.append(entries[_FINDINGS_TAG])
         splits = tuple(inputs.directories)
         resolved = (keyed | "JoinById" >> beam.CoGroupByKey()
-                    | "Resolve" >> beam.ParDo(_ResolveFn(splits, inputs.labels_path, inputs.labels_in_header)
+                    | "Resolve" >> beam.ParDo(_ResolveFn(splits, inputs.labels_path, inputs.labels_in_header,
+                                                         self._counted)
                                               ).with_outputs(_FINDINGS_TAG, TALLY_TAG, *splits))
         findings = ((resolved[_FINDINGS_TAG], *line_findings_) | "AllLabelFindings" >> beam.Flatten()
                     | "CollectLabelFindings" >> beam.combiners.ToList()
-                    | "LabelFindingsInOrder" >> beam.FlatMap(_in_order).with_outputs(TALLY_TAG, main="findings"))
+                    | "LabelFindingsInOrder" >> beam.ParDo(_InOrderFn(self._counted)
+                                                           ).with_outputs(TALLY_TAG, main="findings"))
         by_split = {split: resolved[split] for split in splits}
         candidates = (by_split[splits[0]] | "Accepted" >> beam.Filter(lambda s: s.rejection is None)
                       | "ReportCandidates" >> beam.combiners.Top.Of(REPORT_CANDIDATES, key=_path, reverse=True))

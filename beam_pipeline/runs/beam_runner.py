@@ -11,8 +11,9 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import (DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions,
                                                   TestOptions)
 
-from beam_pipeline.graph.read import METRICS_NAMESPACE
-from beam_pipeline.runs.runner_defaults import DEFAULT_LOCAL_RUNNING_MODE, DEFAULT_RUNNER, LOCAL_RUNNERS
+from beam_pipeline.graph.counts import METRICS_NAMESPACE
+from beam_pipeline.runs.runner_defaults import (DATAFLOW_RUNNER, DEFAULT_LOCAL_RUNNING_MODE, DEFAULT_RUNNER,
+                                               LOCAL_RUNNERS)
 
 
 def pipeline_options(beam_args: list[str]) -> PipelineOptions:
@@ -80,3 +81,10 @@ def tft_temp_dir(options: PipelineOptions) -> str:
     if temp_location and not is_dry_run(options):
         return FileSystems.join(temp_location, f"tft-{uuid.uuid4().hex[:12]}")
     return tempfile.mkdtemp(prefix="ecg-tft-")
+
+
+def returns_at_submission(options: PipelineOptions) -> bool:
+    """Whether a launcher whose job publishes itself (`--publish_in_job`) may return once the job is
+    submitted: on Dataflow, whose jobs outlive their launcher (a Flex Template's ends at submission).
+    Every other runner is waited for, since the job may use this machine's temporary folders."""
+    return options.view_as(StandardOptions).runner == DATAFLOW_RUNNER

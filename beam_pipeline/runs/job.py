@@ -16,7 +16,6 @@ import time
 import apache_beam as beam
 import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import StandardOptions
 
 from beam_pipeline.graph import pipeline as graphs
 from beam_pipeline.graph.settings import InputSpec
@@ -26,7 +25,7 @@ from beam_pipeline.inputs.discovery import check_input_directory
 from beam_pipeline.inputs.labels import check_readable
 from beam_pipeline.inputs.local_files import is_local
 from beam_pipeline.runs.beam_runner import (counters_with_prefix, describe_runner, dry_run_summary, is_dry_run,
-                                            pipeline_options, tft_temp_dir)
+                                            pipeline_options, returns_at_submission, tft_temp_dir)
 from beam_pipeline.runs.classes import learn_classes
 from beam_pipeline.runs.data_plane_guard import guard_local_data_plane
 from beam_pipeline.runs.finishing import Finisher, RunInputs
@@ -34,7 +33,6 @@ from beam_pipeline.runs.interruption import deferred_stop
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
 from beam_pipeline.runs.output_guard import check_output_dir
 from beam_pipeline.runs.publish import OutputClaim
-from beam_pipeline.runs.runner_defaults import DATAFLOW_RUNNER
 from beam_pipeline.runs.summary import cpu_seconds, passes
 from ecg_common.layout import SUMMARY_FILE
 from ecg_common.rejections import ConfigurationError
@@ -88,13 +86,6 @@ def _run_inputs(config: JobConfig) -> RunInputs:
                      tuple(input_spec(config).directories), config.max_error_rate)
 
 
-def _returns_at_submission(options) -> bool:
-    """Whether the launcher may return once the job is submitted: on Dataflow, whose jobs outlive their
-    launcher (a Flex Template's ends at submission). Every other runner is waited for, since the job
-    may use this machine's temporary folders."""
-    return options.view_as(StandardOptions).runner == DATAFLOW_RUNNER
-
-
 def _published_summary(output_dir: str) -> dict:
     """The summary the job's last step wrote into the output it published."""
     with FileSystems.open(FileSystems.join(output_dir, SUMMARY_FILE)) as handle:
@@ -145,7 +136,7 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
                              None if in_job else candidates_file(tft_temp), finish=in_job)
             beam_started, cpu_started = time.monotonic(), cpu_seconds()
             result = pipeline.run()
-            if in_job is not None and not is_dry_run(options) and _returns_at_submission(options):
+            if in_job is not None and not is_dry_run(options) and returns_at_submission(options):
                 claim.published = True  # handed over: the job publishes; nothing of it may be removed here
                 _log.info("submitted; the job publishes %s itself when it is done", config.output_dir)
                 return {"submitted": True, "runner": runner}

@@ -116,6 +116,16 @@ def discard(staging_dir: str, output_dir: str) -> None:
         remove_ours(staging_dir)
 
 
+def discard_unpublished(staging_dir: str, output_dir: str) -> None:
+    """Removes what a run that publishes nothing wrote: its local staging folder, or on an object store
+    (where the output is staged in place) the objects under `output_dir`, a name this run made and
+    marked, as long as it holds no `_SUCCESS` (never a published output)."""
+    if staging_dir != output_dir:
+        remove_ours(staging_dir)
+    elif not FileSystems.exists(FileSystems.join(output_dir, SUCCESS_MARKER)):
+        FileSystems.delete([output_dir.rstrip("/") + "/"])
+
+
 def _is_empty_folder(path: str) -> bool:
     try:
         return os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path)

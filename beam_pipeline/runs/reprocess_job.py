@@ -17,16 +17,21 @@ The order of a run is what makes it safe to kill at any moment:
   0. check that ROOT is new, empty or a reprocessing root, outside the inputs (output_guard.py), and
      that the model of --model_dir, if given, has a version trained with --transform_dir's transform;
   1. lock ROOT, then remove what killed runs left (only now is it certain that no run is writing);
-  2. reconcile the ledger with the published batch folders (ledger.reconcile); refuse a transform
-     other than the one ROOT belongs to (`claim_transform`);
-  3. list INCOMING once, hash what moved, select the records any file of which (`.mat`, `.hea`, a WFDB
-     record's signal files) is new or changed;
-  4. one Beam pass into a hidden staging sibling: decode, TransformDataset, encode, the batch's
-     per-lead moments for the drift check, and with --model_dir the scores (`predictions.csv`): a
-     scoring failure fails the pass, so no batch is published without its predictions;
-  5. summary and manifest into the staging folder, then rename it to `batch-<time>`: the commit point;
-  6. rewrite the ledger. A kill before 5 leaves ROOT as it was; a kill between 5 and 6 is rolled
-     forward by step 2 of the next run, so no file is published twice.
+  2. read the ledger's first line only and reconcile it with the published batch folders
+     (`ledger.reconcile_head`); refuse a transform other than the one ROOT belongs to (`claim_transform`);
+  3. one Beam job, which does the per-file work on its workers (`graph/selection.py`): list INCOMING,
+     read the ledger's file lines (dropping deleted batches, rolling forward unrecorded ones), hash
+     what moved, select the records any file of which (`.mat`, `.hea`, a WFDB record's signal files)
+     is new or changed and settled; decode, TransformDataset and encode them into a hidden staging
+     sibling with the manifest, the batch's per-lead moments for the drift check and, with
+     --model_dir, the scores (`predictions.csv`: a scoring failure fails the job, so no batch is
+     published without its predictions); and write the next ledger to a hidden sibling of the ledger;
+  4. when nothing was selected, delete the staging folder and install the next ledger only if it
+     records something new (touched files, an adopted transform);
+  5. summary and report into the staging folder, then rename it to `batch-<time>`: the commit point;
+  6. install the next ledger (one rename). A kill before 5 leaves ROOT as it was (step 1 of the next
+     run removes the staging folder and the ledger never installed); a kill between 5 and 6 is rolled
+     forward by steps 2-3 of the next run, so no file is published twice.
 """
 from __future__ import annotations
 
@@ -40,6 +45,8 @@ import posixpath
 import re
 import shutil
 import time
+import uuid
+from collections.abc import Mapping
 
 import apache_beam as beam
 import numpy as np
@@ -51,25 +58,29 @@ from apache_beam.io.filesystems import FileSystems
 from beam_pipeline.graph import demographics
 from beam_pipeline.graph import pipeline as graphs
 from beam_pipeline.graph.drift import DriftLimits, WriteLeadMoments, drift_report, read_lead_moments
+from beam_pipeline.graph.finish import finish_in_job, sum_tallies
 from beam_pipeline.graph.scoring import PREDICTIONS_COUNTER, RECORDS_SCORED_COUNTER
-from beam_pipeline.graph.settings import ScoringModel
-from beam_pipeline.graph.sources import FOUND_COUNTER, LABEL_FINDINGS_COUNTER
+from beam_pipeline.graph.selection import (FILES_UNSETTLED_COUNTER, LEDGER_LINES_COUNTER, RECORDS_UNCHANGED_COUNTER,
+                                           TOUCHED_COUNTER, LedgerInput, SelectChanged)
+from beam_pipeline.graph.settings import InputSpec, ScoringModel
+from beam_pipeline.graph.sources import (FOUND_COUNTER, LABEL_FINDINGS_COUNTER, candidates_file, read_candidates,
+                                         write_candidates)
 from beam_pipeline.graph.statistics import lead_statistics
-from beam_pipeline.inputs.discovery import RecordSource, find_records, label_file_findings, list_file_metadata
-from beam_pipeline.inputs.labels import Labels, read_labels
-from beam_pipeline.inputs.local_files import UnlistableDirectory, is_local
+from beam_pipeline.inputs.discovery import RecordSource, check_input_directory
+from beam_pipeline.inputs.labels import check_readable
+from beam_pipeline.inputs.local_files import is_local
 from beam_pipeline.report import build as run_report
-from beam_pipeline.runs.beam_runner import (counter, counters_with_prefix, describe_runner, dry_run_summary, is_dry_run,
-                                            pipeline_options, tft_temp_dir)
+from beam_pipeline.runs.beam_runner import (counters_with_prefix, describe_runner, dry_run_summary, is_dry_run,
+                                            pipeline_options, returns_at_submission, tft_temp_dir)
 from beam_pipeline.runs.classes import class_summary, training_classes
 from beam_pipeline.runs.data_plane_guard import guard_local_data_plane
 from beam_pipeline.runs.interruption import deferred_stop
-from beam_pipeline.runs.ledger import (FileState, Ledger, TransformClaim, read_ledger, reconcile,
-                                       remove_leftover_temp_files, scan, scan_signal_files, write_ledger,
-                                       write_manifest)
+from beam_pipeline.runs.ledger import (LEDGER_FILE, MANIFEST_FILE, LedgerHead, Reconciled, TransformClaim,
+                                       discard_new_ledger, install_ledger, new_ledger_path, read_ledger_head,
+                                       reconcile_head, remove_leftover_temp_files, write_ledger_head)
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
 from beam_pipeline.runs.output_guard import Kind, check_output_root, creating_in, read_marker, write_marker
-from beam_pipeline.runs.publish import discard, publish, remove_leftovers, staging_dir_for
+from beam_pipeline.runs.publish import discard, discard_unpublished, publish, remove_leftovers, staging_dir_for
 from beam_pipeline.runs.run_lock import try_lock
 from beam_pipeline.runs.summary import (binary_class_balance, check_reconciled, check_same_geometry, read_geometry,
                                         summarize)
@@ -82,7 +93,6 @@ from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import ECG_KEY
 from ecg_decode.decoding.windows import stride_problem
 from ecg_common.transform_fingerprint import LEAD_STATISTICS_KEY, fingerprint, same_transform
-from ecg_decode.pairing import is_header, is_record, is_wfdb_record
 
 DATA_SPLIT = BATCH_SPLIT
 BATCH_TIME_FORMAT = "%Y%m%dT%H%M%S"
@@ -109,6 +119,9 @@ class ReprocessConfig:
     drift_limits: DriftLimits = DriftLimits()
     model_dir: str | None = None
     """The trainer's --model_dir: its newest version scores each batch (`predictions.csv`); None: no scoring."""
+    publish_in_job: bool = False
+    """The job's last step publishes the batch and installs the ledger (`BatchFinisher`): nothing runs
+    on the launcher after submission (a Dataflow Flex Template)."""
 
 
 class Outcome(enum.Enum):
@@ -116,6 +129,8 @@ class Outcome(enum.Enum):
     NOTHING_NEW = "nothing_new"
     LOCKED = "locked"
     DRY_RUN = "dry_run"
+    SUBMITTED = "submitted"
+    """--publish_in_job on Dataflow: the job was submitted and publishes its batch itself."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,14 +141,14 @@ class ReprocessResult:
 
 
 @dataclasses.dataclass(frozen=True)
-class Selection:
-    """The records of this batch, the file states to record for them, and what else the scan learned."""
+class Night:
+    """What one run works with once ROOT is locked: the ledger's head as recorded and as reconciled
+    (with the transform claimed), this run's batch, and what its job reads and writes of the ledger."""
 
-    sources: list[RecordSource]
-    consumed: list[FileState]
-    touched: tuple[FileState, ...]
-    unchanged: int
-    unsettled: int
+    recorded: LedgerHead
+    reconciled: Reconciled
+    batch: str
+    ledger: LedgerInput
 
 
 def batch_name(now: datetime.datetime) -> str:
@@ -189,7 +204,7 @@ def scoring_model(model_dir: str, statistics: dict, transform_dir: str) -> Scori
     return ScoringModel(model_dir, version, export_dir, scoring.export_class_names(export_dir))
 
 
-def _newest_batch_statistics(root: str, ledger: Ledger) -> tuple[str, dict] | None:
+def _newest_batch_statistics(root: str, ledger: LedgerHead) -> tuple[str, dict] | None:
     """(batch, lead statistics) of the newest published batch whose run summary records them."""
     for batch in reversed(ledger.batches):
         try:
@@ -202,7 +217,7 @@ def _newest_batch_statistics(root: str, ledger: Ledger) -> tuple[str, dict] | No
     return None
 
 
-def claim_transform(root: str, ledger: Ledger, statistics: dict, transform_dir: str) -> Ledger:
+def claim_transform(root: str, ledger: LedgerHead, statistics: dict, transform_dir: str) -> LedgerHead:
     """The ledger, once `transform_dir`'s transform is known to be the one ROOT belongs to.
 
     A ROOT belongs to the transform of its first batch: a batch normalized with another one could not
@@ -243,10 +258,18 @@ def _remove_leftovers(root: str) -> None:
     remove_leftover_temp_files(root)
 
 
-def _labels(config: ReprocessConfig) -> Labels:
-    multi_label = config.decode.labelling.multi_label
-    return (read_labels(config.labels_path, config.normal_labels, multi_label=multi_label) if config.labels_path
-            else Labels({}, ()))
+def _input_spec(config: ReprocessConfig) -> InputSpec:
+    """INCOMING and the labels file, which the job lists and reads itself (`graph/selection.py`)."""
+    labelling = config.decode.labelling
+    return InputSpec({DATA_SPLIT: config.incoming}, config.labels_path, config.normal_labels, labelling.multi_label,
+                     labelling.from_header)
+
+
+def _check_inputs(config: ReprocessConfig) -> None:
+    """Broken configuration that shows without listing anything: ConfigurationError before anything is created."""
+    check_input_directory(config.incoming)
+    if config.labels_path:
+        check_readable(config.labels_path)
 
 
 def with_training_classes(config: ReprocessConfig) -> ReprocessConfig:
@@ -264,41 +287,21 @@ def with_training_classes(config: ReprocessConfig) -> ReprocessConfig:
     return dataclasses.replace(config, decode=dataclasses.replace(config.decode, labelling=labelling))
 
 
-def select(config: ReprocessConfig, ledger: Ledger, labels: Labels) -> Selection:
-    """The records any file of which is new or changed since the ledger's state: a `.mat` record's `.mat`
-    and `.hea`, a WFDB record's `.hea` and the signal files it names (`ledger.scan_signal_files`)."""
-    listing = list_file_metadata(config.incoming)
-    if not listing:
-        _log.warning("no file at all under %s (on an object store a mistyped prefix looks the same)", config.incoming)
-    # An unlistable directory is recorded like a file (never read), so it is reported in one batch.
-    relevant = [m for m in listing
-                if is_record(m.path) or is_header(m.path) or isinstance(m, UnlistableDirectory)]
+def _night(config: ReprocessConfig, statistics: dict) -> Night:
+    """The ledger's head reconciled with the published batches and claimed for the transform, and what
+    the job is to read and write of the ledger (under the lock: no other run changes either)."""
+    root = config.output_root
+    recorded = read_ledger_head(root)
+    reconciled = reconcile_head(recorded, complete_batches(root))
+    head = claim_transform(root, reconciled.head, statistics, config.transform_dir)
+    reconciled = dataclasses.replace(reconciled, head=head)
+    batch = batch_name(datetime.datetime.now(datetime.timezone.utc))
+    ledger_path = FileSystems.join(root, LEDGER_FILE)
     settled_before = time.time() - config.min_file_age_s if config.min_file_age_s > 0 else math.inf
-    sources = find_records(config.incoming, DATA_SPLIT, labels, listing,
-                           labels_in_header=config.decode.labelling.from_header)
-    scanned = scan_signal_files(scan(relevant, ledger, settled_before, config.incoming), ledger,
-                                [s.path for s in sources if is_wfdb_record(s.path)], listing, settled_before,
-                                config.incoming)
-
-    def files_of(source: RecordSource) -> list[str]:
-        state = scanned.states.get(source.path)
-        parts = [p for p in (state.signal_files or ()) if p in scanned.states] if state else []
-        return [p for p in (source.path, source.header_path, *parts) if p]
-
-    selected = [s for s in sources
-                if not any(p in scanned.unsettled for p in files_of(s))
-                and any(p in scanned.changed for p in files_of(s))]
-    consumed = [scanned.states[p] for s in selected for p in files_of(s)]
-    unchanged = sum(1 for s in sources if not any(p in scanned.changed or p in scanned.unsettled for p in files_of(s)))
-    return Selection(selected, consumed, scanned.touched, unchanged, len(scanned.unsettled))
-
-
-def _batch_findings(labels: Labels, sources: list[RecordSource], labels_path: str | None):
-    """Labels-file findings about this batch's records only (the labels file covers the whole archive)."""
-    if not labels_path:
-        return []
-    ids = {s.record_id for s in sources}
-    return [f for f in label_file_findings(labels, sources, labels_path) if f.record_id in ids]
+    ledger = LedgerInput(ledger_path if FileSystems.exists(ledger_path) else None, reconciled.dropped,
+                         tuple((b, FileSystems.join(root, b, MANIFEST_FILE)) for b in reconciled.rolled_forward),
+                         batch, head.line((*head.batches, batch)), head.line(), new_ledger_path(root), settled_before)
+    return Night(recorded, reconciled, batch, ledger)
 
 
 def _drift(summary: dict, moments_path: str, limits: DriftLimits) -> dict:
@@ -307,98 +310,191 @@ def _drift(summary: dict, moments_path: str, limits: DriftLimits) -> dict:
                         limits, tuple(frozen["leads"]))
 
 
-def _scored(result, model: ScoringModel, written: int) -> dict:
+def _scored(counts: Mapping[str, int], model: ScoringModel, written: int) -> dict:
     """The run summary's `model`, once every example written is known to have been scored."""
-    scored = counter(result, PREDICTIONS_COUNTER)
+    scored = counts.get(PREDICTIONS_COUNTER, 0)
     if scored != written:
         raise RuntimeError(f"scoring: {scored} predictions for {written} examples written")
     return {"model_dir": model.model_dir, "version": model.version, "export_dir": model.export_dir,
-            "predictions": PREDICTIONS_FILE, "records_scored": counter(result, RECORDS_SCORED_COUNTER)}
+            "predictions": PREDICTIONS_FILE, "records_scored": counts.get(RECORDS_SCORED_COUNTER, 0)}
 
 
-def _run_batch(config: ReprocessConfig, selection: Selection, labels: Labels, batch: str, staging: str,
-               beam_args: list[str], started: float, model: ScoringModel | None = None) -> dict:
-    """The Beam pass into `staging`; returns the run summary (or a dry run's report)."""
+@dataclasses.dataclass(frozen=True)
+class BatchFinisher:
+    """What follows the job of one run, from the job's counts and report candidates: the summary, the
+    report and publishing the batch, then the ledger; or, with nothing selected, the ledger alone. It
+    runs in the launcher after the job, or as the job's own last step (`--publish_in_job`), so it is
+    plain settings (picklable)."""
+
+    config: ReprocessConfig
+    night: Night
+    staging: str
+    runner: str
+    started: float
+    moments_path: str
+    model: ScoringModel | None
+
+    @property
+    def batch_dir(self) -> str:
+        return FileSystems.join(self.config.output_root, self.night.batch)
+
+    def finish(self, counts: Mapping[str, int], candidates: list[RecordSource]) -> ReprocessResult:
+        config, night = self.config, self.night
+        selected = counts.get(f"{DATA_SPLIT}{FOUND_COUNTER}", 0)
+        unchanged, unsettled = counts.get(RECORDS_UNCHANGED_COUNTER, 0), counts.get(FILES_UNSETTLED_COUNTER, 0)
+        if not selected:
+            _log.info("nothing new in %s: %d records unchanged since the last batch, %d files not settled; "
+                      "no batch written", config.incoming, unchanged, unsettled)
+            discard_unpublished(self.staging, self.batch_dir)
+            _leave_ledger(config, night, counts)
+            return ReprocessResult(Outcome.NOTHING_NEW)
+        _log.info("%s: %d new or changed records (%d unchanged) from %s", night.batch, selected, unchanged,
+                  config.incoming)
+        summary = self._summary(counts)
+        summary.update(batch=night.batch, incoming=config.incoming, transform_dir=config.transform_dir,
+                       records_unchanged=unchanged, files_not_settled=unsettled,
+                       transform_fingerprint=night.reconciled.head.transform.fingerprint)
+        # Drawn before publishing, so the report is part of the atomic batch; a failure is recorded, not raised.
+        summary["report"] = run_report.build_safely(self.staging, summary, candidates,
+                                                    config.decode.default_sampling_rate, config.decode.pad_short,
+                                                    split=DATA_SPLIT, transform_dir=config.transform_dir)
+        with FileSystems.create(FileSystems.join(self.staging, SUMMARY_FILE)) as handle:
+            handle.write(json.dumps(summary, indent=2).encode("utf-8"))
+        if read_marker(config.output_root) is None:  # from the first batch on, ROOT says what it is
+            write_marker(config.output_root, Kind.REPROCESS_ROOT)
+        publish(self.staging, self.batch_dir)
+        install_ledger(config.output_root, night.ledger.next_ledger_path)
+        if summary["drift"]["flagged_leads"]:
+            _log.error("%s: leads %s moved beyond the drift limits (units? export settings?); see drift in %s",
+                       night.batch, ", ".join(summary["drift"]["flagged_leads"]),
+                       FileSystems.join(self.batch_dir, SUMMARY_FILE))
+        return ReprocessResult(Outcome.PUBLISHED, self.batch_dir, summary)
+
+    def __call__(self, counts: Mapping[str, int], candidates: list[RecordSource]) -> None:
+        """The job's last step (`--publish_in_job`)."""
+        self.finish(counts, candidates)
+
+    def _summary(self, counts: Mapping[str, int]) -> dict:
+        """The batch's run summary; raises when the counts do not reconcile."""
+        config = self.config
+        count = lambda name: counts.get(name, 0)  # noqa: E731 - a counter reader, as Beam's metrics give one
+        written = {DATA_SPLIT: count(f"{DATA_SPLIT}_examples_written")}
+        records_written = {DATA_SPLIT: count(f"{DATA_SPLIT}_records_written")}
+        found = {DATA_SPLIT: count(f"{DATA_SPLIT}{FOUND_COUNTER}")}
+        summary = summarize(found, self.staging, written, self.runner, self.started,
+                            transform_dir=config.transform_dir, max_error_rate=config.max_error_rate,
+                            label_findings=count(LABEL_FINDINGS_COUNTER), geometry=config.decode.geometry,
+                            records_written=records_written, class_balance=binary_class_balance(count, found))
+        if config.decode.labelling.multi_label:
+            summary[SUMMARY_CLASSES_KEY], summary["class_balance"] = class_summary(
+                counts, config.decode.labelling.classes, found)
+        check_reconciled(summary)
+        summary["demographics"] = {DATA_SPLIT: demographics.summarize(count, DATA_SPLIT)}
+        if self.model is not None:
+            summary["model"] = _scored(counts, self.model, written[DATA_SPLIT])
+        summary["drift"] = _drift(summary, self.moments_path, config.drift_limits)
+        return summary
+
+
+def _leave_ledger(config: ReprocessConfig, night: Night, counts: Mapping[str, int]) -> None:
+    """After a run that published nothing: the ledger the job wrote is installed when it records
+    something new (touched files, the transform adopted, batches reconciled) and is not the empty
+    ledger of a new ROOT; else it is deleted (ours, never installed)."""
+    head = night.reconciled.head
+    changed = counts.get(TOUCHED_COUNTER, 0) > 0 or head != night.recorded
+    empty = not head.batches and counts.get(LEDGER_LINES_COUNTER, 0) == 0
+    written = night.ledger.next_ledger_path
+    if changed and not empty and FileSystems.exists(written):
+        install_ledger(config.output_root, written)
+    elif changed and not empty:  # no file line at all: the job's writer had nothing to write
+        write_ledger_head(config.output_root, head)
+    else:
+        discard_new_ledger(written)
+
+
+def _run_batch(config: ReprocessConfig, night: Night, staging: str, beam_args: list[str], started: float,
+               model: ScoringModel | None = None) -> ReprocessResult:
+    """The Beam job: selects the new and changed records, runs them into `staging`, writes the next
+    ledger; then (`BatchFinisher`) publishes the batch and installs the ledger, in the launcher or,
+    with --publish_in_job, as the job's last step."""
     options = pipeline_options(beam_args)
     guard_local_data_plane(options)  # before the runner starts its workers
     runner = describe_runner(options)
-    splits = {DATA_SPLIT: selection.sources}
-    _log.info("%s: %d new or changed records (%d unchanged) from %s, on %s", batch, len(selection.sources),
-              selection.unchanged, config.incoming, runner)
+    _log.info("%s: selecting the new and changed records of %s against %s, on %s", night.batch, config.incoming,
+              config.output_root, runner)
     tft_temp, pipeline = None, None
     try:
         with deferred_stop():  # a stop lands after the assignment, inside `try`
             tft_temp = tft_temp_dir(options)
-        moments_path = FileSystems.join(tft_temp, MOMENTS_FILE)
+        finisher = BatchFinisher(config, night, staging, runner, started, FileSystems.join(tft_temp, MOMENTS_FILE),
+                                 model)
         with tft_beam.Context(temp_dir=tft_temp):
             pipeline = beam.Pipeline(options=options)
-            findings = _batch_findings(labels, selection.sources, config.labels_path)
-            raw = graphs.build_transform(pipeline, splits, findings,
-                                         config.decode, config.transform_dir, staging, config.write, model)
-            _ = raw[DATA_SPLIT] | "BatchStatistics" >> WriteLeadMoments(moments_path, config.decode.geometry.num_leads)
+            _build_batch_job(pipeline, finisher, candidates_file(tft_temp))
             result = pipeline.run()
+            if config.publish_in_job and not is_dry_run(options) and returns_at_submission(options):
+                _log.info("submitted; the job publishes %s itself when it is done", finisher.batch_dir)
+                return ReprocessResult(Outcome.SUBMITTED, finisher.batch_dir)
             result.wait_until_finish()
         if is_dry_run(options):
-            return dry_run_summary(result, runner)
-        written = {DATA_SPLIT: counter(result, f"{DATA_SPLIT}_examples_written")}
-        records_written = {DATA_SPLIT: counter(result, f"{DATA_SPLIT}_records_written")}
-        found = {DATA_SPLIT: counter(result, f"{DATA_SPLIT}{FOUND_COUNTER}")}
-        summary = summarize(found, staging, written, runner, started, transform_dir=config.transform_dir,
-                            max_error_rate=config.max_error_rate,
-                            label_findings=counter(result, LABEL_FINDINGS_COUNTER),
-                            geometry=config.decode.geometry, records_written=records_written,
-                            class_balance=binary_class_balance(lambda name: counter(result, name), found))
-        if config.decode.labelling.multi_label:
-            summary[SUMMARY_CLASSES_KEY], summary["class_balance"] = class_summary(
-                counters_with_prefix(result, ""), config.decode.labelling.classes, found)
-        check_reconciled(summary)
-        summary["demographics"] = {DATA_SPLIT: demographics.summarize(lambda name: counter(result, name), DATA_SPLIT)}
-        if model is not None:
-            summary["model"] = _scored(result, model, written[DATA_SPLIT])
-        summary["drift"] = _drift(summary, moments_path, config.drift_limits)
+            return ReprocessResult(Outcome.DRY_RUN, summary=dry_run_summary(result, runner))
+        if config.publish_in_job:  # a local runner: the job's last step has done it all
+            return _published(finisher.batch_dir)
+        return finisher.finish(counters_with_prefix(result, ""), read_candidates(candidates_file(tft_temp)))
     finally:
         with deferred_stop():
             if tft_temp is not None and is_local(tft_temp):
                 shutil.rmtree(tft_temp, ignore_errors=True)
             if pipeline is not None:  # Beam removes its own only when run() ends; a stop can come before
                 shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
-    summary.update(batch=batch, incoming=config.incoming, transform_dir=config.transform_dir,
-                   records_unchanged=selection.unchanged, files_not_settled=selection.unsettled)
-    return summary
 
 
-def _publish_batch(config: ReprocessConfig, selection: Selection, labels: Labels, ledger: Ledger,
-                   beam_args: list[str], started: float, model: ScoringModel | None) -> ReprocessResult:
-    batch = batch_name(datetime.datetime.now(datetime.timezone.utc))
-    batch_dir = FileSystems.join(config.output_root, batch)
+def _build_batch_job(pipeline: beam.Pipeline, finisher: BatchFinisher, candidates_path: str) -> None:
+    """The reprocessing job: the selection (`graph/selection.py`), the manifest, the transform pass
+    with the drift moments and the scores, and with --publish_in_job the finisher as its last step."""
+    config, night = finisher.config, finisher.night
+    token = uuid.uuid4().hex
+    selected = pipeline | "Select" >> SelectChanged(_input_spec(config), night.ledger, token)
+    manifest = (selected.consumed | "ManifestLines" >> beam.Map(lambda state: state.to_json())
+                | "WriteManifest" >> beam.io.WriteToText(FileSystems.join(finisher.staging, "inputs"),
+                                                         file_name_suffix=".jsonl", shard_name_template=""))
+    transformed = graphs.build_transform(pipeline, {DATA_SPLIT: selected.sources}, selected.label_findings,
+                                         config.decode, config.transform_dir, finisher.staging, token, config.write,
+                                         finisher.model)
+    moments = (transformed.raw_batches[DATA_SPLIT]
+               | "BatchStatistics" >> WriteLeadMoments(finisher.moments_path, config.decode.geometry.num_leads))
+    if not config.publish_in_job:
+        _ = write_candidates(selected.report_candidates, candidates_path)
+        return
+    tally = sum_tallies([*selected.tallies, *transformed.tallies])
+    _ = finish_in_job(pipeline, tally, selected.report_candidates,
+                      [manifest, moments, selected.ledger_written, *transformed.done], finisher)
+
+
+def _published(batch_dir: str) -> ReprocessResult:
+    """What the job's last step did, read back: the batch it published, or nothing new."""
+    if not FileSystems.exists(FileSystems.join(batch_dir, SUCCESS_MARKER)):
+        return ReprocessResult(Outcome.NOTHING_NEW)
+    with FileSystems.open(FileSystems.join(batch_dir, SUMMARY_FILE)) as handle:
+        return ReprocessResult(Outcome.PUBLISHED, batch_dir, json.loads(handle.read().decode("utf-8")))
+
+
+def _publish_batch(config: ReprocessConfig, night: Night, beam_args: list[str], started: float,
+                   model: ScoringModel | None) -> ReprocessResult:
+    batch_dir = FileSystems.join(config.output_root, night.batch)
     staging = ""
     try:
         with deferred_stop():  # a stop lands after the assignment, inside `try`
             staging = staging_dir_for(batch_dir, Kind.BATCH)
-        summary = _run_batch(config, selection, labels, batch, staging, beam_args, started, model)
-        summary["transform_fingerprint"] = ledger.transform.fingerprint
-        if summary.get("dry_run"):
-            discard(staging, batch_dir)
-            return ReprocessResult(Outcome.DRY_RUN, summary=summary)
-        write_manifest(staging, selection.consumed)
-        # Drawn before publishing, so the report is part of the atomic batch; a failure is recorded, not raised.
-        summary["report"] = run_report.build_safely(staging, summary, selection.sources,
-                                                    config.decode.default_sampling_rate, config.decode.pad_short,
-                                                    split=DATA_SPLIT, transform_dir=config.transform_dir)
-        with FileSystems.create(FileSystems.join(staging, SUMMARY_FILE)) as handle:
-            handle.write(json.dumps(summary, indent=2).encode("utf-8"))
-        if read_marker(config.output_root) is None:  # from the first batch on, ROOT says what it is
-            write_marker(config.output_root, Kind.REPROCESS_ROOT)
-        publish(staging, batch_dir)
+        result = _run_batch(config, night, staging, beam_args, started, model)
+        if result.outcome is Outcome.DRY_RUN:
+            discard_unpublished(staging, batch_dir)
+        return result
     except BaseException:
         if staging:
             discard(staging, batch_dir)
+        discard_new_ledger(night.ledger.next_ledger_path)
         raise
-    write_ledger(config.output_root, ledger.with_states(selection.touched).with_batch(batch, selection.consumed))
-    if summary["drift"]["flagged_leads"]:
-        _log.error("%s: leads %s moved beyond the drift limits (units? export settings?); see drift in %s",
-                   batch, ", ".join(summary["drift"]["flagged_leads"]), FileSystems.join(batch_dir, SUMMARY_FILE))
-    return ReprocessResult(Outcome.PUBLISHED, batch_dir, summary)
 
 
 def run_reprocess(config: ReprocessConfig, beam_args: list[str]) -> ReprocessResult:
@@ -407,27 +503,16 @@ def run_reprocess(config: ReprocessConfig, beam_args: list[str]) -> ReprocessRes
     _check_root(config)
     _check_transform_dir(config.transform_dir)
     _check_geometry(config)
+    _check_inputs(config)
     config = with_training_classes(config)
     statistics = transform_statistics(config.transform_dir)
     model = scoring_model(config.model_dir, statistics, config.transform_dir) if config.model_dir else None
-    labels = _labels(config)
     with creating_in(config.output_root):
         lock = try_lock(config.output_root)
     if lock is None:
         return ReprocessResult(Outcome.LOCKED)
     try:
         _remove_leftovers(config.output_root)
-        recorded = read_ledger(config.output_root)
-        ledger = reconcile(config.output_root, recorded, complete_batches(config.output_root))
-        ledger = claim_transform(config.output_root, ledger, statistics, config.transform_dir)
-        selection = select(config, ledger, labels)
-        if not selection.sources:
-            _log.info("nothing new in %s: %d records unchanged since the last batch, %d files not settled; "
-                      "no batch written", config.incoming, selection.unchanged, selection.unsettled)
-            updated = ledger.with_states(selection.touched)
-            if updated != recorded and not updated.is_empty():  # an adopted transform is recorded too
-                write_ledger(config.output_root, updated)
-            return ReprocessResult(Outcome.NOTHING_NEW)
-        return _publish_batch(config, selection, labels, ledger, beam_args, started, model)
+        return _publish_batch(config, _night(config, statistics), beam_args, started, model)
     finally:
         lock.release()
