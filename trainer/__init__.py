@@ -14,5 +14,7 @@ Which Keras is which is decided here, once, before any submodule imports TensorF
 """
 import os
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
+from ecg_common.cli import LEGACY_KERAS, LEGACY_KERAS_VARIABLE  # no TensorFlow: it must not be imported yet
+
+os.environ[LEGACY_KERAS_VARIABLE] = LEGACY_KERAS
 os.environ["KERAS_BACKEND"] = "tensorflow"

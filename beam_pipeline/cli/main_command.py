@@ -20,7 +20,8 @@ from beam_pipeline.cli.options import (add_class_options, add_record_options, ad
                                        check_class_options, decode_options, write_options)
 from beam_pipeline.runs.outcome import describe_dry_run, describe_excess
 from beam_pipeline.runs.runner_defaults import DEFAULT_RUNNER
-from ecg_common.cli import EXIT_FAILED, EXIT_OK, CommandLineParser, configure_logging, start_tensorflow
+from ecg_common.cli import (EXIT_FAILED, EXIT_OK, CommandLineParser, configure_logging, libraries_loading,
+                            start_tensorflow)
 
 
 def build_parser() -> CommandLineParser:
@@ -58,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the following arguments are required: --labels (or --dx_from_header)")
     check_class_options(parser, args)
     configure_logging("beam_pipeline", args.verbose)
-    start_tensorflow(args.verbose)
-    from beam_pipeline.runs.job import JobConfig, run_job  # after parsing: loads tf.Transform and Beam's runners
+    with libraries_loading():
+        start_tensorflow(args.verbose, legacy_keras=True)
+        from beam_pipeline.runs.job import JobConfig, run_job  # after parsing: loads tf.Transform and Beam's runners
 
     config = JobConfig(train_dir=args.train_dir, labels_path=args.labels, output_dir=args.output_dir,
                        test_dir=args.test_dir, decode=decode_options(args), write=write_options(args),

@@ -30,7 +30,8 @@ from beam_pipeline.cli.options import (add_record_options, add_robustness_option
 from beam_pipeline.graph.settings import MEAN_SHIFT_LIMIT_STD, STD_RATIO_LIMIT, DriftLimits
 from beam_pipeline.runs.outcome import describe_dry_run, describe_excess
 from beam_pipeline.runs.runner_defaults import DEFAULT_RUNNER
-from ecg_common.cli import EXIT_FAILED, EXIT_OK, CommandLineParser, configure_logging, start_tensorflow
+from ecg_common.cli import (EXIT_FAILED, EXIT_OK, CommandLineParser, configure_logging, libraries_loading,
+                            start_tensorflow)
 
 if typing.TYPE_CHECKING:
     from beam_pipeline.runs.reprocess_job import ReprocessConfig, ReprocessResult
@@ -128,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     args, beam_args = parse_with_beam_options(parser, argv)
     check_class_options(parser, args)
     configure_logging("beam_pipeline", args.verbose)
-    start_tensorflow(args.verbose)
-    from beam_pipeline.runs.reprocess_job import run_reprocess
+    with libraries_loading():
+        start_tensorflow(args.verbose, legacy_keras=True)
+        from beam_pipeline.runs.reprocess_job import run_reprocess
 
     config = _config(args)
     code, result = run_stoppable(lambda: run_reprocess(config, beam_args), "beam_pipeline", config.output_root)

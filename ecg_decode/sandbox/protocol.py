@@ -34,10 +34,24 @@ leads at 500 Hz 960 kB. A larger result (a long record decoded whole, for window
 response's payload instead, up to MAX_RESULT_BYTES."""
 MAX_RESULT_BYTES = MAX_RESULT_VALUES * RESULT_DTYPE.itemsize
 """The largest result a child may send (`schema.MAX_RESULT_VALUES`); more is not our protocol."""
+MMAP_THRESHOLD_BYTES = 8 << 20
+"""glibc's mmap threshold in a child: blocks below it (every buffer of a default record) come from its heap."""
+TRIM_THRESHOLD_BYTES = 32 << 20
+"""Free memory at the top of a child's heap that glibc keeps for the next records instead of returning it."""
+ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD_BYTES),
+                 "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD_BYTES)}
+"""Each record allocates and frees buffers of 240 kB to a few hundred kB (the float64 conversion, the
+float32 result, loadmat's arrays). With glibc's defaults (a 128 kB mmap threshold that adapts, a
+128 kB trim threshold) those went back to the kernel and came again as fresh mappings, a page fault
+per 4 kB page on every record: 261 faults a record, 0.64 of a child's 1.12 ms per record in system
+time (measured). glibc reads these at the child's start; another C library ignores them. Only the
+cost changes: what is decoded is the same, and the address-space limit (`--decode_memory_mb`) still
+counts every byte (docs/performance.md, "Issue #15")."""
 CHILD_ENV = {**{name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")},
-             "HDF5_PLUGIN_PRELOAD": "::"}
+             "HDF5_PLUGIN_PRELOAD": "::", **ALLOCATOR_ENV}
 """The decoder needs no BLAS threads (each would also reserve address space under the limit), and
-`::` tells libhdf5 never to load a filter plugin, so a file naming one cannot load a shared library."""
+`::` tells libhdf5 never to load a filter plugin, so a file naming one cannot load a shared library.
+`ALLOCATOR_ENV`: each record's buffers are reused for the next."""
 
 
 @dataclasses.dataclass(frozen=True)
