@@ -24,6 +24,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import hostile_files as hf
@@ -191,12 +192,13 @@ def swapped_run(tmp_path_factory):
         (train / "HEA_SWAP.hea").unlink()
         os.symlink("/dev/zero", train / "HEA_SWAP.hea")
 
-    real_resolve, swapped = sources.resolve, []
+    real_resolve, swapped, swapping = sources.resolve, [], threading.Lock()
 
     def resolve(*args, **kwargs):  # inside the job: after every file was listed and checked, before decoding
-        if not swapped:
-            swap_after_listing()
-            swapped.append(True)
+        with swapping:  # two worker threads resolve at once: one swaps, the other waits for it
+            if not swapped:
+                swap_after_listing()
+                swapped.append(True)
         return real_resolve(*args, **kwargs)
 
     out = root / "out"

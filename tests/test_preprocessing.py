@@ -6,10 +6,11 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pytest
+import tensorflow as tf
 import tensorflow_transform.beam as tft_beam
 
 from beam_pipeline.graph.arrow_batches import DecodedRecord, tensor_adapter_config, to_record_batch
-from beam_pipeline.graph.preprocessing import preprocessing_fn
+from beam_pipeline.graph.preprocessing import lead_moments, preprocessing_fn
 from ecg_common.schema import ECG_KEY, ECG_SHAPE, LABEL_KEY, NUM_LEADS, RECORD_ID_KEY, UNKNOWN_LABEL
 
 
@@ -35,14 +36,14 @@ def _save_batch(transformed, out_dir: str) -> None:
             writer.write_batch(batch)
 
 
-def _analyze_and_transform(records, tmp_path, batch_size):
+def _analyze_and_transform(records, tmp_path, batch_size, fn=preprocessing_fn):
     batches = [to_record_batch(records[i:i + batch_size]) for i in range(0, len(records), batch_size)]
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     with beam.Pipeline(runner="FnApiRunner") as pipeline, tft_beam.Context(temp_dir=str(tmp_path / "tft")):
         data = pipeline | beam.Create(batches, reshuffle=False)
         (transformed, _), _ = ((data, tensor_adapter_config())
-                               | tft_beam.AnalyzeAndTransformDataset(preprocessing_fn, output_record_batches=True))
+                               | tft_beam.AnalyzeAndTransformDataset(fn, output_record_batches=True))
         _ = transformed | beam.Map(_save_batch, str(out_dir))
     return [pa.ipc.open_file(str(path)).get_batch(0) for path in sorted(out_dir.iterdir())]
 
@@ -83,3 +84,25 @@ def test_label_and_record_id_pass_through_and_an_unknown_label_is_left_out(trans
         labels.update(zip(ids, batch.column(LABEL_KEY).to_pylist()))
     assert labels == {r.record_id: [] if r.label == UNKNOWN_LABEL else [r.label] for r in records}
     assert [] in labels.values() and [0] in labels.values() and [1] in labels.values()
+
+
+def _moments_fn(inputs: dict) -> dict:
+    """The learned moments themselves, one copy per example (tf.Transform's outputs keep the batch
+    dimension), their float64 bits as int64 (an output feature cannot be float64)."""
+    mean, var = lead_moments(inputs[ECG_KEY])
+    rows = tf.zeros([tf.shape(inputs[ECG_KEY])[0], 1], tf.float64)
+    return {"mean": tf.bitcast(rows + mean[tf.newaxis, :], tf.int64),
+            "var": tf.bitcast(rows + var[tf.newaxis, :], tf.int64), RECORD_ID_KEY: inputs[RECORD_ID_KEY]}
+
+
+def test_the_moments_are_those_of_every_sample_of_every_record_in_float64(tmp_path):
+    """The analyzers see each example's own mean and variance (`lead_moments`); combined over the set
+    they must equal numpy's over all samples, with records of different offsets and scales in batches
+    of unequal size."""
+    records = _records(11, seed=3)
+    batches = _analyze_and_transform(records, tmp_path, batch_size=4, fn=_moments_fn)
+    flat = np.stack([r.ecg for r in records]).astype(np.float64).reshape(-1, NUM_LEADS)
+    mean, var = (batches[0].column(name).flatten().to_numpy()[:NUM_LEADS].view(np.float64) for name in ("mean", "var"))
+    np.testing.assert_allclose(mean, flat.mean(axis=0), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(var, flat.var(axis=0), rtol=1e-12, atol=1e-13)
+    assert var[3] == 0.0  # the constant lead: exactly zero, so it keeps std 1
