@@ -14,13 +14,15 @@ from collections.abc import Iterable, Mapping
 import apache_beam as beam
 from apache_beam.io.filesystem import FileMetadata
 
+from ledger_files import Ledger, read_ledger, write_ledger
+
 from beam_pipeline.graph.selection import (FILES_UNSETTLED_COUNTER, LEDGER_LINES_COUNTER, RECORDS_UNCHANGED_COUNTER,
                                            TOUCHED_COUNTER, LedgerInput, SelectChanged)
 from beam_pipeline.graph.settings import InputSpec
 from beam_pipeline.inputs.discovery import RecordSource
 from beam_pipeline.inputs.file_states import FileState, Seen, scan_file
 from beam_pipeline.runs.beam_runner import counter, pipeline_options
-from beam_pipeline.runs.ledger import LEDGER_FILE, MANIFEST_FILE, Ledger, LedgerHead, read_ledger, write_ledger
+from beam_pipeline.runs.ledger import LEDGER_FILE, MANIFEST_FILE, LedgerHead
 from ecg_common.layout import BATCH_SPLIT
 
 BATCH = "batch-new"

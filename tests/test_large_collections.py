@@ -105,9 +105,10 @@ def test_reprocessing_selects_every_new_file_of_a_hundred_thousand_once_against_
     a lossy stage boundary would show: of 60,000 listed files the 30,000 the ledger records unchanged
     are left, the 30,000 new ones are selected once each, and the next ledger holds every one of the
     100,000 files exactly once (the 40,000 no longer listed kept as they were)."""
+    from ledger_files import Ledger
     from selection_run import BATCH, select
 
-    from beam_pipeline.runs.ledger import FileState, Ledger
+    from beam_pipeline.runs.ledger import FileState
 
     incoming, listed, recorded, gone = tmp_path / "incoming", 60_000, 30_000, 40_000
     incoming.mkdir()

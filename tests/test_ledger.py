@@ -12,10 +12,10 @@ import wfdb
 
 from beam_pipeline.inputs.discovery import list_file_metadata
 from beam_pipeline.inputs.labels import Labels
+from ledger_files import Ledger, read_ledger, write_ledger
 from selection_run import scan, select
 
-from beam_pipeline.runs.ledger import (LEDGER_FILE, MANIFEST_FILE, FileState, Ledger, read_ledger, sha256_of,
-                                       write_ledger)
+from beam_pipeline.runs.ledger import LEDGER_FILE, MANIFEST_FILE, FileState, sha256_of
 from beam_pipeline.runs.run_lock import LOCK_FILE, try_lock
 from ecg_common.rejections import Reason
 from ecg_common.schema import LEAD_NAMES

@@ -27,7 +27,7 @@ from batch_data import run_base
 import trainer  # noqa: F401 - sets TF_USE_LEGACY_KERAS / KERAS_BACKEND before TensorFlow is imported
 from beam_pipeline.cli import main_command as pipeline_cli
 from beam_pipeline.cli import reprocess_command
-from beam_pipeline.runs.ledger import LEDGER_FILE, Ledger, TransformClaim
+from beam_pipeline.runs.ledger import LEDGER_FILE, LedgerHead, TransformClaim
 from beam_pipeline.runs.reprocess_job import claim_transform
 from beam_pipeline.synthetic.generator import generate_dataset
 from ecg_common import model_layout
@@ -232,7 +232,7 @@ def test_claim_transform_adopts_refuses_and_keeps(tmp_path):
     """The rule itself: a ledger without a transform adopts the run's; another fingerprint is refused,
     with the same folder refitted worded as such; the same one passes unchanged."""
     one, two = {"mean_mv": [0.5] * 12, "std_mv": [1.0] * 12}, {"mean_mv": [0.5] * 12, "std_mv": [1.25] * 12}
-    adopted = claim_transform(str(tmp_path), Ledger(), one, "/base/a")
+    adopted = claim_transform(str(tmp_path), LedgerHead(), one, "/base/a")
     assert adopted.transform == TransformClaim(fingerprint(one), "/base/a")
     assert claim_transform(str(tmp_path), adopted, one, "/base/a") is adopted
     with pytest.raises(ConfigurationError, match=r"belongs to the transform of /base/a .* /base/b is another"):

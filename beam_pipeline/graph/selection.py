@@ -132,9 +132,9 @@ class _ScanFn(TallyingDoFn):
     def process(self, element):
         _, grouped = element
         wanted = list(grouped[_WANTED])
+        if not wanted:  # a listed file no record is decoded from: never hashed
+            return
         for entry, known in grouped[_LISTED]:
-            if not wanted:
-                return
             scanned = scan_file(entry, known, self._settled_before, self._root)
             if scanned.seen is Seen.UNSETTLED:
                 self.count(FILES_UNSETTLED_COUNTER)

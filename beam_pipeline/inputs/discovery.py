@@ -206,10 +206,9 @@ def find_records(directory: str, split: str, labels: Labels,
                  listing: list[FileMetadata] | None = None, labels_in_header: bool = False) -> list[RecordSource]:
     """The `.mat` files under `directory` as RecordSources of `split`, with labels and headers attached,
     the WFDB records (a `.hea` without a `.mat`: `pairing.wfdb_records`), and one rejected source per
-    subdirectory that could not be listed: `pair`, then `resolve`, here in one process (reprocessing
-    and tests; the main command does the same steps inside its job, `graph/sources.py`).
-    `listing` is a listing of `directory` already taken (so a caller comparing it with a ledger
-    decides on the same files); by default the directory is listed here.
+    subdirectory that could not be listed: `pair`, then `resolve`, here in one process (the tests'
+    reference for the same steps that both pipeline commands run inside their jobs, `graph/sources.py`).
+    `listing` is a listing of `directory` already taken; by default the directory is listed here.
     """
     listing = list_file_metadata(directory) if listing is None else listing
     sources = [unlistable_source(directory, split, m) for m in listing if isinstance(m, UnlistableDirectory)]

@@ -35,7 +35,6 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Mapping
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -62,35 +61,6 @@ class TransformClaim:
     transform_dir: str
 
 
-@dataclasses.dataclass(frozen=True)
-class Ledger:
-    """The published batches, oldest first, the latest state of every file they consumed, and the transform."""
-
-    batches: tuple[str, ...] = ()
-    files: Mapping[str, FileState] = dataclasses.field(default_factory=dict)
-    transform: TransformClaim | None = None
-    """None: a new ROOT, or a ledger written before the transform was recorded."""
-
-    def with_batch(self, batch: str, states: Iterable[FileState]) -> Ledger:
-        """The ledger after `batch` consumed `states` (later batches win for a file seen before)."""
-        files = dict(self.files)
-        files.update((s.path, dataclasses.replace(s, batch=batch)) for s in states)
-        return dataclasses.replace(self, batches=(*self.batches, batch), files=files)
-
-    def with_states(self, states: Iterable[FileState]) -> Ledger:
-        files = dict(self.files)
-        files.update((s.path, s) for s in states)
-        return dataclasses.replace(self, files=files)
-
-    def with_transform(self, claim: TransformClaim) -> Ledger:
-        return dataclasses.replace(self, transform=claim)
-
-
-def _read_lines(path: str) -> list[dict]:
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        return [json.loads(line) for line in handle.read().decode("utf-8").splitlines() if line.strip()]
-
-
 def _write_text(path: str, text: str) -> None:
     """Replaces `path` whole: a local file through a temporary sibling and `os.replace` (a reader
     sees the old or the new ledger, never half of one); an object-store object is replaced whole
@@ -106,27 +76,6 @@ def _write_text(path: str, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temp, path)
-
-
-def read_ledger(root: str) -> Ledger:
-    path = FileSystems.join(root, LEDGER_FILE)
-    if not FileSystems.exists(path):
-        return Ledger()
-    header, *rows = _read_lines(path)
-    if header.get("format") != LEDGER_FORMAT:
-        raise ConfigurationError(f"{path} is not a ledger this version understands (format {header.get('format')!r})")
-    files = {row["path"]: FileState.from_json(row) for row in rows}
-    claim = header.get("transform")
-    return Ledger(tuple(header["batches"]), files, TransformClaim(**claim) if claim else None)
-
-
-def write_ledger(root: str, ledger: Ledger) -> None:
-    fields = {"format": LEDGER_FORMAT, "batches": list(ledger.batches)}
-    if ledger.transform is not None:
-        fields["transform"] = dataclasses.asdict(ledger.transform)
-    header = json.dumps(fields)
-    lines = [header] + [ledger.files[p].to_json() for p in sorted(ledger.files)]
-    _write_text(FileSystems.join(root, LEDGER_FILE), "\n".join(lines) + "\n")
 
 
 def remove_leftover_temp_files(root: str) -> None:
