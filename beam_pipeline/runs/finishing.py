@@ -10,7 +10,6 @@ launcher after submission. `Finisher` is picklable for that reason: plain settin
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Mapping
 
@@ -28,9 +27,9 @@ from beam_pipeline.inputs.labels import Labels, read_labels
 from beam_pipeline.report import build as run_report
 from beam_pipeline.runs.classes import class_summary, write_classes
 from beam_pipeline.runs.publish import publish
-from beam_pipeline.runs.summary import binary_class_balance, check_reconciled, summarize
+from beam_pipeline.runs.summary import binary_class_balance, check_reconciled, summarize, write_summary
 from ecg_common.layout import (DEFAULT_SAMPLING_RATE_KEY, GEOMETRY_KEY, PAD_SHORT_KEY, RAW_METADATA_DIR,
-                               SUMMARY_CLASSES_KEY, SUMMARY_DECODING_KEY, SUMMARY_FILE, WINDOW_STRIDE_KEY)
+                               SUMMARY_CLASSES_KEY, SUMMARY_DECODING_KEY, WINDOW_STRIDE_KEY)
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import TRAIN_SPLIT
 
@@ -99,8 +98,7 @@ class Finisher:
         # Drawn before publishing, so the report is part of the atomic output; a failure is recorded, not raised.
         summary["report"] = run_report.build_safely(self.staging, summary, candidates,
                                                     self.decode.default_sampling_rate, self.decode.pad_short)
-        with FileSystems.create(FileSystems.join(self.staging, SUMMARY_FILE)) as handle:
-            handle.write(json.dumps(summary, indent=2).encode("utf-8"))
+        write_summary(self.staging, summary)
         return summary
 
     def __call__(self, counts: Mapping[str, int], candidates: list[RecordSource]) -> None:

@@ -8,14 +8,12 @@ This is the only place that knows the order of things; `graph/pipeline.py` holds
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import shutil
 import time
 
 import apache_beam as beam
 import tensorflow_transform.beam as tft_beam
-from apache_beam.io.filesystems import FileSystems
 
 from beam_pipeline.graph import pipeline as graphs
 from beam_pipeline.graph.settings import InputSpec
@@ -33,8 +31,7 @@ from beam_pipeline.runs.interruption import deferred_stop
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
 from beam_pipeline.runs.output_guard import check_output_dir
 from beam_pipeline.runs.publish import OutputClaim
-from beam_pipeline.runs.summary import cpu_seconds, passes
-from ecg_common.layout import SUMMARY_FILE
+from beam_pipeline.runs.summary import cpu_seconds, passes, read_summary
 from ecg_common.rejections import ConfigurationError
 from ecg_common.schema import TEST_SPLIT, TRAIN_SPLIT
 from ecg_decode.decoding.windows import stride_problem
@@ -84,12 +81,6 @@ def check_inputs(config: JobConfig) -> None:
 def _run_inputs(config: JobConfig) -> RunInputs:
     return RunInputs(config.train_dir, config.labels_path, config.normal_labels,
                      tuple(input_spec(config).directories), config.max_error_rate)
-
-
-def _published_summary(output_dir: str) -> dict:
-    """The summary the job's last step wrote into the output it published."""
-    with FileSystems.open(FileSystems.join(output_dir, SUMMARY_FILE)) as handle:
-        return json.loads(handle.read().decode("utf-8"))
 
 
 def _inputs(config: JobConfig) -> dict[str, str | None]:
@@ -146,7 +137,7 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
                 return dry_run_summary(result, runner)
             if in_job is not None:  # a local runner: the job has published already
                 claim.published = True
-                return _published_summary(output_dir)
+                return read_summary(output_dir)  # what the job's last step wrote
             beam_cost = passes(time.monotonic() - beam_started, cpu_seconds() - cpu_started)
             _log.info("both passes done after %.1f s: %.1f s in Beam, %.2f cores busy", time.time() - started,
                       beam_cost["wall_s"], beam_cost["cores_busy"])

@@ -38,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
-import json
 import logging
 import math
 import posixpath
@@ -83,7 +82,7 @@ from beam_pipeline.runs.output_guard import Kind, check_output_root, creating_in
 from beam_pipeline.runs.publish import discard, discard_unpublished, publish, remove_leftovers, staging_dir_for
 from beam_pipeline.runs.run_lock import try_lock
 from beam_pipeline.runs.summary import (binary_class_balance, check_reconciled, check_same_geometry, read_geometry,
-                                        summarize)
+                                        read_summary, summarize, write_summary)
 from ecg_common import scoring
 from ecg_common.layout import (BATCH_PREFIX, BATCH_SPLIT, SUCCESS_MARKER, SUMMARY_CLASSES_KEY,
                                SUMMARY_FILE)
@@ -208,8 +207,7 @@ def _newest_batch_statistics(root: str, ledger: LedgerHead) -> tuple[str, dict] 
     """(batch, lead statistics) of the newest published batch whose run summary records them."""
     for batch in reversed(ledger.batches):
         try:
-            with FileSystems.open(FileSystems.join(root, batch, SUMMARY_FILE)) as handle:
-                statistics = json.loads(handle.read().decode("utf-8")).get(LEAD_STATISTICS_KEY)
+            statistics = read_summary(FileSystems.join(root, batch)).get(LEAD_STATISTICS_KEY)
         except (OSError, ValueError):
             continue
         if isinstance(statistics, dict):
@@ -358,8 +356,7 @@ class BatchFinisher:
         summary["report"] = run_report.build_safely(self.staging, summary, candidates,
                                                     config.decode.default_sampling_rate, config.decode.pad_short,
                                                     split=DATA_SPLIT, transform_dir=config.transform_dir)
-        with FileSystems.create(FileSystems.join(self.staging, SUMMARY_FILE)) as handle:
-            handle.write(json.dumps(summary, indent=2).encode("utf-8"))
+        write_summary(self.staging, summary)
         if read_marker(config.output_root) is None:  # from the first batch on, ROOT says what it is
             write_marker(config.output_root, Kind.REPROCESS_ROOT)
         publish(self.staging, self.batch_dir)
@@ -475,8 +472,7 @@ def _published(batch_dir: str) -> ReprocessResult:
     """What the job's last step did, read back: the batch it published, or nothing new."""
     if not FileSystems.exists(FileSystems.join(batch_dir, SUCCESS_MARKER)):
         return ReprocessResult(Outcome.NOTHING_NEW)
-    with FileSystems.open(FileSystems.join(batch_dir, SUMMARY_FILE)) as handle:
-        return ReprocessResult(Outcome.PUBLISHED, batch_dir, json.loads(handle.read().decode("utf-8")))
+    return ReprocessResult(Outcome.PUBLISHED, batch_dir, read_summary(batch_dir))
 
 
 def _publish_batch(config: ReprocessConfig, night: Night, beam_args: list[str], started: float,

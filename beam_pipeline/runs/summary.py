@@ -131,6 +131,18 @@ def passes(wall_s: float, cpu_s: float) -> dict:
     return {"wall_s": round(wall_s, 2), "cpu_s": round(cpu_s, 2), "cores_busy": round(cpu_s / max(wall_s, 1e-9), 2)}
 
 
+def write_summary(output_dir: str, summary: dict) -> None:
+    """`summary` as `output_dir`'s `run_summary.json` (indented: people read it too)."""
+    with FileSystems.create(FileSystems.join(output_dir, SUMMARY_FILE)) as handle:
+        handle.write(json.dumps(summary, indent=2).encode("utf-8"))
+
+
+def read_summary(output_dir: str) -> dict:
+    """`output_dir`'s `run_summary.json`; OSError or ValueError when it is missing or unreadable."""
+    with FileSystems.open(FileSystems.join(output_dir, SUMMARY_FILE)) as handle:
+        return json.loads(handle.read().decode("utf-8"))
+
+
 def read_geometry(output_dir: str) -> Geometry:
     """The geometry an earlier main run's output was built with (its `run_summary.json`); the default
     for an output written before geometry was recorded. ConfigurationError when it cannot be read."""
@@ -138,8 +150,7 @@ def read_geometry(output_dir: str) -> Geometry:
     if not FileSystems.exists(path):
         return DEFAULT_GEOMETRY
     try:
-        with FileSystems.open(path) as handle:
-            decoding = json.loads(handle.read().decode("utf-8")).get(SUMMARY_DECODING_KEY) or {}
+        decoding = read_summary(output_dir).get(SUMMARY_DECODING_KEY) or {}
         recorded = decoding.get(GEOMETRY_KEY)
         return DEFAULT_GEOMETRY if recorded is None else Geometry.from_json(recorded)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
