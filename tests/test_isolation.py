@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from ecg_common.rejections import DecodeError, Reason
+from ecg_decode.decoding import quality
 from ecg_decode.decoding.decode import decode_record
+from ecg_decode.decoding.record_info import RecordInfo
 from ecg_decode.sandbox import parent as isolation
 from ecg_decode.sandbox import protocol
 from ecg_decode.sandbox.parent import RESULT_SLOTS, DecoderProcess
@@ -47,6 +49,38 @@ def test_same_result_as_in_process():
                 np.testing.assert_array_equal(isolated, local)
     finally:
         decoder.close()
+
+
+def test_the_child_assesses_quality_when_asked_as_the_parent_would(real_ecg_dir):
+    decoder = DecoderProcess(DecodeLimits())
+    try:
+        flagged = {}
+        for path in sorted(real_ecg_dir.glob("*/*.mat")):
+            header = path.with_suffix(".hea")
+            decoder.submit(path.read_bytes(), header.read_text() if header.exists() else None, **OPTIONS,
+                           assess_quality=True)
+            decoded = decoder.collect_decoded()
+            assert decoded.flags == quality.assess(decoded.ecg), path.name
+            flagged[path.stem] = decoded.flags
+        assert flagged["JS20004"] == {"flat_lead": ("V2", "V4", "V6")}
+        decoder.submit(hf.contest(1), None, **OPTIONS)  # not asked: no flags
+        assert decoder.collect_decoded().flags is None
+    finally:
+        decoder.close()
+
+
+def test_the_parent_refuses_malformed_flags_from_the_child():
+    decoder = DecoderProcess(DecodeLimits())
+    ecg = bytearray(np.zeros((5000, 12), dtype="<f4").tobytes())
+    asked = isolation._Request([], 0, 0.0, None, assess_quality=True)
+    response = {"shape": [5000, 12], "info": RecordInfo().to_json()}
+    for bad in [None, "x", {"loud": ["I"]}, {"noisy": []}, {"noisy": ["XX"]}, {"noisy": "I"}, {"noisy": [1]}]:
+        result = decoder._result({**response, "flags": bad}, ecg, asked)
+        assert isinstance(result, DecodeError) and result.reason == Reason.DECODER_CRASHED, bad
+    good = decoder._result({**response, "flags": {"noisy": ["V2", "I"], "flat_lead": ["V6"]}}, ecg, asked)
+    assert good.flags == {"flat_lead": ("V6",), "noisy": ("I", "V2")}
+    assert decoder._result(response, ecg, asked).reason == Reason.DECODER_CRASHED  # asked, none sent
+    assert decoder._result({**response, "flags": "x"}, ecg, isolation._Request([], 0, 0.0, None)).flags is None
 
 
 def test_a_local_file_read_by_the_child_decodes_as_its_bytes_would(tmp_path):
@@ -215,7 +249,9 @@ _RSS_PROBE = r"""
 import json, resource, sys
 sys.path.insert(0, sys.argv[1])
 import hostile_files as hf
+from ecg_decode.decoding import quality
 from ecg_decode.decoding.decode import decode_record
+from ecg_decode.decoding.record_info import RecordInfo
 from ecg_decode.sandbox.parent import DecoderProcess
 from ecg_decode.sandbox.protocol import DecodeLimits
 

@@ -50,6 +50,38 @@ def test_gross_noise_is_flagged_on_the_noisy_leads_only():
     assert 0.25 < estimate[1] < 0.35 and estimate[0] < 0.05  # recovers the added 0.3 mV, ignores the waves
 
 
+def _noisy_by_the_median(leads: np.ndarray) -> np.ndarray:
+    """The noisy flag the way the rule states it: the estimate (two medians) against the threshold."""
+    return quality._noise_mv(leads) > quality.NOISY_HF_NOISE_MV
+
+
+def test_the_noisy_flag_by_counting_is_the_flag_by_the_median(real_ecg_dir):
+    real = [np.ascontiguousarray(_decode(path).T) for path in sorted(real_ecg_dir.glob("*/*.mat"))]
+    rng = np.random.default_rng(5)
+    # Noise scales around the threshold, odd and even numbers of differences, float32 and float64.
+    synthetic = [rng.normal(scale=scale, size=(12, samples)).astype(dtype)
+                 for scale in np.linspace(0.18, 0.24, 25) for samples in (5000, 5001) for dtype in (np.float32, np.float64)]
+    flags = []
+    for leads in real + synthetic:
+        expected = _noisy_by_the_median(leads)
+        np.testing.assert_array_equal(quality._noisy(quality._deviations(leads)), expected)
+        flags.extend(expected)
+    assert 0 < sum(flags) < len(flags)  # both outcomes were exercised
+
+
+def test_the_noisy_count_flips_exactly_where_the_estimate_crosses_the_threshold():
+    for dtype in ("<f4", "<f8"):
+        quiet = quality._largest_quiet_mad(dtype)
+        loud = np.nextafter(quiet, np.inf)
+        assert quality._noise_of_mad(np.array([quiet]))[0] <= quality.NOISY_HF_NOISE_MV < \
+            quality._noise_of_mad(np.array([loud]))[0]
+        for middle, expected in [(quiet, False), (loud, True)]:
+            # 4999 deviations whose median (the 2500th) is `middle`: the count must agree with the median.
+            deviations = np.concatenate([np.zeros(2499), [middle], np.full(2499, 1.0)]).astype(dtype)[None, :]
+            assert quality._noisy(deviations)[0] == expected
+            assert (quality._noise_of_mad(quality._row_medians(deviations)) > quality.NOISY_HF_NOISE_MV)[0] == expected
+
+
 def test_one_plateau_is_not_clipping():
     ecg = np.random.default_rng(0).normal(size=(NUM_SAMPLES, 12)).astype(np.float32)
     ecg[100:300, 0] = ecg[:, 0].max() + 1  # one long stretch at the top (a single artefact)

@@ -3,7 +3,8 @@
 It only moves file names, bytes and outcomes around: the signal logic lives in `ecg_decode/decoding/` and runs
 in a time- and memory-limited child process (`ecg_decode/sandbox/`), which reads local files itself; files on
 remote storage (`gs://` and the like) are read here through Beam's `FileSystems` and their bytes
-handed to the child (`inputs/decoder_requests.py`). The quality flags come from `ecg_decode/decoding/quality.py`. Rejections and quality findings
+handed to the child (`inputs/decoder_requests.py`). The quality flags (`ecg_decode/decoding/quality.py`) are
+computed in the child too, on the whole decoded record. Rejections and quality findings
 leave on tagged outputs, so nothing a bad file does can stop the run or vanish silently.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from beam_pipeline.inputs.decoder_requests import decoder_request
 from beam_pipeline.inputs.discovery import RecordSource
 from ecg_common.rejections import DecodeError, Reason, Rejection
 from ecg_common.schema import CLASSES_KNOWN, DEFAULT_GEOMETRY, TRAIN_SPLIT, UNKNOWN_LABEL, Geometry
-from ecg_decode.decoding.quality import QualityFinding, assess
+from ecg_decode.decoding.quality import QualityFinding
 from ecg_decode.decoding.record_info import Decoded, RecordInfo
 from ecg_decode.decoding.windows import cut_windows
 from ecg_decode.sandbox.parent import DecoderProcess
@@ -111,7 +112,7 @@ class DecodeRecordFn(TallyingDoFn):
             yield from self._collect_oldest()
         self._decoder.submit(data, header, default_sampling_rate=self._default_sampling_rate,
                              pad_short=self._pad_short, geometry=self._geometry,
-                             whole_record=self._window_stride_s is not None)
+                             whole_record=self._window_stride_s is not None, assess_quality=self._assess_quality)
         self._in_flight.append(source)
 
     def finish_bundle(self):
@@ -146,8 +147,7 @@ class DecodeRecordFn(TallyingDoFn):
                 outcome = classes
             else:
                 label, names = classes
-        flags = assess(outcome.ecg, self._geometry.lead_names) if (
-            self._assess_quality and not isinstance(outcome, Rejection)) else None
+        flags = outcome.flags if self._assess_quality and not isinstance(outcome, Rejection) else None
         if flags:
             finding = QualityFinding(source.record_id, source.path, flags)
             yield beam.pvalue.TaggedOutput(QUALITY_TAG, finding)

@@ -61,11 +61,13 @@ class RecordInfo:
 
 
 class Decoded(typing.NamedTuple):
-    """A decoded record: the standardized signal in mV and its `RecordInfo`. Here rather than in
-    `decode.py` so the sandbox's parent side can name it without importing the parsers."""
+    """A decoded record: the standardized signal in mV, its `RecordInfo` and, when the decoder child
+    was asked for them, its quality flags (`quality.assess`: flag -> lead names; empty when none).
+    Here rather than in `decode.py` so the sandbox's parent side can name it without importing the parsers."""
 
     ecg: np.ndarray
     info: RecordInfo
+    flags: dict[str, tuple[str, ...]] | None = None
 
 
 def _age(value: object) -> float | None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ecg_common.rejections import DecodeError, Reason
 from ecg_decode.decoding.decode import decode_wfdb_with_info, decode_with_info
+from ecg_decode.decoding.quality import assess
 from ecg_decode.decoding.record_info import Decoded
 from ecg_decode.decoding.wfdb_header import parse_header
 from ecg_decode.decoding.wfdb_signal import signal_file_names
@@ -109,8 +110,7 @@ def _decode_wfdb(metadata: dict, payload: bytes) -> Decoded | DecodeError:
         for name, size in metadata["signal_files"]:
             files[str(name)] = payload[start:start + int(size)]
             start += int(size)
-    geometry = Geometry.from_json(metadata["geometry"]) if metadata.get("geometry") else DEFAULT_GEOMETRY
-    return decode_wfdb_with_info(header, files, pad_short=bool(metadata["pad_short"]), geometry=geometry,
+    return decode_wfdb_with_info(header, files, pad_short=bool(metadata["pad_short"]), geometry=_geometry(metadata),
                                  whole_record=bool(metadata.get("whole_record", False)))
 
 
@@ -122,10 +122,13 @@ def _decode_mat(metadata: dict, payload: bytes) -> Decoded | DecodeError:
         if isinstance(read, DecodeError):
             return read
         payload, header = read
-    geometry = Geometry.from_json(metadata["geometry"]) if metadata.get("geometry") else DEFAULT_GEOMETRY
     return decode_with_info(payload, header, default_sampling_rate=float(metadata["default_sampling_rate"]),
-                            pad_short=bool(metadata["pad_short"]), geometry=geometry,
+                            pad_short=bool(metadata["pad_short"]), geometry=_geometry(metadata),
                             whole_record=bool(metadata.get("whole_record", False)))
+
+
+def _geometry(metadata: dict) -> Geometry:
+    return Geometry.from_json(metadata["geometry"]) if metadata.get("geometry") else DEFAULT_GEOMETRY
 
 
 def _is_wfdb(metadata: dict) -> bool:
@@ -134,20 +137,26 @@ def _is_wfdb(metadata: dict) -> bool:
 
 def _decode_request(metadata: dict, payload: bytes, slots: mmap.mmap | None = None) -> tuple[dict, bytes]:
     """The response to one request: an error, or the decoded record, in the slot the parent named
-    (when it shares them) or else as the response's payload, with its `RecordInfo` in the metadata."""
+    (when it shares them) or else as the response's payload, with its `RecordInfo` in the metadata
+    and, when the request says `assess`, its quality flags. The flags are computed here on the float32
+    record the parent receives, so its threads (which share one interpreter lock) do not spend
+    ~1.4 ms a record on them (docs/performance.md, "Fifth round")."""
     try:
         result = _decode_wfdb(metadata, payload) if _is_wfdb(metadata) else _decode_mat(metadata, payload)
     except MemoryError:  # decode_record catches its own; this is the last resort around it
         result = DecodeError(Reason.TOO_LARGE, "ran out of memory while decoding the file")
     if isinstance(result, DecodeError):
         return {"reason": result.reason, "detail": result.detail}, b""
-    ecg, response = result.ecg, {"shape": list(result.ecg.shape), "info": result.info.to_json()}
+    ecg = np.asarray(result.ecg, dtype=RESULT_DTYPE)
+    response = {"shape": list(ecg.shape), "info": result.info.to_json()}
+    if metadata.get("assess"):
+        response["flags"] = {flag: list(leads) for flag, leads in assess(ecg, _geometry(metadata).lead_names).items()}
     slot = metadata.get("slot")
     fits = fits_in_slot(ecg.shape)
     if slots is not None and fits and isinstance(slot, int) and 0 <= slot < len(slots) // RESULT_BYTES:
         slot_view(slots, slot, ecg.shape)[...] = ecg
         return {**response, "slot": slot}, b""
-    return response, np.ascontiguousarray(ecg, dtype=RESULT_DTYPE).tobytes()
+    return response, np.ascontiguousarray(ecg).tobytes()
 
 
 def serve(memory_mb: int, slots_fd: int | None = None) -> None:

@@ -35,6 +35,7 @@ import numpy as np
 from ecg_common.cpu_time import process_cpu_seconds
 from ecg_common.rejections import DecodeError, Reason
 from ecg_common.schema import DEFAULT_GEOMETRY, Geometry
+from ecg_decode.decoding.quality import FLAGS
 from ecg_decode.decoding.record_info import Decoded, RecordInfo
 from ecg_decode.sandbox.protocol import (CHILD_ENV, FRAME, MAX_METADATA_BYTES, MAX_RESULT_BYTES, RESULT_BYTES,
                                          RESULT_DTYPE, STARTUP_TIMEOUT_S, ChildGone, DecodeLimits, LocalFile, Timeout,
@@ -90,6 +91,8 @@ class _Request:
     geometry: Geometry = DEFAULT_GEOMETRY
     whole_record: bool = False
     """What the result must look like: `geometry.shape`, or with `whole_record` at least one window long."""
+    assess_quality: bool = False
+    """Whether the result must carry the record's quality flags."""
 
 
 def _shared_slots() -> tuple[int, mmap.mmap] | None:
@@ -179,22 +182,26 @@ class DecoderProcess:
         return self._can_queue and len(self._pending) < self.max_pending and queued_bytes <= QUEUEABLE_REQUEST_BYTES
 
     def submit(self, data: bytes | LocalFile | WfdbBytes, header_text: str | None, *, default_sampling_rate: float,
-               pad_short: bool, geometry: Geometry = DEFAULT_GEOMETRY, whole_record: bool = False) -> None:
+               pad_short: bool, geometry: Geometry = DEFAULT_GEOMETRY, whole_record: bool = False,
+               assess_quality: bool = False) -> None:
         """Sends one file (its bytes and header text, or a `LocalFile` for the child to read) to the
         child; its result is what a later `collect` returns in turn: `geometry.shape`, or with
-        `whole_record` the whole record (at least one window; through the pipe when beyond a slot)."""
+        `whole_record` the whole record (at least one window; through the pipe when beyond a slot).
+        With `assess_quality` the child also assesses the (whole) record: `Decoded.flags`."""
         if not self.has_room(data, header_text):
             raise RuntimeError("DecoderProcess.submit without room: collect a pending result first")
         slot = self._free_slots.pop() if self._free_slots else None
         metadata = {"header": header_text, "default_sampling_rate": default_sampling_rate, "pad_short": pad_short,
-                    "slot": slot, "geometry": geometry.to_json(), "whole_record": whole_record}
+                    "slot": slot, "geometry": geometry.to_json(), "whole_record": whole_record,
+                    "assess": assess_quality}
         if isinstance(data, LocalFile):
             metadata.update(dataclasses.asdict(data))
         if isinstance(data, WfdbBytes):
             metadata["signal_files"] = data.manifest()
         payload = b"" if isinstance(data, LocalFile) else data.payload() if isinstance(data, WfdbBytes) else data
         frame = pack(metadata, payload)
-        request = _Request(frame, _request_size(data, header_text), time.monotonic(), slot, geometry, whole_record)
+        request = _Request(frame, _request_size(data, header_text), time.monotonic(), slot, geometry, whole_record,
+                           assess_quality)
         self._send_with_restart(request)
         self._pending.append(request)
 
@@ -326,22 +333,40 @@ class DecoderProcess:
 
     def _result(self, metadata: dict, payload: bytearray, request: _Request) -> Decoded | DecodeError:
         """The record in the response's payload, or copied out of its slot (which is then reused),
-        with the `RecordInfo` of the response's metadata (checked: the child is not trusted)."""
+        with the `RecordInfo` and the flags of the response's metadata (checked: the child is not trusted)."""
         if "reason" in metadata:
             return DecodeError(str(metadata["reason"]), str(metadata.get("detail", "")))
         malformed = DecodeError(Reason.DECODER_CRASHED, "the decoder process returned a malformed result")
         info = RecordInfo.from_json(metadata.get("info"))
         shape = _expected_shape(metadata.get("shape"), request)
-        if shape is None or info is None:
+        flags = _expected_flags(metadata.get("flags"), request) if request.assess_quality else None
+        if shape is None or info is None or (request.assess_quality and flags is None):
             return malformed
         if metadata.get("slot") is not None:
             slot = request.slot
             if metadata["slot"] != slot or slot is None or payload or not fits_in_slot(shape):
                 return malformed
-            return Decoded(slot_view(self._slots[1], slot, shape).copy(), info)
+            return Decoded(slot_view(self._slots[1], slot, shape).copy(), info, flags)
         if len(payload) != int(np.prod(shape)) * RESULT_DTYPE.itemsize:
             return malformed
-        return Decoded(np.frombuffer(payload, dtype=RESULT_DTYPE).reshape(shape), info)
+        return Decoded(np.frombuffer(payload, dtype=RESULT_DTYPE).reshape(shape), info, flags)
+
+
+def _expected_flags(flags: object, request: _Request) -> dict[str, tuple[str, ...]] | None:
+    """The quality flags as `quality.assess` gives them (flag -> lead names, in the geometry's order),
+    or None when `flags` is not such a mapping of known flags to leads of the request's geometry."""
+    if not isinstance(flags, dict) or not set(flags) <= set(FLAGS):
+        return None
+    names = request.geometry.lead_names
+    checked = {}
+    for flag in FLAGS:
+        leads = flags.get(flag)
+        if leads is None:
+            continue
+        if not (isinstance(leads, list) and leads and all(isinstance(lead, str) and lead in names for lead in leads)):
+            return None
+        checked[flag] = tuple(lead for lead in names if lead in leads)
+    return checked
 
 
 def _expected_shape(shape: object, request: _Request) -> tuple[int, int] | None:
