@@ -59,12 +59,12 @@ def _in_global_window(output):
 class DecodeRecordFn(TallyingDoFn):
     """RecordSource -> DecodedRecords, one per window (main output), or a Rejection (`REJECTED_TAG`
     output), plus a QualityFinding (`QUALITY_TAG` output) for a decoded record that raises a quality
-    flag (assessed on the whole decoded record, once); with `reject_flagged` such a record is
+    flag (assessed by the decoder child on the whole decoded record, once); with `reject_flagged` such a record is
     rejected (`poor_quality`) instead of written. With `window_stride_s` the child decodes the whole
     record and its windows are cut here (`ecg_decode/decoding/windows.py`).
 
     The decoder child works on the next files (up to `parent.RESULT_SLOTS` ahead) while this
-    thread takes earlier ones down the rest of their path (windows, quality flags, batching, transform,
+    thread takes earlier ones down the rest of their path (windows, batching, transform,
     encoding: Beam runs those inside our `yield`). So a record's outputs may leave while a later
     element is processed; the last ones leave in `finish_bundle`. Each bundle keeps one decoder
     child for itself.
