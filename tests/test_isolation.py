@@ -177,8 +177,10 @@ def test_queued_results_come_back_in_order(queueing_decoder, tmp_path):
             results.append(queueing_decoder.collect())
         queueing_decoder.submit(data, None, **OPTIONS)
         assert queueing_decoder.pending <= queueing_decoder.max_pending
+        assert queueing_decoder._queued_bytes == sum(request.size for request in queueing_decoder._pending)
     while queueing_decoder.pending:
         results.append(queueing_decoder.collect())
+    assert queueing_decoder._queued_bytes == 0
     expected = [decode_record(path.read_bytes()) for path in files] + [decode_record(hf.contest(9)),
                                                                        decode_record(hf.contest(10))]
     assert len(results) == len(expected)
@@ -224,6 +226,11 @@ def test_a_large_header_counts_against_the_pipe_as_json_escapes_it():
         decoder.close()
 
 
+def test_the_json_length_of_a_name_is_what_json_makes_of_it():
+    for text in [None, "", "/data/R1.mat", "/d/r\u00e9c.mat", 'a"b', "a\\b", "tab\there", "\x01" * 3, "\u2028", "~ok~"]:
+        assert isolation._json_length(text) == len(json.dumps(text)), repr(text)
+
+
 def test_the_size_a_request_is_counted_for_covers_its_frame():
     local = LocalFile("/data/r\u00e9c\n.mat", "/data/r\u00e9c.hea", 1 << 20, 1 << 20)
     for data, header in [(local, None), (hf.contest(1), None), (hf.contest(1), hf.wfdb_header() + "\x00\u00e9" * 500)]:
@@ -242,7 +249,7 @@ def test_the_request_queued_behind_a_hanging_or_crashing_one_is_decoded_by_a_fre
     misbehaving.submit(hf.contest(9), None, **OPTIONS)
     assert misbehaving.collect().reason == reason
     np.testing.assert_array_equal(misbehaving.collect(), decode_record(hf.contest(9)))
-    assert misbehaving._process.pid != first_child and misbehaving.pending == 0
+    assert misbehaving._process.pid != first_child and misbehaving.pending == 0 and misbehaving._queued_bytes == 0
 
 
 _RSS_PROBE = r"""

@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import math
 import mmap
 import os
 import select
@@ -109,16 +110,25 @@ _FIXED_METADATA_BYTES = 512
 """More than a request's frame header, JSON keys, numbers and slot take (the rest is measured)."""
 
 
+def _json_length(text: str | None) -> int:
+    """len(json.dumps(text)), without encoding the common case: printable ASCII JSON leaves as it is."""
+    if text is None:
+        return 4
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return len(text) + 2
+    return len(json.dumps(text))
+
+
 def _request_size(data: bytes | LocalFile | WfdbBytes, header_text: str | None) -> int:
     """At least the bytes the request puts in the pipe: a LocalFile's names or a file's bytes, plus
     its header text, as JSON escapes them (a hostile header may grow several times over)."""
     if isinstance(data, LocalFile):
-        variable = len(json.dumps(data.path)) + len(json.dumps(data.header_path)) + len(json.dumps(data.root))
+        variable = _json_length(data.path) + _json_length(data.header_path) + _json_length(data.root)
     elif isinstance(data, WfdbBytes):
-        variable = sum(len(json.dumps(name)) + len(content) + 24 for name, content in data.files.items())
+        variable = sum(_json_length(name) + len(content) + 24 for name, content in data.files.items())
     else:
         variable = len(data)
-    return variable + len(json.dumps(header_text)) + _FIXED_METADATA_BYTES
+    return variable + _json_length(header_text) + _FIXED_METADATA_BYTES
 
 
 class DecoderProcess:
@@ -141,6 +151,8 @@ class DecoderProcess:
         self._process: subprocess.Popen | None = None
         self._can_queue = False
         self._pending: collections.deque[_Request] = collections.deque()
+        self._queued_bytes = 0
+        """The sizes of the pending requests, together (`submit` adds, `_forget` takes away)."""
         self._slots = _shared_slots()
         self._free_slots = list(range(RESULT_SLOTS)) if self._slots else []
         if self._slots:
@@ -178,8 +190,9 @@ class DecoderProcess:
         """Whether `data` (and `header_text`) can be submitted now without waiting for a result first."""
         if not self._pending:
             return True
-        queued_bytes = sum(request.size for request in self._pending) + _request_size(data, header_text)
-        return self._can_queue and len(self._pending) < self.max_pending and queued_bytes <= QUEUEABLE_REQUEST_BYTES
+        if not (self._can_queue and len(self._pending) < self.max_pending):
+            return False
+        return self._queued_bytes + _request_size(data, header_text) <= QUEUEABLE_REQUEST_BYTES
 
     def submit(self, data: bytes | LocalFile | WfdbBytes, header_text: str | None, *, default_sampling_rate: float,
                pad_short: bool, geometry: Geometry = DEFAULT_GEOMETRY, whole_record: bool = False,
@@ -195,7 +208,7 @@ class DecoderProcess:
                     "slot": slot, "geometry": geometry.to_json(), "whole_record": whole_record,
                     "assess": assess_quality}
         if isinstance(data, LocalFile):
-            metadata.update(dataclasses.asdict(data))
+            metadata.update(vars(data))  # its fields are strings and numbers: no deep copy (dataclasses.asdict)
         if isinstance(data, WfdbBytes):
             metadata["signal_files"] = data.manifest()
         payload = b"" if isinstance(data, LocalFile) else data.payload() if isinstance(data, WfdbBytes) else data
@@ -204,6 +217,7 @@ class DecoderProcess:
                            assess_quality)
         self._send_with_restart(request)
         self._pending.append(request)
+        self._queued_bytes += request.size
 
     def collect(self) -> np.ndarray | DecodeError:
         """The result of the oldest pending request (a `DecodeError` when the child hung or died on it)."""
@@ -229,6 +243,7 @@ class DecoderProcess:
         return self._result(metadata, payload, oldest)
 
     def _forget(self, request: _Request) -> None:
+        self._queued_bytes -= request.size
         if request.slot is not None:
             self._free_slots.append(request.slot)
 
@@ -347,7 +362,7 @@ class DecoderProcess:
             if metadata["slot"] != slot or slot is None or payload or not fits_in_slot(shape):
                 return malformed
             return Decoded(slot_view(self._slots[1], slot, shape).copy(), info, flags)
-        if len(payload) != int(np.prod(shape)) * RESULT_DTYPE.itemsize:
+        if len(payload) != math.prod(shape) * RESULT_DTYPE.itemsize:
             return malformed
         return Decoded(np.frombuffer(payload, dtype=RESULT_DTYPE).reshape(shape), info, flags)
 

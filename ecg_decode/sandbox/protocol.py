@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import mmap
 import struct
 
@@ -83,13 +84,13 @@ def parse_metadata(raw: bytes) -> dict:
 
 
 def fits_in_slot(shape: tuple[int, ...]) -> bool:
-    return int(np.prod(shape)) * RESULT_DTYPE.itemsize <= RESULT_BYTES
+    return math.prod(shape) * RESULT_DTYPE.itemsize <= RESULT_BYTES
 
 
 def slot_view(slots: mmap.mmap, slot: int, shape: tuple[int, int]) -> np.ndarray:
     """Slot `slot` of the shared result memory, as the (samples, leads) float32 array it holds
     (`shape` must fit in a slot: `fits_in_slot`)."""
-    return np.frombuffer(slots, dtype=RESULT_DTYPE, count=int(np.prod(shape)),
+    return np.frombuffer(slots, dtype=RESULT_DTYPE, count=math.prod(shape),
                          offset=slot * RESULT_BYTES).reshape(shape)
 
 
