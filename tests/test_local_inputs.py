@@ -51,6 +51,27 @@ def test_refusal_of_each_kind(tmp_path):
     assert verdict["PIPE.mat"] == (Reason.UNREADABLE, "a FIFO, not a regular file; not opened")
 
 
+def test_one_vetting_for_a_whole_listing_judges_each_path_as_on_its_own(tmp_path):
+    """`Vetting` resolves each folder once: a file reached through a folder that links outside the
+    input is still outside, and its neighbour in a real folder is still fine, in either order."""
+    root = _tree(tmp_path)
+    (tmp_path / "outside" / "Y.mat").write_bytes(b"y")
+    os.symlink(root / "real", root / "linked_in_dir")
+    names = ["A.mat", "LINK_IN.mat", "LINK_OUT.mat", "DANGLING.mat", "PIPE.mat", "DIR.mat", "GONE.mat",
+             "real/B.mat", "linked_dir/X.mat", "linked_dir/Y.mat", "linked_in_dir/B.mat"]
+    for order in (names, names[::-1]):
+        vetting = local_inputs.Vetting(str(root))
+        verdicts = {name: vetting.refusal(str(root / name)) for name in order}
+        assert verdicts == {name: local_inputs.refusal(str(root / name), str(root)) for name in names}
+        reasons = {name: verdict and verdict[0] for name, verdict in verdicts.items()}
+        assert reasons == {"A.mat": None, "LINK_IN.mat": None, "LINK_OUT.mat": Reason.OUTSIDE_INPUT,
+                           "DANGLING.mat": Reason.UNREADABLE, "PIPE.mat": Reason.UNREADABLE,
+                           "DIR.mat": Reason.UNREADABLE, "GONE.mat": Reason.UNREADABLE, "real/B.mat": None,
+                           "linked_dir/X.mat": Reason.OUTSIDE_INPUT, "linked_dir/Y.mat": Reason.OUTSIDE_INPUT,
+                           "linked_in_dir/B.mat": None}
+        assert str(tmp_path / "outside" / "Y.mat") in verdicts["linked_dir/Y.mat"][1]
+
+
 def test_a_refused_file_does_not_shadow_a_good_one_with_the_same_id(tmp_path):
     root = tmp_path / "in"
     (root / "b").mkdir(parents=True)

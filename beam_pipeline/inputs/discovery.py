@@ -158,6 +158,7 @@ def pair(directory: str, split: str, files: list[tuple[str, int]]) -> list[Recor
     size_of = dict(files)
     headers = headers_by_base(paths)
     wfdb = set(wfdb_records(paths))
+    vetting = local_inputs.Vetting(directory) if is_local(directory) else None
     sources = []
     for path in paths:
         if not is_record(path) and path not in wfdb:
@@ -165,7 +166,7 @@ def pair(directory: str, split: str, files: list[tuple[str, int]]) -> list[Recor
         record_id = _stem(path)
         base = dict(path=path, record_id=record_id, split=split, size_bytes=size_of[path],
                     header_path=None if path in wfdb else header_for(path, headers), input_root=directory)
-        refusal = _refusal(directory, path, base["header_path"])
+        refusal = _refusal(vetting, path, base["header_path"])
         sources.append(RecordSource(**base, rejection=None if refusal is None else Rejection(record_id, path, *refusal)))
     return sources
 
@@ -226,13 +227,14 @@ def find_records(directory: str, split: str, labels: Labels,
     return sources + sorted(resolved, key=lambda s: s.path)
 
 
-def _refusal(directory: str, path: str, header_path: str | None) -> tuple[str, str] | None:
-    """Why a local `.mat` file (or its `.hea` header) must not be opened, if it must not."""
-    if not is_local(path):
+def _refusal(vetting: local_inputs.Vetting | None, path: str, header_path: str | None) -> tuple[str, str] | None:
+    """Why a local `.mat` file (or its `.hea` header) must not be opened, if it must not (`vetting`: of
+    its local input directory; None for remote storage)."""
+    if vetting is None or not is_local(path):
         return None
-    if (refusal := local_inputs.refusal(path, directory)) is not None:
+    if (refusal := vetting.refusal(path)) is not None:
         return refusal
-    if header_path is not None and (refusal := local_inputs.refusal(header_path, directory)) is not None:
+    if header_path is not None and (refusal := vetting.refusal(header_path)) is not None:
         return refusal[0], f"header {header_path}: {refusal[1]}"
     return None
 
