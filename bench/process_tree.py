@@ -55,7 +55,11 @@ class Run:
 def measure(command: list[str], cwd: str | None = None) -> Run:
     """Runs `command`; returns its wall time, the peak RSS of its process tree (sampled) and the CPU
     time of the whole tree: per process, the last sample, or what the kernel reports for the reaped
-    ones (whichever is larger, as a process can end between two samples), and what it printed."""
+    ones (whichever is larger, as a process can end between two samples), and what it printed.
+
+    The file system is synced first (not timed): a command must not pay for writing back the previous
+    command's output (a gigabyte of TFRecords from each baseline, flushed for ~30 s after it ends)."""
+    os.sync()
     started = time.monotonic()
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
