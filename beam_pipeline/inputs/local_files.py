@@ -124,11 +124,7 @@ class Vetting:
         folder, name = os.path.split(path)
         if (real_folder := self._real_folders.get(folder)) is None:
             real_folder = self._real_folders[folder] = os.path.realpath(folder)
-        if (outside := self._outside(os.path.join(real_folder, name))) is not None:
-            return outside
-        if not stat.S_ISREG(info.st_mode):
-            return Reason.UNREADABLE, f"{kind_of(info.st_mode)}, not a regular file; not opened"
-        return None
+        return self._outside(os.path.join(real_folder, name)) or _not_regular(info.st_mode)
 
     def _link_refusal(self, path: str) -> tuple[str, str] | None:
         if (outside := self._outside(os.path.realpath(path))) is not None:
@@ -137,12 +133,16 @@ class Vetting:
             info = os.stat(path)
         except OSError as error:
             return Reason.UNREADABLE, f"broken symbolic link: {type(error).__name__}: {error}"
-        if not stat.S_ISREG(info.st_mode):
-            return Reason.UNREADABLE, f"{kind_of(info.st_mode)}, not a regular file; not opened"
-        return None
+        return _not_regular(info.st_mode)
 
     def _outside(self, real: str) -> tuple[str, str] | None:
         if is_inside(real, self._real_root):
             return None
         return (Reason.OUTSIDE_INPUT,
                 f"symbolic link to {real}, outside the input directory {self._real_root}; not followed")
+
+
+def _not_regular(mode: int) -> tuple[str, str] | None:
+    if stat.S_ISREG(mode):
+        return None
+    return Reason.UNREADABLE, f"{kind_of(mode)}, not a regular file; not opened"

@@ -97,7 +97,7 @@ def _read_wfdb_local(metadata: dict) -> tuple[str, dict[str, bytes]] | DecodeErr
     return text, files
 
 
-def _decode_wfdb(metadata: dict, payload: bytes) -> Decoded | DecodeError:
+def _decode_wfdb(metadata: dict, payload: bytes, geometry: Geometry) -> Decoded | DecodeError:
     """A WFDB record: read here (`LocalFile` of its `.hea`), or sent as the header text plus its signal
     files' bytes one after the other in the payload (`signal_files`: names and sizes)."""
     if "path" in metadata:
@@ -110,11 +110,11 @@ def _decode_wfdb(metadata: dict, payload: bytes) -> Decoded | DecodeError:
         for name, size in metadata["signal_files"]:
             files[str(name)] = payload[start:start + int(size)]
             start += int(size)
-    return decode_wfdb_with_info(header, files, pad_short=bool(metadata["pad_short"]), geometry=_geometry(metadata),
+    return decode_wfdb_with_info(header, files, pad_short=bool(metadata["pad_short"]), geometry=geometry,
                                  whole_record=bool(metadata.get("whole_record", False)))
 
 
-def _decode_mat(metadata: dict, payload: bytes) -> Decoded | DecodeError:
+def _decode_mat(metadata: dict, payload: bytes, geometry: Geometry) -> Decoded | DecodeError:
     """A `.mat` record (with its header text, if any): read here (`LocalFile`) or sent as its bytes."""
     header = metadata.get("header")
     if "path" in metadata:
@@ -123,7 +123,7 @@ def _decode_mat(metadata: dict, payload: bytes) -> Decoded | DecodeError:
             return read
         payload, header = read
     return decode_with_info(payload, header, default_sampling_rate=float(metadata["default_sampling_rate"]),
-                            pad_short=bool(metadata["pad_short"]), geometry=_geometry(metadata),
+                            pad_short=bool(metadata["pad_short"]), geometry=geometry,
                             whole_record=bool(metadata.get("whole_record", False)))
 
 
@@ -141,8 +141,10 @@ def _decode_request(metadata: dict, payload: bytes, slots: mmap.mmap | None = No
     and, when the request says `assess`, its quality flags. The flags are computed here on the float32
     record the parent receives, so its threads (which share one interpreter lock) do not spend
     ~1.4 ms a record on them (docs/performance.md, "Fifth round")."""
+    geometry = _geometry(metadata)
     try:
-        result = _decode_wfdb(metadata, payload) if _is_wfdb(metadata) else _decode_mat(metadata, payload)
+        decode = _decode_wfdb if _is_wfdb(metadata) else _decode_mat
+        result = decode(metadata, payload, geometry)
     except MemoryError:  # decode_record catches its own; this is the last resort around it
         result = DecodeError(Reason.TOO_LARGE, "ran out of memory while decoding the file")
     if isinstance(result, DecodeError):
@@ -150,7 +152,7 @@ def _decode_request(metadata: dict, payload: bytes, slots: mmap.mmap | None = No
     ecg = np.asarray(result.ecg, dtype=RESULT_DTYPE)
     response = {"shape": list(ecg.shape), "info": result.info.to_json()}
     if metadata.get("assess"):
-        response["flags"] = {flag: list(leads) for flag, leads in assess(ecg, _geometry(metadata).lead_names).items()}
+        response["flags"] = {flag: list(leads) for flag, leads in assess(ecg, geometry.lead_names).items()}
     slot = metadata.get("slot")
     fits = fits_in_slot(ecg.shape)
     if slots is not None and fits and isinstance(slot, int) and 0 <= slot < len(slots) // RESULT_BYTES:
