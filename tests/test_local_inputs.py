@@ -10,7 +10,8 @@ import hostile_files as hf
 from beam_pipeline.graph.counts import TALLY_TAG
 from beam_pipeline.graph.read import DecodeRecordFn
 from beam_pipeline.inputs import local_files as local_inputs
-from beam_pipeline.inputs.discovery import RecordSource, find_records, list_files
+from beam_pipeline.graph.sources import _PairFn, as_bytes
+from beam_pipeline.inputs.discovery import RecordSource, find_records, list_files, pair, record_base
 from beam_pipeline.inputs.labels import parse_labels
 from ecg_common.rejections import Reason, Rejection
 from ecg_common.schema import TEST_SPLIT
@@ -70,6 +71,32 @@ def test_one_vetting_for_a_whole_listing_judges_each_path_as_on_its_own(tmp_path
                            "linked_dir/X.mat": Reason.OUTSIDE_INPUT, "linked_dir/Y.mat": Reason.OUTSIDE_INPUT,
                            "linked_in_dir/B.mat": None}
         assert str(tmp_path / "outside" / "Y.mat") in verdicts["linked_dir/Y.mat"][1]
+
+
+def test_pairing_a_bundle_of_groups_with_one_vetting_judges_each_as_alone(tmp_path):
+    """The job pairs one group (record) at a time, one `Vetting` per bundle (`sources._PairFn`): what a
+    group after a link out of the input, a linked folder or a vanished file gets must be what pairing
+    it on its own gives, in either order of the groups."""
+    root = _tree(tmp_path)
+    (root / "A.hea").write_text("A 12 500 5000\n")
+    os.symlink(root / "real", root / "linked_in_dir")
+    (root / "GONE.mat").write_bytes(b"g")
+    listing = [(path, size) for path, size in list_files(str(root))]
+    (root / "GONE.mat").unlink()  # listed, then removed
+    groups: dict[str, list] = {}
+    for path, size in listing:
+        groups.setdefault(record_base(path), []).append((path, size))
+    alone = {base: pair(str(root), TEST_SPLIT, files) for base, files in groups.items()}
+    assert {s.record_id: s.rejection and s.rejection.reason for found in alone.values() for s in found} == {
+        "A": None, "DANGLING": Reason.UNREADABLE, "GONE": Reason.UNREADABLE, "LINK_IN": None,
+        "LINK_OUT": Reason.OUTSIDE_INPUT, "PIPE": Reason.UNREADABLE, "B": None}
+    assert [s.header_path for s in alone[record_base(str(root / "A.mat"))]] == [str(root / "A.hea")]
+    for order in (list(groups), list(groups)[::-1]):
+        fn = _PairFn(str(root), TEST_SPLIT, "token")
+        fn.start_bundle()
+        paired = [source for base in order for _, source in fn.process((as_bytes(base), [
+            (as_bytes(path), size) for path, size in groups[base]]))]
+        assert paired == [source for base in order for source in alone[base]]
 
 
 def test_a_refused_file_does_not_shadow_a_good_one_with_the_same_id(tmp_path):

@@ -28,7 +28,7 @@ from beam_pipeline.graph.counts import TALLY_TAG, TallyingDoFn
 from beam_pipeline.graph.settings import InputSpec
 from beam_pipeline.inputs import local_files
 from beam_pipeline.inputs.discovery import (RecordSource, label_entries, line_findings, objects_under, pair,
-                                            record_base, resolve, unlistable_source, without_file)
+                                            record_base, resolve, unlistable_source, vetting_for, without_file)
 from beam_pipeline.inputs.labels import read_labels
 from beam_pipeline.inputs.local_files import UnlistableDirectory, is_local
 from ecg_common.rejections import Rejection
@@ -94,12 +94,26 @@ def as_bytes(path: str) -> bytes:
     return path.encode("utf-8", "surrogateescape")
 
 
-def _pair(element, directory: str, split: str, token: str):
-    _, files = element
-    named = [(path.decode("utf-8", "surrogateescape"), size) for path, size in files]
-    for source in pair(directory, split, named):
-        progress.note_found(token, split)
-        yield source.record_id, source
+class _PairFn(beam.DoFn):
+    """(pairing key, [(path, size)]) -> (record id, RecordSource) per record file of the group
+    (`discovery.pair`), with one `Vetting` per bundle: a group is one record, and vetting each group
+    on its own resolved the input root and the record's folder again for every record."""
+
+    def __init__(self, directory: str, split: str, token: str):
+        self._directory = directory
+        self._split = split
+        self._token = token
+        self._vetting: local_files.Vetting | None = None
+
+    def start_bundle(self):
+        self._vetting = vetting_for(self._directory)
+
+    def process(self, element):
+        _, files = element
+        named = [(path.decode("utf-8", "surrogateescape"), size) for path, size in files]
+        for source in pair(self._directory, self._split, named, self._vetting):
+            progress.note_found(self._token, self._split)
+            yield source.record_id, source
 
 
 def _label_entries(labels_path: str, normal_labels: tuple[str, ...], multi_label: bool):
@@ -176,7 +190,7 @@ class FindSources(beam.PTransform):
                 | f"List[{split}]" >> beam.FlatMap(_list_directory, split, self._token).with_outputs(
                     UNLISTABLE_TAG, main="files"))
             paired = (listed["files"] | f"GroupByBase[{split}]" >> beam.GroupByKey()
-                      | f"Pair[{split}]" >> beam.FlatMap(_pair, directory, split, self._token))
+                      | f"Pair[{split}]" >> beam.ParDo(_PairFn(directory, split, self._token)))
             keyed[split] = (paired, listed[UNLISTABLE_TAG]) | f"WithUnlistable[{split}]" >> beam.Flatten()
         line_findings_ = []
         if inputs.labels_path is not None:

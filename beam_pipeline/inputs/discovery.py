@@ -150,15 +150,18 @@ def record_base(path: str) -> str | None:
     return None
 
 
-def pair(directory: str, split: str, files: list[tuple[str, int]]) -> list[RecordSource]:
+def pair(directory: str, split: str, files: list[tuple[str, int]],
+         vetting: local_inputs.Vetting | None = None) -> list[RecordSource]:
     """The record files among `files` (paths with one `record_base`, with sizes) as unlabelled
     RecordSources: each `.mat` with its header, or a `.hea` with no `.mat` beside it (a WFDB record);
-    a file that must not be opened carries its refusal."""
+    a file that must not be opened carries its refusal. `vetting`: the `vetting_for(directory)` of a
+    caller that pairs many groups of one listing, so the input root and each folder are resolved once
+    for all of them instead of once per group (a record); by default one for this call."""
     paths = sorted(path for path, _ in files)
     size_of = dict(files)
     headers = headers_by_base(paths)
     wfdb = set(wfdb_records(paths))
-    vetting = local_inputs.Vetting(directory) if is_local(directory) else None
+    vetting = vetting if vetting is not None else vetting_for(directory)
     sources = []
     for path in paths:
         if not is_record(path) and path not in wfdb:
@@ -218,13 +221,19 @@ def find_records(directory: str, split: str, labels: Labels,
         if not isinstance(entry, UnlistableDirectory) and (base := record_base(entry.path)) is not None:
             by_base[base].append((entry.path, entry.size_in_bytes))
     by_id: dict[str, list[RecordSource]] = collections.defaultdict(list)
+    vetting = vetting_for(directory)
     for files in by_base.values():
-        for source in pair(directory, split, files):
+        for source in pair(directory, split, files, vetting):
             by_id[source.record_id].append(source)
     entries = label_entries(labels)
     resolved = [s for record_id, candidates in by_id.items()
                 for s in resolve(candidates, entries.get(record_id), labels_in_header)]
     return sources + sorted(resolved, key=lambda s: s.path)
+
+
+def vetting_for(directory: str) -> local_inputs.Vetting | None:
+    """The `local_files.Vetting` of a local input directory; None for remote storage (nothing to vet)."""
+    return local_inputs.Vetting(directory) if is_local(directory) else None
 
 
 def _refusal(vetting: local_inputs.Vetting | None, path: str, header_path: str | None) -> tuple[str, str] | None:
