@@ -18,6 +18,7 @@ from apache_beam.transforms.combiners import CountCombineFn
 
 from beam_pipeline.runs.beam_runner import pipeline_options
 from beam_pipeline.runs.data_plane_guard import guard_local_data_plane
+from beam_pipeline.runs.local_runner_overheads import trim_local_overheads
 
 N = 1_000_000
 
@@ -41,6 +42,7 @@ def test_a_million_elements_survive_the_default_local_options(tmp_path):
     assert options.view_as(DirectOptions).direct_running_mode == "in_memory"
     assert options.view_as(DirectOptions).direct_num_workers == (os.cpu_count() or 1)
     guard_local_data_plane(options)  # as the runs do (a no-op for in_memory)
+    assert trim_local_overheads(options)  # as the runs do: single-element stages as one bundle
     _round_trip(options, tmp_path)
 
 

@@ -26,6 +26,7 @@ from beam_pipeline.runs.beam_runner import (counters_with_prefix, describe_runne
                                             pipeline_options, returns_at_submission, tft_temp_dir)
 from beam_pipeline.runs.classes import learn_classes
 from beam_pipeline.runs.data_plane_guard import guard_local_data_plane
+from beam_pipeline.runs.local_runner_overheads import trim_local_overheads
 from beam_pipeline.runs.finishing import Finisher, RunInputs
 from beam_pipeline.runs.interruption import deferred_stop
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
@@ -104,6 +105,7 @@ def run_job(config: JobConfig, beam_args: list[str]) -> dict:
     inputs = input_spec(config)
     options = pipeline_options(beam_args)
     guard_local_data_plane(options)  # before the runner starts its workers
+    trim_local_overheads(options)  # before the graph is built
     runner = describe_runner(options)
     decode_options = config.decode
     claim, tft_temp, pipeline = OutputClaim(output_dir, config.output_dir), None, None

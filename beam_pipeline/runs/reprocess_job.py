@@ -73,6 +73,7 @@ from beam_pipeline.runs.beam_runner import (counters_with_prefix, describe_runne
                                             pipeline_options, returns_at_submission, tft_temp_dir)
 from beam_pipeline.runs.classes import class_summary, training_classes
 from beam_pipeline.runs.data_plane_guard import guard_local_data_plane
+from beam_pipeline.runs.local_runner_overheads import trim_local_overheads
 from beam_pipeline.runs.interruption import deferred_stop
 from beam_pipeline.runs.ledger import (LEDGER_FILE, MANIFEST_FILE, LedgerHead, Reconciled, TransformClaim,
                                        discard_new_ledger, install_ledger, new_ledger_path, read_ledger_head,
@@ -416,6 +417,7 @@ def _run_batch(config: ReprocessConfig, night: Night, staging: str, beam_args: l
     with --publish_in_job, as the job's last step."""
     options = pipeline_options(beam_args)
     guard_local_data_plane(options)  # before the runner starts its workers
+    trim_local_overheads(options)  # before the graph is built
     runner = describe_runner(options)
     _log.info("%s: selecting the new and changed records of %s against %s, on %s", night.batch, config.incoming,
               config.output_root, runner)
