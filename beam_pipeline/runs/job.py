@@ -26,9 +26,9 @@ from beam_pipeline.runs.beam_runner import (counters_with_prefix, describe_runne
                                             pipeline_options, returns_at_submission, tft_temp_dir)
 from beam_pipeline.runs.classes import learn_classes
 from beam_pipeline.runs.data_plane_guard import guard_local_data_plane
-from beam_pipeline.runs.local_runner_overheads import trim_local_overheads
 from beam_pipeline.runs.finishing import Finisher, RunInputs
 from beam_pipeline.runs.interruption import deferred_stop
+from beam_pipeline.runs.local_runner_overheads import trim_local_overheads
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
 from beam_pipeline.runs.output_guard import check_output_dir
 from beam_pipeline.runs.publish import OutputClaim

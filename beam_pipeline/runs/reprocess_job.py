@@ -73,11 +73,11 @@ from beam_pipeline.runs.beam_runner import (counters_with_prefix, describe_runne
                                             pipeline_options, returns_at_submission, tft_temp_dir)
 from beam_pipeline.runs.classes import class_summary, training_classes
 from beam_pipeline.runs.data_plane_guard import guard_local_data_plane
-from beam_pipeline.runs.local_runner_overheads import trim_local_overheads
 from beam_pipeline.runs.interruption import deferred_stop
 from beam_pipeline.runs.ledger import (LEDGER_FILE, MANIFEST_FILE, LedgerHead, Reconciled, TransformClaim,
                                        discard_new_ledger, install_ledger, new_ledger_path, read_ledger_head,
                                        reconcile_head, remove_leftover_temp_files, write_ledger_head)
+from beam_pipeline.runs.local_runner_overheads import trim_local_overheads
 from beam_pipeline.runs.outcome import DEFAULT_MAX_ERROR_RATE
 from beam_pipeline.runs.output_guard import Kind, check_output_root, creating_in, read_marker, write_marker
 from beam_pipeline.runs.publish import discard, discard_unpublished, publish, remove_leftovers, staging_dir_for
