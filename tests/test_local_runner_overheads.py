@@ -61,7 +61,8 @@ def test_arguments_and_defaults_are_beams_own_for_every_kind_of_callable():
     for f in callables * 2:  # the second round from the cache where there is one
         assert overheads.function_args_defaults(f) == overheads._beam_args_defaults(f), f
     args, defaults = overheads.function_args_defaults(_Plain().process)
-    args.append("mutated"), defaults.clear()  # a caller's lists are its own
+    args.append("mutated")  # a caller's lists are its own
+    defaults.clear()
     assert overheads.function_args_defaults(_Plain().process) == (["element", "timestamp"], [beam.DoFn.TimestampParam])
 
 
