@@ -66,6 +66,18 @@ def test_arguments_and_defaults_are_beams_own_for_every_kind_of_callable():
     assert overheads.function_args_defaults(_Plain().process) == (["element", "timestamp"], [beam.DoFn.TimestampParam])
 
 
+def test_a_method_with_an_unhashable_default_goes_beams_way():
+    _applied()
+
+    class Listed(beam.DoFn):
+        def process(self, element, seen=[], options={}):  # noqa: B006 - the unhashable defaults are the point
+            yield element
+
+    assert overheads._cache_key(Listed().process) is None
+    assert overheads.function_args_defaults(Listed().process) == (["element", "seen", "options"], [[], {}])
+    assert userstate.get_dofn_specs(Listed()) == (set(), set())
+
+
 def test_a_function_whose_defaults_change_is_inspected_again():
     _applied()
 

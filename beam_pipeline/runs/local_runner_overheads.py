@@ -74,7 +74,12 @@ def _cache_key(f) -> tuple | None:
     function = f.__func__
     if function.__kwdefaults__ or "__signature__" in vars(function) or "__wrapped__" in vars(function):
         return None
-    return function, function.__code__, function.__defaults__
+    key = function, function.__code__, function.__defaults__
+    try:
+        hash(key)
+    except TypeError:  # a default that cannot be a key (a list, a dict): Beam's way
+        return None
+    return key
 
 
 def _process_bundle(self, inputs, expected_outputs, fired_timers, expected_output_timers, dry_run=False):
