@@ -69,6 +69,54 @@ def test_the_noisy_flag_by_counting_is_the_flag_by_the_median(real_ecg_dir):
     assert 0 < sum(flags) < len(flags)  # both outcomes were exercised
 
 
+def _stress_leads(rng) -> list[np.ndarray]:
+    """Leads whose first differences sit near what `_surely_quiet` counts: noise around the threshold,
+    medians shifted to and past the counted step, spikes, odd and even lengths, float32 and float64."""
+    step = float(quality._quiet_step("<f4"))
+    leads = []
+    for dtype in (np.float32, np.float64):
+        for samples in (5000, 5001):
+            for scale in np.linspace(0.0, 0.3, 16):
+                for shift in (0.0, 0.5 * step, step, 1.5 * step, -2 * step):
+                    steps = rng.normal(loc=shift, scale=scale, size=(12, samples - 1))
+                    steps[::3] *= 1 + 20 * (rng.random(size=(4, samples - 1)) < 0.3)  # spikes on some leads
+                    leads.append(np.concatenate([np.zeros((12, 1)), np.cumsum(steps, axis=1)], axis=1).astype(dtype))
+    return leads
+
+
+def test_the_noisy_flag_with_the_quiet_count_is_the_flag_by_the_median(real_ecg_dir):
+    real = [np.ascontiguousarray(_decode(path).T) for path in sorted(real_ecg_dir.glob("*/*.mat"))]
+    synthetic = [np.ascontiguousarray(synthesize_record(np.random.default_rng(seed), seed % 2)[0].T)
+                 for seed in range(20)]
+    vouched, flagged, total = 0, 0, 0
+    for leads in real + synthetic + _stress_leads(np.random.default_rng(11)):
+        expected = _noisy_by_the_median(leads)
+        np.testing.assert_array_equal(quality._noisy_leads(leads), expected)
+        quiet = quality._surely_quiet(np.diff(leads, axis=1))
+        assert not (quiet & expected).any()  # the count never vouches for a lead the medians flag
+        vouched, flagged, total = vouched + quiet.sum(), flagged + expected.sum(), total + quiet.size
+    assert 0 < vouched < total - flagged  # the count decided many leads, and left quiet ones to the medians too
+    assert flagged > 0
+
+
+def test_the_quiet_count_stops_where_its_proof_does():
+    half = 2499
+    step = quality._quiet_step("<f4")
+    quiet_mad = quality._largest_quiet_mad("<f4")
+    beyond = np.nextafter(step, np.float32(np.inf))
+    # Just under half the differences beyond the counted step: vouched for, and indeed not noisy.
+    vouched = np.concatenate([np.full(half, beyond), np.zeros(half + 1)]).astype(np.float32)[None, :]
+    assert quality._surely_quiet(vouched)[0] and not quality._noisy(quality._step_deviations(vouched))[0]
+    # One more beyond it: not vouched for (here the median itself is beyond the step).
+    one_more = np.concatenate([np.full(half + 1, beyond), np.zeros(half)]).astype(np.float32)[None, :]
+    assert not quality._surely_quiet(one_more)[0]
+    # The median at the counted step, the rest just past A from it on either side: noisy, not vouched for.
+    noisy = np.concatenate([np.full(half, step - 1.01 * quiet_mad), [step], np.full(half, step + 1.01 * quiet_mad)])
+    noisy = noisy.astype(np.float32)[None, :]
+    assert quality._noisy(quality._step_deviations(noisy))[0] and not quality._surely_quiet(noisy)[0]
+    assert not quality._surely_quiet(np.zeros((1, 2 * half), dtype=np.float32))[0]  # even counts: the medians' way
+
+
 def test_the_noisy_count_flips_exactly_where_the_estimate_crosses_the_threshold():
     for dtype in ("<f4", "<f8"):
         quiet = quality._largest_quiet_mad(dtype)
